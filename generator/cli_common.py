@@ -1,0 +1,36 @@
+"""Pieces shared by every ``python -m generator`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--weights-dir`` and ``--offline``, accepted by every command that may need weights."""
+    group = parser.add_argument_group("weights")
+    group.add_argument(
+        "--weights-dir",
+        metavar="DIR",
+        default=None,
+        help="where registry weights are kept and downloaded "
+        "(default: $GENERATOR_WEIGHTS_DIR, else weights/ in the checkout)",
+    )
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        default=None,
+        help="never use the network; a missing file is an error that names the command "
+        "fetching it (also: GENERATOR_OFFLINE=1)",
+    )
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Diagnostics from library code go to stderr through ``logging``."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
