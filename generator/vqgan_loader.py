@@ -1,0 +1,208 @@
+"""Load a VQGAN from an official Taming Transformers checkpoint, or any file in its format.
+
+Accepted: a Lightning ``.ckpt`` (its ``state_dict``), a ``.pth``/``.bin`` state dict, a
+``.safetensors`` file, and the first stage inside a Taming transformer checkpoint
+(``first_stage_model.*``). The architecture comes from the upstream ``.yaml`` (read with
+``yaml.safe_load``; only the model's parameters matter, never its ``target`` import strings
+beyond telling a Gumbel model apart), from a :class:`VQGANConfig`, or, when neither is
+given, from the tensor shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from generator.checkpoints import StateDict, load_strict, read_checkpoint, state_dict_from, with_prefix, without
+from generator.errors import CheckpointError, ConfigError
+from models.vqgan import VQGAN, VQGANConfig
+
+logger = logging.getLogger(__name__)
+
+FIRST_STAGE_PREFIX = "first_stage_model."
+# Entries a checkpoint may carry that are not part of the autoencoder used for inference:
+# the discriminator and LPIPS loss of training, and the colour map used to preview
+# segmentation maps.
+TRAINING_ONLY_PREFIXES = ("loss.",)
+EXTRA_NAMES = ("colorize",)
+# Upstream ddconfig keys that only ever take one value in released models; other values
+# describe architectures this module does not implement.
+_FIXED_DDCONFIG = {"resamp_with_conv": True, "give_pre_end": False, "tanh_out": False,
+                   "attn_type": "vanilla", "use_linear_attn": False}
+# Fields that decide tensor shapes, compared when a checkpoint does not fit its config.
+_SHAPE_FIELDS = ("quantizer", "n_embed", "embed_dim", "z_channels", "ch", "ch_mult",
+                 "num_res_blocks", "in_channels", "out_ch")
+
+
+def read_yaml(path: str | Path) -> Mapping[str, Any]:
+    """Parse a config file safely; a missing or malformed file is a :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; check the path.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not a readable YAML file ({error}); give the model's .yaml.") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} does not hold a model config; give the model's .yaml.")
+    return data
+
+
+def vqgan_config_from_mapping(data: Mapping[str, Any], *, source: str) -> VQGANConfig:
+    """Build a :class:`VQGANConfig` from an upstream config.
+
+    ``data`` may be a whole ``model.yaml`` (``model: {target, params}``), its ``params``, or
+    a Taming transformer's ``project.yaml``, whose ``first_stage_config`` is used.
+    """
+    model = data.get("model", data)
+    target = str(model.get("target", ""))
+    params = model.get("params", model)
+    if target.endswith("Net2NetTransformer") or "first_stage_config" in params:
+        first_stage = params.get("first_stage_config") or {}
+        target, params = str(first_stage.get("target", "")), first_stage.get("params", {})
+    if target and not re.search(r"(VQModel|GumbelVQ|VQModelInterface|VQGAN)$", target):
+        raise ConfigError(f"{source} describes a {target.rsplit('.', 1)[-1]}, not a VQGAN; give a VQGAN's config.")
+    ddconfig = params.get("ddconfig")
+    if not isinstance(ddconfig, Mapping) or "n_embed" not in params or "embed_dim" not in params:
+        raise ConfigError(
+            f"{source} has no VQGAN parameters (model.params.ddconfig, n_embed, embed_dim); "
+            "give the .yaml that came with the checkpoint."
+        )
+    if params.get("remap"):
+        raise ConfigError(f"{source} uses a remapped codebook (remap), which is not supported.")
+    known = VQGANConfig.field_names()
+    fields_ = {k: v for k, v in ddconfig.items() if k in known}
+    for key, value in ddconfig.items():
+        if key in _FIXED_DDCONFIG and value != _FIXED_DDCONFIG[key]:
+            raise ConfigError(f"{source} sets ddconfig.{key}={value!r}, which this VQGAN does not implement.")
+        if key not in known and key not in _FIXED_DDCONFIG:
+            logger.warning("%s: ignoring unknown ddconfig key %r", source, key)
+    quantizer = "gumbel" if target.endswith("GumbelVQ") else fields_.pop("quantizer", "vq")
+    try:
+        return VQGANConfig(**fields_, n_embed=int(params["n_embed"]),
+                           embed_dim=int(params["embed_dim"]), quantizer=quantizer)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source} is not a valid VQGAN config: {error}") from None
+
+
+def infer_vqgan_config(state: Mapping[str, torch.Tensor], *, source: str, resolution: int = 256) -> VQGANConfig:
+    """Recover the architecture from tensor shapes.
+
+    ``resolution`` (training size) cannot be seen in the weights; 256 is what every released
+    model used, and only its ratio to the attention levels matters. ``norm_num_groups`` is
+    taken as 32 where the widths allow it (all released models).
+    """
+    gumbel = "quantize.embed.weight" in state
+    codebook_key = "quantize.embed.weight" if gumbel else "quantize.embedding.weight"
+    for key in (codebook_key, "post_quant_conv.weight", "encoder.conv_in.weight",
+                "decoder.conv_out.weight", "encoder.down.0.block.0.conv1.weight"):
+        if key not in state:
+            raise CheckpointError(
+                f"{source} is not a VQGAN checkpoint (it has no {key}); give a VQGAN or Taming "
+                "transformer checkpoint."
+            )
+    n_embed, embed_dim = state[codebook_key].shape
+    ch, in_channels = state["encoder.conv_in.weight"].shape[:2]
+    levels = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.down."))
+    blocks = {int(k.split(".")[4]) for k in state if k.startswith("encoder.down.0.block.")}
+    ch_mult = tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels))
+    attention = tuple(resolution // 2**i for i in range(levels) if f"encoder.down.{i}.attn.0.q.weight" in state)
+    widths = [ch * m for m in ch_mult]
+    return VQGANConfig(
+        embed_dim=int(embed_dim), n_embed=int(n_embed),
+        z_channels=int(state["post_quant_conv.weight"].shape[0]), resolution=resolution,
+        in_channels=int(in_channels), out_ch=int(state["decoder.conv_out.weight"].shape[0]),
+        ch=int(ch), ch_mult=ch_mult, num_res_blocks=len(blocks), attn_resolutions=attention,
+        quantizer="gumbel" if gumbel else "vq", norm_num_groups=math.gcd(32, int(ch), *widths),
+    )
+
+
+def vqgan_state_dict(checkpoint: Any, *, source: str) -> StateDict:
+    """The autoencoder's tensors: the ``first_stage_model.`` part of a transformer checkpoint
+    or the whole state dict, without training-only entries."""
+    state = state_dict_from(checkpoint, source=source)
+    if any(key.startswith(FIRST_STAGE_PREFIX) for key in state):
+        state = with_prefix(state, FIRST_STAGE_PREFIX)
+    return without(state, prefixes=TRAINING_ONLY_PREFIXES, names=EXTRA_NAMES)
+
+
+def find_config_file(checkpoint: Path) -> Path | None:
+    """The yaml that belongs to a checkpoint: ``<stem>.yaml`` beside it, else the single
+    ``configs/*project.yaml`` of a Taming log directory (``<logdir>/checkpoints/last.ckpt``)."""
+    for sibling in (checkpoint.with_suffix(".yaml"), checkpoint.with_suffix(".yml")):
+        if sibling.is_file():
+            return sibling
+    project = sorted((checkpoint.parent.parent / "configs").glob("*project.yaml"))
+    return project[-1] if len(project) >= 1 and checkpoint.parent.name == "checkpoints" else None
+
+
+def _mismatch_cause(given: VQGANConfig, state: Mapping[str, torch.Tensor], *, source: str, label: str) -> str | None:
+    try:
+        trained = infer_vqgan_config(state, source=source, resolution=given.resolution)
+    except (CheckpointError, ValueError):
+        return None
+    names = [f for f in _SHAPE_FIELDS if getattr(trained, f) != getattr(given, f)]
+    levels = [{i for i in range(c.num_resolutions) if c.level_has_attention(i)} for c in (trained, given)]
+    if not names and levels[0] != levels[1]:
+        names = ["attn_resolutions"]
+    if not names:
+        return None
+
+    def show(config: VQGANConfig, name: str) -> str:
+        value = getattr(config, name)
+        return str(list(value)) if isinstance(value, tuple) else str(value)
+
+    trained_text = ", ".join(f"{n}={show(trained, n)}" for n in names)
+    given_text = ", ".join(show(given, n) if len(names) == 1 else f"{n}={show(given, n)}" for n in names)
+    return f"this checkpoint was trained with {trained_text}; {label} says {given_text}"
+
+
+def load_vqgan(
+    checkpoint: str | Path,
+    config: VQGANConfig | str | Path | Mapping[str, Any] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+) -> VQGAN:
+    """Build a VQGAN from a checkpoint, in eval mode with frozen weights, on ``device``.
+
+    Args:
+        checkpoint: a ``.ckpt``, ``.pth``, ``.bin`` or ``.safetensors`` file.
+        config: a :class:`VQGANConfig`, a path to the upstream ``.yaml``, or its parsed
+            contents. When omitted, a ``.yaml`` beside the checkpoint is used if there is
+            one, else the architecture is inferred from the tensor shapes.
+        device: where the model goes.
+
+    Raises:
+        CheckpointError: unreadable, unsafe or not fitting its config (the message names
+            the differing shapes and the likely cause).
+        ConfigError: the config is malformed.
+    """
+    checkpoint = Path(checkpoint)
+    source = checkpoint.name
+    state = vqgan_state_dict(read_checkpoint(checkpoint), source=source)
+    if config is None:
+        config = find_config_file(checkpoint)
+    label = "the given config"
+    if isinstance(config, (str, Path)):
+        label = "its yaml"
+        config = vqgan_config_from_mapping(read_yaml(config), source=Path(config).name)
+    elif isinstance(config, Mapping):
+        config = vqgan_config_from_mapping(config, source=source)
+    elif config is None:
+        config = infer_vqgan_config(state, source=source)
+        logger.info("%s: no yaml given, architecture inferred from tensor shapes", source)
+    model = VQGAN(config)
+    load_strict(
+        model, state, source=source, what="the VQGAN",
+        likely_cause=_mismatch_cause(config, state, source=source, label=label),
+        remedy="pass the yaml that came with this checkpoint, or none to infer the architecture",
+    )
+    model.requires_grad_(False)
+    return model.eval().to(device)
