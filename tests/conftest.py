@@ -1,0 +1,29 @@
+"""Shared fixtures: every test runs offline, on tiny random models, with a private weights dir."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports gradio or huggingface_hub: no analytics, no hub lookups.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the checkout's weights/ folder or reaches the network by accident."""
+    monkeypatch.setenv("GENERATOR_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
+    monkeypatch.setenv("GENERATOR_OFFLINE", "1")
