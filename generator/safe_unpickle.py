@@ -24,7 +24,6 @@ import _compat_pickle
 import builtins
 import codecs
 import collections
-import copyreg
 import datetime
 import pathlib
 import pickle

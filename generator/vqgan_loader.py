@@ -20,7 +20,14 @@ from typing import Any
 import torch
 import yaml
 
-from generator.checkpoints import StateDict, load_strict, read_checkpoint, state_dict_from, with_prefix, without
+from generator.checkpoints import (
+    StateDict,
+    load_strict,
+    read_checkpoint,
+    state_dict_from,
+    with_prefix,
+    without,
+)
 from generator.errors import CheckpointError, ConfigError
 from models.vqgan import VQGAN, VQGANConfig
 

@@ -10,7 +10,13 @@ from safetensors.torch import save_file
 
 from generator.errors import CheckpointError, ConfigError
 from generator.vqgan_loader import infer_vqgan_config, load_vqgan, vqgan_config_from_mapping
-from tests.factories import save_lightning_checkpoint, save_tiny_vqgan, tiny_vqgan, upstream_vqgan_yaml, write_yaml
+from tests.factories import (
+    save_lightning_checkpoint,
+    save_tiny_vqgan,
+    tiny_vqgan,
+    upstream_vqgan_yaml,
+    write_yaml,
+)
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -70,8 +76,8 @@ def test_config_inferred_from_shapes_equals_the_yaml_config(tmp_path: Path) -> N
     for overrides in (dict(ch=32, norm_num_groups=32), dict(ch=32, ch_mult=(1, 2, 2), attn_resolutions=(64,), norm_num_groups=32),
                       dict(ch=32, quantizer="gumbel", norm_num_groups=32), dict(ch=32, attn_resolutions=(), norm_num_groups=32)):
         ckpt, config_file, original = save_tiny_vqgan(tmp_path, **overrides)
-        from generator.vqgan_loader import read_yaml, vqgan_state_dict
         from generator.checkpoints import read_checkpoint
+        from generator.vqgan_loader import read_yaml, vqgan_state_dict
 
         state = vqgan_state_dict(read_checkpoint(ckpt), source=ckpt.name)
         from_yaml = vqgan_config_from_mapping(read_yaml(config_file), source=config_file.name)
