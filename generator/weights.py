@@ -1,0 +1,267 @@
+"""The weights registry: every official file the generator can use, and how to get it.
+
+Each :class:`WeightFile` records where a file comes from (mirrors tried in order), what it
+should look like (byte size and sha256 where published) and the architecture facts needed
+to build the network for it. :func:`ensure` returns the path of a present and verified file,
+downloading it on first use unless offline mode forbids the network; :func:`resolve` accepts
+either a registry name or a path to a local file, so custom checkpoints work everywhere.
+
+The entries themselves live in :mod:`generator.weights_registry`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from pathlib import Path
+
+from generator import download
+from generator.download import ProgressCallback
+from generator.errors import WeightsError
+from generator.weights_registry import (  # noqa: F401 - re-exported: the registry's public face
+    DEFAULT_CLIP,
+    DEFAULT_UPSCALER,
+    DEFAULT_VQGAN,
+    KINDS,
+    REGISTRY,
+    WeightFile,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ("missing", "partial", "verified", "unverified", "corrupt")
+"""What :func:`status` can report."""
+
+WEIGHTS_DIR_ENV = "GENERATOR_WEIGHTS_DIR"
+OFFLINE_ENV = "GENERATOR_OFFLINE"
+DOWNLOAD_COMMAND = "python -m generator download"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """Directory holding registry weights.
+
+    Args:
+        override: Explicit directory (``--weights-dir``); wins over everything.
+
+    Returns:
+        ``override``, else ``$GENERATOR_WEIGHTS_DIR``, else ``weights/`` in the checkout.
+    """
+    if override is not None and str(override):
+        return Path(override).expanduser().absolute()
+    env = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().absolute()
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+_root = weights_dir  # the functions below take a parameter called weights_dir
+
+
+def offline_mode(flag: bool | None = None) -> bool:
+    """Whether network access is forbidden.
+
+    Args:
+        flag: ``--offline`` as parsed (None when not given).
+
+    Returns:
+        ``flag`` when not None, else whether ``$GENERATOR_OFFLINE`` is 1/true/yes/on.
+    """
+    if flag is not None:
+        return bool(flag)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
+
+
+def get(name: str) -> WeightFile:
+    """The registry entry called ``name``.
+
+    Raises:
+        WeightsError: No such entry; the message suggests the closest names.
+    """
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        pass
+    close = difflib.get_close_matches(str(name).lower(), list(REGISTRY), n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise WeightsError(
+        f"there are no weights called {name!r}; {hint}run `{DOWNLOAD_COMMAND} --list` to see "
+        "every registry name."
+    )
+
+
+def local_path(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the file of registry entry ``name`` lives (whether or not it exists yet)."""
+    return _root(weights_dir) / get(name).filename
+
+
+def format_size(size: int | None) -> str:
+    """Human-readable byte count (decimal units), ``?`` when unknown."""
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _inspect(entry: WeightFile, path: Path) -> tuple[str, str]:
+    """(status, reason) of the file at ``path``; the reason explains "corrupt"."""
+    if not path.is_file():
+        return ("partial" if download.part_path(path).exists() else "missing"), ""
+    actual_size = path.stat().st_size
+    if entry.size is not None and actual_size != entry.size:
+        return "corrupt", f"it has {actual_size} bytes instead of {entry.size}"
+    if entry.sha256 is None:
+        return "unverified", ""
+    digest = download.cached_sha256(path)
+    if digest != entry.sha256:
+        return "corrupt", f"its sha256 is {digest} instead of {entry.sha256}"
+    return "verified", ""
+
+
+def status(name: str, weights_dir: str | os.PathLike[str] | None = None) -> str:
+    """State of a registry file on disk, without touching the network.
+
+    Returns:
+        "missing", "partial" (only a ``.part`` exists), "verified" (sha256 matches),
+        "unverified" (present, no published hash) or "corrupt" (size or hash mismatch).
+    """
+    entry = get(name)
+    return _inspect(entry, _root(weights_dir) / entry.filename)[0]
+
+
+def manual_instructions(entry: WeightFile, path: Path) -> str:
+    """One sentence telling the user how to fetch a ``manual`` entry by hand."""
+    what = entry.source_file or "the file"
+    return (
+        f"{entry.name} ({entry.description}) must be downloaded by hand because its link is a "
+        f"share page: open {entry.urls[0]} in a browser, download {what} and save it as {path}."
+    )
+
+
+def ensure(
+    name: str,
+    *,
+    weights_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Path of the present and verified file ``name``, downloading it (and companions) if needed.
+
+    A corrupt file is deleted (with a logged warning) and fetched again, except a ``manual``
+    one, which is left alone and reported. Files without a
+    published hash are accepted as they are; after downloading one, the observed hash is logged.
+
+    Args:
+        name: Registry name.
+        weights_dir: Directory override (see :func:`weights_dir`).
+        offline: Forbid network access (None: ``$GENERATOR_OFFLINE``).
+        progress: Download progress callback; a tqdm bar on stderr when None.
+
+    Raises:
+        WeightsError: Unknown name; offline and missing; a manual entry that is missing; or
+            the download failed.
+    """
+    entry = get(name)
+    root = _root(weights_dir)
+    path = root / entry.filename
+    command = f"`{DOWNLOAD_COMMAND} {entry.name}`"
+    state, reason = _inspect(entry, path)
+    if state == "corrupt" and entry.manual:  # fetched by hand: never delete the user's copy
+        raise WeightsError(
+            f"{path} is not the expected {entry.name} file ({reason}); replace it with "
+            f"{entry.source_file or 'the file'} from {entry.urls[0]}, or pass it as a local path."
+        )
+    if state == "corrupt":
+        download.remove_file(path)
+        logger.warning("%s was corrupt (%s) and has been deleted.", path, reason)
+    if state not in ("verified", "unverified"):
+        if entry.manual:
+            raise WeightsError(manual_instructions(entry, path))
+        if offline_mode(offline):
+            if state == "corrupt":
+                raise WeightsError(
+                    f"{path} was corrupt ({reason}) and has been deleted, and offline mode "
+                    f"forbids downloading it again; run {command} while online, or pass a "
+                    "local file path."
+                )
+            raise WeightsError(
+                f"{entry.name} (file {entry.filename}, {format_size(entry.size)}) is not in "
+                f"{root} and offline mode forbids downloading it; run {command} while online, "
+                "or pass a local file path."
+            )
+        logger.info("downloading %s (%s) into %s", entry.filename, format_size(entry.size), root)
+        download.download_file(entry.urls, path, sha256=entry.sha256, size=entry.size,
+                               progress=progress)
+        if entry.sha256 is None:
+            logger.info("%s has no published hash; observed sha256 %s",
+                        entry.filename, download.cached_sha256(path))
+    for companion in entry.companions:
+        ensure(companion, weights_dir=root, offline=offline, progress=progress)
+    return path
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether ``text`` is meant as a file path rather than a registry name."""
+    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    has_separator = any(sep in text for sep in separators)
+    return has_separator or text.startswith("~") or Path(text).suffix != ""
+
+
+def names_of_kind(kind: str) -> list[str]:
+    """Registry names of one kind, in registry order."""
+    return [name for name, entry in REGISTRY.items() if entry.kind == kind]
+
+
+def resolve(
+    name_or_path: str | os.PathLike[str],
+    *,
+    kind: str,
+    weights_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Turn a registry name or a local file path into the path of a usable file.
+
+    Args:
+        name_or_path: A registry name (fetched when missing) or a path to an existing file
+            (returned as is, without any network access).
+        kind: The kind the caller needs (one of :data:`KINDS`).
+        weights_dir: Directory override for registry files.
+        offline: Forbid network access (None: ``$GENERATOR_OFFLINE``).
+        progress: Download progress callback; a tqdm bar on stderr when None.
+
+    Raises:
+        WeightsError: The path does not exist, the name is of another kind or unknown, or
+            :func:`ensure` failed.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    text = os.fspath(name_or_path)
+    candidate = Path(text).expanduser()
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(names_of_kind(kind))
+    if text in REGISTRY:
+        entry = REGISTRY[text]
+        if entry.kind != kind:
+            raise WeightsError(
+                f"{text} is {entry.kind} weights, not {kind} weights; use one of {known} "
+                "or a local file path."
+            )
+        return ensure(text, weights_dir=weights_dir, offline=offline, progress=progress)
+    if candidate.is_dir():
+        raise WeightsError(f"{candidate} is a directory; give the path of the {kind} file itself.")
+    if _looks_like_path(text):
+        raise WeightsError(
+            f"file {candidate} does not exist; check the path, or use a registry {kind} name "
+            f"such as {known}."
+        )
+    raise WeightsError(
+        f"{text!r} is neither a file nor a known {kind} name; use one of {known} "
+        f"(see `{DOWNLOAD_COMMAND} --list`) or a local file path."
+    )

@@ -1,0 +1,329 @@
+"""The weights registry, ensure/resolve and ``python -m generator download``.
+
+Registry-backed tests put a temporary entry into ``weights.REGISTRY`` that points at the
+local server of tests/test_download.py, and use ``tmp_path`` as the weights directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from generator import download, weights
+from generator.cli import main
+from generator.errors import WeightsError
+from generator.weights import WeightFile
+from tests.http_server import FileServer
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(weights.OFFLINE_ENV, raising=False)
+    monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
+
+
+def _entry(server: FileServer, name: str = "test_vqgan", *, kind: str = "vqgan",
+           sha: bool = True, size: bool = True, **extra: object) -> WeightFile:
+    """A registry entry for /file.bin of the local server, installed by the caller."""
+    body = server.files["/file.bin"]
+    return WeightFile(
+        name, f"{name}.ckpt", (server.url("/file.bin"),), kind,
+        size=len(body) if size else None,
+        sha256=hashlib.sha256(body).hexdigest() if sha else None, **extra,
+    )
+
+
+@pytest.fixture
+def entry(file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> WeightFile:  # noqa: F811
+    item = _entry(file_server)
+    monkeypatch.setitem(weights.REGISTRY, item.name, item)
+    return item
+
+
+def _quiet(done: int, total: int | None) -> None:
+    pass
+
+
+# --- the registry itself ------------------------------------------------------------------
+
+
+def test_every_registry_entry_is_well_formed():
+    filenames = [entry.filename for entry in weights.REGISTRY.values()]
+    assert len(filenames) == len(set(filenames))
+    for name, entry in weights.REGISTRY.items():
+        assert entry.name == name and re.fullmatch(r"[a-z0-9_]+", name), name
+        assert entry.kind in weights.KINDS, name
+        assert entry.urls and all(url.startswith("https://") for url in entry.urls), name
+        assert entry.sha256 is None or HEX64.fullmatch(entry.sha256), name
+        assert entry.size is None or entry.size > 0, name
+        assert all(c in weights.REGISTRY and c != name for c in entry.companions), name
+        assert entry.description and entry.licence, name
+        assert "/" not in entry.filename and entry.filename.strip() == entry.filename, name
+        if entry.manual:
+            assert entry.kind in ("transformer", "config") and not entry.default, name
+        with pytest.raises(TypeError):
+            entry.config["architecture"] = "changed"  # type: ignore[index]
+    for default, kind in ((weights.DEFAULT_VQGAN, "vqgan"), (weights.DEFAULT_CLIP, "clip"),
+                          (weights.DEFAULT_UPSCALER, "upscaler")):
+        entry = weights.REGISTRY[default]
+        assert entry.kind == kind and entry.default and not entry.manual
+        assert entry.sha256 is not None and entry.size is not None
+
+
+def test_vqgan_configs_build_the_model_config():
+    from models.vqgan import VQGANConfig
+
+    factors = {}
+    for name in weights.names_of_kind("vqgan"):
+        config = weights.REGISTRY[name].config
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+        built = VQGANConfig(**plain)
+        assert built.to_dict() == plain, name
+        factors[name] = (built.downsample_factor, built.n_embed, built.quantizer)
+    assert factors == {
+        "vqgan_imagenet_f16_16384": (16, 16384, "vq"),
+        "vqgan_imagenet_f16_1024": (16, 1024, "vq"),
+        "vqgan_gumbel_f8": (8, 8192, "gumbel"),
+    }
+
+
+def test_registry_facts_of_the_defaults():
+    vqgan = weights.get("vqgan_imagenet_f16_16384")
+    assert vqgan.urls[0] == "https://heibox.uni-heidelberg.de/f/867b05fc8c4841768640/?dl=1"
+    assert vqgan.urls[1].startswith("https://github.com/mehdidc/")
+    assert vqgan.size == 980092370 and vqgan.sha256.endswith("cd663")
+    clip = weights.get("clip_vit_b_32_openai")
+    assert clip.sha256 in clip.urls[0] and clip.config["architecture"] == "ViT-B-32-quickgelu"
+    assert weights.get("realesr_animevideov3").sha256 is None
+    assert weights.get("realesrgan_x4plus").config["architecture"] == "RRDBNet"
+    assert weights.get("ffhq_transformer").manual
+
+
+def test_weights_dir_and_offline_mode_precedence(tmp_path, monkeypatch):
+    repo_default = Path(weights.__file__).resolve().parent.parent / "weights"
+    assert weights.weights_dir() == repo_default
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "env"))
+    assert weights.weights_dir() == tmp_path / "env"
+    assert weights.weights_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert weights.offline_mode() is False
+    for value, expected in (("1", True), ("TRUE", True), ("on", True), ("0", False), ("", False)):
+        monkeypatch.setenv(weights.OFFLINE_ENV, value)
+        assert weights.offline_mode() is expected
+    assert weights.offline_mode(False) is False and weights.offline_mode(True) is True
+
+
+def test_get_unknown_name_suggests_close_names():
+    with pytest.raises(WeightsError) as info:
+        weights.get("vqgan_imagenet_f16_16385")
+    message = str(info.value)
+    assert "vqgan_imagenet_f16_16384" in message and "download --list" in message
+    assert "\n" not in message
+
+
+# --- status and ensure ----------------------------------------------------------------------
+
+
+def test_status_reports_each_state(entry, file_server, tmp_path, monkeypatch):
+    body = file_server.files["/file.bin"]
+    path = weights.local_path(entry.name, tmp_path)
+    assert path == tmp_path / entry.filename
+    assert weights.status(entry.name, tmp_path) == "missing"
+    download.part_path(path).write_bytes(body[:10])
+    assert weights.status(entry.name, tmp_path) == "partial"
+    path.write_bytes(body)
+    assert weights.status(entry.name, tmp_path) == "verified"
+    path.write_bytes(body[:-1] + bytes([body[-1] ^ 1]))  # same size, other hash
+    assert weights.status(entry.name, tmp_path) == "corrupt"
+    path.write_bytes(body[:100])
+    assert weights.status(entry.name, tmp_path) == "corrupt"
+    monkeypatch.setitem(weights.REGISTRY, entry.name, _entry(file_server, sha=False, size=False))
+    assert weights.status(entry.name, tmp_path) == "unverified"
+
+
+def test_ensure_downloads_once_then_uses_the_verified_file(entry, file_server, tmp_path,
+                                                           monkeypatch):
+    path = weights.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    assert path == tmp_path / entry.filename
+    assert path.read_bytes() == file_server.files["/file.bin"]
+    assert len(file_server.requests) == 1
+    hashed: list[object] = []
+    monkeypatch.setattr(download, "sha256_of", lambda p: hashed.append(p) or "0" * 64)
+    assert weights.status(entry.name, tmp_path) == "verified"  # from the download's sidecar
+    assert hashed == []
+    assert weights.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet) == path
+    assert len(file_server.requests) == 1
+
+
+def test_ensure_offline_refuses_without_any_request(entry, file_server, tmp_path, monkeypatch):
+    with pytest.raises(WeightsError) as info:
+        weights.ensure(entry.name, weights_dir=tmp_path, offline=True)
+    message = str(info.value)
+    for part in (entry.name, entry.filename, "300.0 kB", str(tmp_path),
+                 f"python -m generator download {entry.name}", "local file path"):
+        assert part in message
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    with pytest.raises(WeightsError, match=f"python -m generator download {entry.name}"):
+        weights.ensure(entry.name, weights_dir=tmp_path)
+    assert file_server.requests == []
+    assert not (tmp_path / entry.filename).exists()
+
+
+def test_corrupt_file_is_deleted_with_a_warning_and_fetched_again(entry, file_server, tmp_path,
+                                                                   caplog):
+    path = tmp_path / entry.filename
+    path.write_bytes(b"not the model")
+    with caplog.at_level(logging.WARNING, logger="generator.weights"):
+        weights.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    assert path.read_bytes() == file_server.files["/file.bin"]
+    assert any("corrupt" in r.getMessage() and "deleted" in r.getMessage() for r in caplog.records)
+    assert len(file_server.requests) == 1
+
+
+def test_corrupt_file_offline_is_deleted_and_the_error_says_so(entry, file_server, tmp_path):
+    path = tmp_path / entry.filename
+    path.write_bytes(b"not the model")
+    with pytest.raises(WeightsError, match="corrupt.*deleted.*python -m generator download"):
+        weights.ensure(entry.name, weights_dir=tmp_path, offline=True)
+    assert not path.exists() and file_server.requests == []
+
+
+def test_unhashed_download_logs_the_observed_hash(file_server, tmp_path, monkeypatch, caplog):
+    item = _entry(file_server, "test_unhashed", sha=False)
+    monkeypatch.setitem(weights.REGISTRY, item.name, item)
+    with caplog.at_level(logging.INFO, logger="generator.weights"):
+        weights.ensure(item.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    digest = hashlib.sha256(file_server.files["/file.bin"]).hexdigest()
+    assert any("no published hash" in r.getMessage() and digest in r.getMessage()
+               for r in caplog.records)
+    assert weights.status(item.name, tmp_path) == "unverified"
+
+
+def test_companions_are_fetched_along(file_server, tmp_path, monkeypatch):
+    file_server.files["/model.yaml"] = b"model: {}\n"
+    companion = WeightFile("test_yaml", "test.yaml", (file_server.url("/model.yaml"),), "config")
+    main_entry = _entry(file_server, companions=("test_yaml",))
+    monkeypatch.setitem(weights.REGISTRY, companion.name, companion)
+    monkeypatch.setitem(weights.REGISTRY, main_entry.name, main_entry)
+    weights.ensure(main_entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    assert (tmp_path / "test.yaml").read_bytes() == b"model: {}\n"
+    assert sorted(path for path, _ in file_server.requests) == ["/file.bin", "/model.yaml"]
+
+
+def test_manual_entry_is_never_fetched(file_server, tmp_path, monkeypatch):
+    item = _entry(file_server, "test_manual", kind="transformer", manual=True,
+                  source_file="checkpoints/last.ckpt")
+    monkeypatch.setitem(weights.REGISTRY, item.name, item)
+    with pytest.raises(WeightsError) as info:
+        weights.ensure(item.name, weights_dir=tmp_path, offline=False)
+    message = str(info.value)
+    assert "by hand" in message and item.urls[0] in message
+    assert str(tmp_path / item.filename) in message and "checkpoints/last.ckpt" in message
+    assert file_server.requests == []
+    placed = tmp_path / item.filename
+    placed.write_bytes(b"a different file")
+    with pytest.raises(WeightsError, match="not the expected test_manual file"):
+        weights.ensure(item.name, weights_dir=tmp_path)
+    assert placed.exists()  # a hand-fetched file is never deleted
+    placed.write_bytes(file_server.files["/file.bin"])
+    assert weights.ensure(item.name, weights_dir=tmp_path) == placed
+
+
+# --- resolve --------------------------------------------------------------------------------
+
+
+def test_resolve_existing_local_file_uses_no_network(tmp_path, monkeypatch):
+    custom = tmp_path / "my_vqgan.ckpt"
+    custom.write_bytes(b"weights")
+    monkeypatch.setattr(download, "download_file", lambda *a, **k: pytest.fail("network used"))
+    assert weights.resolve(str(custom), kind="vqgan", offline=True) == custom
+    assert weights.resolve(custom, kind="clip") == custom
+
+
+def test_resolve_missing_path_wrong_kind_and_unknown_name(tmp_path):
+    with pytest.raises(WeightsError, match=r"^file .*nothere\.ckpt does not exist"):
+        weights.resolve(str(tmp_path / "nothere.ckpt"), kind="vqgan")
+    with pytest.raises(WeightsError, match="does not exist"):
+        weights.resolve("model.ckpt", kind="vqgan")
+    with pytest.raises(WeightsError) as info:
+        weights.resolve(weights.DEFAULT_CLIP, kind="vqgan", weights_dir=tmp_path)
+    assert "clip weights, not vqgan" in str(info.value)
+    assert weights.DEFAULT_VQGAN in str(info.value)
+    with pytest.raises(WeightsError) as info:
+        weights.resolve("no_such_model", kind="upscaler")
+    message = str(info.value)
+    assert "no_such_model" in message and weights.DEFAULT_UPSCALER in message
+    assert weights.DEFAULT_VQGAN not in message
+
+
+def test_resolve_registry_name_ensures_it(entry, file_server, tmp_path):
+    path = weights.resolve(entry.name, kind="vqgan", weights_dir=tmp_path, offline=False,
+                           progress=_quiet)
+    assert path == tmp_path / entry.filename and path.exists()
+    with pytest.raises(WeightsError, match="vqgan weights, not clip"):
+        weights.resolve(entry.name, kind="clip", weights_dir=tmp_path)
+
+
+# --- python -m generator download -----------------------------------------------------------
+
+
+def test_cli_list_offline_shows_every_entry_missing(tmp_path, capsys):
+    assert main(["download", "--list", "--offline", "--weights-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for name, entry in weights.REGISTRY.items():
+        row = next(line for line in lines if line.split()[:1] == [name])
+        assert "missing" in row and entry.filename in row
+        assert ("manual" in row) == entry.manual
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_list_shows_verified_file_and_kind_filter(entry, file_server, tmp_path, capsys):
+    (tmp_path / entry.filename).write_bytes(file_server.files["/file.bin"])
+    args = ["download", "--list", "--offline", "--weights-dir", str(tmp_path), "--kind", "vqgan"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith(entry.name + " "))
+    assert "verified" in row and "300.0 kB" in row
+    assert weights.DEFAULT_CLIP not in out and weights.DEFAULT_VQGAN in out
+    assert file_server.requests == []
+
+
+def test_cli_download_name_fetches_it(entry, file_server, tmp_path, capsys):
+    assert main(["download", entry.name, "--weights-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / entry.filename).read_bytes() == file_server.files["/file.bin"]
+    assert f"{entry.name}: verified" in out
+
+
+def test_cli_download_manual_prints_instructions_and_exits_1(tmp_path, capsys):
+    code = main(["download", "ffhq_transformer", "--weights-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "https://k00.fr/yndvfu95" in out and str(tmp_path / "ffhq_transformer.ckpt") in out
+    assert str(tmp_path / "ffhq_transformer.yaml") in out
+
+
+def test_cli_unknown_name_is_one_error_line(tmp_path, capsys):
+    assert main(["download", "nope", "--weights-dir", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    error_lines = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "nope" in error_lines[0]
+    assert captured.out == ""
+
+
+def test_cli_offline_default_download_names_the_command(tmp_path, capsys):
+    assert main(["download", "--offline", "--weights-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "python -m generator download" in err and "offline" in err
+
+
+def test_weights_readme_lists_every_registry_entry():
+    readme = (Path(weights.__file__).resolve().parent.parent / "weights" / "README.md").read_text()
+    for name in weights.REGISTRY:
+        assert f"`{name}`" in readme, f"{name} missing from weights/README.md: regenerate the table"
