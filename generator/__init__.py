@@ -9,6 +9,8 @@ from generator.errors import (
     ConfigError,
     GeneratorError,
     InputError,
+    OutOfMemoryError,
+    OutputError,
     UnsafeCheckpointError,
     WeightsError,
 )
@@ -18,6 +20,8 @@ __all__ = [
     "ConfigError",
     "GeneratorError",
     "InputError",
+    "OutOfMemoryError",
+    "OutputError",
     "UnsafeCheckpointError",
     "WeightsError",
 ]

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
-from generator.errors import CheckpointError
+from generator.errors import CheckpointError, summary
 from generator.safe_unpickle import load_zip_checkpoint, refuse_unsafe_pickle
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def read_checkpoint(path: str | Path) -> Any:
                 "which cannot be loaded safely; re-save its state dict with a current PyTorch."
             ) from None
         logger.debug("torch.load(weights_only=True) refused %s (%s); using the restricted reader",
-                     path, _first_line(error))
+                     path, summary(error))
     except RuntimeError as error:
         if not (is_zip and "TorchScript" in str(error)):
             raise _corrupt(path, error) from None
@@ -83,12 +83,9 @@ def read_checkpoint(path: str | Path) -> Any:
 
 
 def _corrupt(path: Path, error: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path} is truncated or corrupt ({_first_line(error)}); download it again.")
+    return CheckpointError(f"{path} is truncated or corrupt ({summary(error)}); download it again.")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
 
 
 def state_dict_from(

@@ -26,11 +26,20 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Formatter(logging.Formatter):
+    """Plain information lines; ``warning: ...`` and ``error: ...`` for the rest."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """Diagnostics from library code go to stderr through ``logging``."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(levelname)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    """Diagnostics go to stderr through ``logging``: this package's at INFO (DEBUG when
+    verbose), other libraries' only from WARNING up."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("generator").setLevel(logging.DEBUG if verbose else logging.INFO)

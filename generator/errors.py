@@ -29,3 +29,17 @@ class CheckpointError(GeneratorError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint's pickle tries to run code; nothing from it was executed."""
+
+
+class OutputError(GeneratorError):
+    """An output could not be written (disk full, no permission); what was written is kept."""
+
+
+class OutOfMemoryError(GeneratorError):
+    """The GPU (or the machine) ran out of memory; what was produced so far is kept."""
+
+
+def summary(error: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), for quoting in a sentence."""
+    lines = str(error).strip().splitlines()
+    return (lines[0][:200] if lines else "") or type(error).__name__
