@@ -1,0 +1,317 @@
+"""The generation config: one frozen dataclass tree, built from defaults < preset < flags.
+
+Every field maps one to one onto a CLI flag (``cutouts.cutn`` is ``--cutn``) and a UI widget.
+``to_dict``/``from_dict`` give the plain-JSON form embedded in every output, so a run can be
+repeated exactly (``--from final.png``). Unknown keys and out-of-range values are
+:class:`ConfigError` with one sentence naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from generator.errors import ConfigError
+
+OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "radam", "rmsprop", "sgd")
+INIT_MODES = ("random", "pixels", "gradient", "image")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_SIDE = 4096
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ClipModelConfig:
+    """One CLIP model of the guiding ensemble.
+
+    Attributes:
+        model: an open_clip architecture name (``ViT-B-32``) or an open_clip model-config
+            JSON file.
+        pretrained: an open_clip pretrained tag (``openai``), a registry name, a local
+            weights file, or None for random weights (tests only).
+        weight: this model's share of the loss.
+    """
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model.strip()), "clip_models: a CLIP model needs an architecture name or a config file.")
+        _check(math.isfinite(self.weight) and self.weight > 0,
+               f"clip_models: the weight of {self.model} must be a positive number, not {self.weight}.")
+
+    @property
+    def identity(self) -> tuple[str, str | None]:
+        """What has to be loaded (the weight only matters to the loss)."""
+        return (self.model, self.pretrained)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Which networks to use: registry names or local files."""
+
+    vqgan: str = "vqgan_imagenet_f16_16384"
+    vqgan_config: str | None = None
+    clip_models: tuple[ClipModelConfig, ...] = (ClipModelConfig(),)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.vqgan.strip()), "vqgan must name a registry VQGAN or a checkpoint file.")
+        _check(len(self.clip_models) > 0, "clip_models must list at least one CLIP model.")
+
+    @property
+    def identity(self) -> tuple:
+        return (self.vqgan, self.vqgan_config, tuple(c.identity for c in self.clip_models))
+
+
+@dataclass(frozen=True)
+class CutoutConfig:
+    """How the decoded image is cut into augmented crops for CLIP.
+
+    Attributes:
+        cutn: crops per step (more: better gradients, more memory).
+        cut_pow: crop-size exponent; above 1 favours small crops, below 1 large ones.
+        augments: kornia augmentations by short name (see generator/cutouts.py).
+        noise_fac: maximum strength of the Gaussian noise added to each crop.
+    """
+
+    cutn: int = 32
+    cut_pow: float = 1.0
+    augments: tuple[str, ...] = ("affine", "perspective", "jitter", "erasing")
+    noise_fac: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.cutn <= 1024, f"cutn must be between 1 and 1024, not {self.cutn}.")
+        _check(0 < self.cut_pow <= 10, f"cut_pow must be in (0, 10], not {self.cut_pow}.")
+        _check(0 <= self.noise_fac <= 1, f"noise_fac must be between 0 and 1, not {self.noise_fac}.")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimiser and the regularising losses.
+
+    Attributes:
+        optimiser: one of adam, adamw, adagrad, adamax, radam, rmsprop, sgd.
+        lr: learning rate of the latent.
+        init_weight: weight of the MSE that pulls the latent toward its *initial* value.
+        init_weight_decay_steps: the init weight falls linearly to zero at this step
+            (0 keeps it constant).
+        tv_weight: weight of the total-variation (smoothness) loss on the image.
+    """
+
+    optimiser: str = "adam"
+    lr: float = 0.1
+    init_weight: float = 0.0
+    init_weight_decay_steps: int = 0
+    tv_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.optimiser in OPTIMISERS,
+               f"optimiser must be one of {', '.join(OPTIMISERS)}, not {self.optimiser!r}.")
+        _check(0 < self.lr <= 10, f"lr must be in (0, 10], not {self.lr}.")
+        _check(self.init_weight >= 0, f"init_weight must be 0 or more, not {self.init_weight}.")
+        _check(self.init_weight_decay_steps >= 0, "init_weight_decay_steps must be 0 or more.")
+        _check(self.tv_weight >= 0, f"tv_weight must be 0 or more, not {self.tv_weight}.")
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Where the latent starts.
+
+    Attributes:
+        init: ``random`` (random codebook entries), ``pixels`` (pixel noise),
+            ``gradient`` (smooth random gradients), ``image`` (an init image).
+        init_image: the image for ``init=image``.
+    """
+
+    init: str = "random"
+    init_image: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.init in INIT_MODES, f"init must be one of {', '.join(INIT_MODES)}, not {self.init!r}.")
+        _check(self.init != "image" or bool(self.init_image),
+               "init=image needs an init_image; give --init-image PATH.")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Frames and video.
+
+    Attributes:
+        save_every: a preview (and, on the CLI, a frame) every this many steps; 0 for none.
+        video: assemble the frames into an mp4 at the end.
+        gif: also write an animated gif.
+        fps: frames per second of the video.
+    """
+
+    save_every: int = 0
+    video: bool = False
+    gif: bool = False
+    fps: int = 10
+
+    def __post_init__(self) -> None:
+        _check(self.save_every >= 0, f"save_every must be 0 or more, not {self.save_every}.")
+        _check(1 <= self.fps <= 120, f"fps must be between 1 and 120, not {self.fps}.")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Everything that decides a text-to-image run.
+
+    Attributes:
+        prompts: text prompts, ``text:weight:stop`` entries separated by ``|``; ``^``
+            separates story phrases (see generator/prompts.py).
+        image_prompts: image files in the same grammar.
+        noise_prompts: ``seed:weight`` entries.
+        change_prompt_every: steps per story phrase (0: split the steps evenly).
+        size: (width, height) in pixels, or None to pick by device (512 on a GPU with
+            enough memory). Rounded down to the VQGAN's downsampling factor.
+        steps: optimisation steps.
+        seed: the seed of every random draw; None picks one (recorded in the output).
+        precision: ``auto`` (bf16 autocast on CUDA where supported), ``fp32``, ``bf16``, ``fp16``.
+    """
+
+    prompts: str = ""
+    image_prompts: str = ""
+    noise_prompts: str = ""
+    change_prompt_every: int = 0
+    size: tuple[int, int] | None = None
+    steps: int = 300
+    seed: int | None = None
+    precision: str = "auto"
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    cutouts: CutoutConfig = field(default_factory=CutoutConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.steps <= 100_000, f"steps must be between 1 and 100000, not {self.steps}.")
+        _check(self.change_prompt_every >= 0, "change_prompt_every must be 0 or more.")
+        _check(self.precision in PRECISIONS,
+               f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
+        _check(self.seed is None or 0 <= self.seed < 2**63, f"seed must be a non-negative integer, not {self.seed}.")
+        if self.size is not None:
+            _check(len(self.size) == 2, "size must be two numbers: width and height.")
+            width, height = self.size
+            _check(16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE,
+                   f"size {width}x{height} is out of range; each side must be between 16 and {MAX_SIDE} pixels.")
+
+    def replace(self, **changes: Any) -> GenerationConfig:
+        """A copy with top-level fields replaced (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form (tuples become lists)."""
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationConfig:
+        """Build from the plain form; unknown keys and wrong types are :class:`ConfigError`."""
+        return _build(cls, data, "")
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge plain config dicts: nested mappings merge, everything else replaces."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def field_paths(cls: type = GenerationConfig, prefix: str = "") -> dict[str, str]:
+    """Leaf field name -> dotted path (``cutn`` -> ``cutouts.cutn``), for flags and messages."""
+    paths: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            paths.update(field_paths(hint, f"{prefix}{item.name}."))
+        else:
+            paths[item.name] = f"{prefix}{item.name}"
+    return paths
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    where = path.rstrip(".") or "the config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping of settings, not {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(_unknown_key_message(cls, path, str(key)))
+    values = {key: _convert(hints[key], data[key], f"{path}{key}") for key in data}
+    return cls(**values)
+
+
+def _unknown_key_message(cls: type, path: str, key: str) -> str:
+    leaf_paths = field_paths(GenerationConfig)
+    if key in leaf_paths and not path:
+        hint = f"did you mean {leaf_paths[key]}? "
+    else:
+        close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(cls)], n=1)
+        hint = f"did you mean {path}{close[0]}? " if close else ""
+    return f"unknown config key {path}{key}; {hint}see `python -m generator presets` for the keys."
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            if type(None) in typing.get_args(hint):
+                return None
+            raise ConfigError(f"config key {path} cannot be empty.")
+        return _convert(options[0], value, path)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{path}.")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {path} must be a list, not {value!r}.")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"config key {path} must have {len(args)} items, not {len(value)}.")
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {path} must be true or false, not {value!r}.")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key {path} must be a whole number, not {value!r}.")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise ConfigError(f"config key {path} must be a finite number, not {value!r}.")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key {path} must be text, not {value!r}.")
+    raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug, not user input

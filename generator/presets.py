@@ -1,0 +1,72 @@
+"""Named partial configs: ``presets/<name>.json``, each ``{"description": ..., "config": {...}}``.
+
+A preset sets only the fields it cares about; the rest keep their defaults. Precedence is
+defaults < preset < CLI flags / UI widgets. A preset may also be given as a path to a JSON
+file of the same form.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from generator.config import GenerationConfig
+from generator.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+DEFAULT_PRESET = "default"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named partial config."""
+
+    name: str
+    description: str
+    settings: Mapping[str, Any]
+
+    def config(self) -> GenerationConfig:
+        """Defaults with this preset's settings applied."""
+        return GenerationConfig.from_dict(self.settings)
+
+
+def list_presets(directory: Path = PRESETS_DIR) -> list[str]:
+    """Names of the presets in ``directory`` (file stems), ``default`` first."""
+    names = sorted(p.stem for p in directory.glob("*.json"))
+    return sorted(names, key=lambda n: n != DEFAULT_PRESET)
+
+
+def load_preset(name_or_path: str, directory: Path = PRESETS_DIR) -> Preset:
+    """Read and validate a preset by name, or from a JSON file path.
+
+    Raises:
+        ConfigError: unknown preset (with the closest names), unreadable JSON, unknown keys
+            or out-of-range values.
+    """
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = directory / f"{name_or_path}.json"
+    if not path.is_file():
+        known = list_presets(directory)
+        close = difflib.get_close_matches(str(name_or_path), known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(
+            f"there is no preset called {name_or_path!r}; {hint}choose one of {', '.join(known)} "
+            "(`python -m generator presets` shows them)."
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"preset file {path} is not valid JSON ({error}); fix or remove it.") from None
+    if not isinstance(data, Mapping) or set(data) - {"description", "config"}:
+        raise ConfigError(f"preset file {path} must hold only \"description\" and \"config\".")
+    settings = data.get("config", {})
+    try:
+        GenerationConfig.from_dict(settings)
+    except ConfigError as error:
+        raise ConfigError(f"preset {path.stem}: {error}") from None
+    return Preset(name=path.stem, description=str(data.get("description", "")), settings=settings)
