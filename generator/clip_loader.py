@@ -1,0 +1,360 @@
+"""Load a frozen CLIP through open_clip: any architecture with a pretrained tag, a registry
+name or a local weights file, read without running code from it.
+
+The architecture is an open_clip name (``ViT-B-32``) or an open_clip model-config JSON file.
+Weights are an open_clip state dict (``.pt``/``.pth``/``.bin``/``.safetensors``, optionally
+wrapped in ``{"state_dict": ...}`` with ``module.`` prefixes), an OpenAI state dict, or an
+OpenAI TorchScript archive (``ViT-B-32.pt``). open_clip only builds the network and fetches
+files; every file is read with :func:`generator.checkpoints.read_checkpoint` and loaded
+strictly. Input size, mean and std are read back from the built model, never from constants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from huggingface_hub import try_to_load_from_cache
+from open_clip.model import convert_to_custom_text_state_dict
+from open_clip.pretrained import (
+    download_pretrained,
+    get_pretrained_cfg,
+    list_pretrained_tags_by_model,
+)
+from open_clip.transformer import QuickGELU
+from torch import nn
+
+from generator import weights
+from generator.checkpoints import StateDict, load_strict, read_checkpoint, state_dict_from
+from generator.download import ProgressCallback
+from generator.errors import CheckpointError, ConfigError, WeightsError, summary
+from generator.safe_unpickle import Stub
+
+logger = logging.getLogger(__name__)
+
+# open_clip (architecture, tag) pairs whose file is a registry entry (checked sha256, resumable).
+TAG_REGISTRY = {
+    ("ViT-B-32", "openai"): "clip_vit_b_32_openai",
+    ("ViT-B-32-quickgelu", "openai"): "clip_vit_b_32_openai",
+    ("ViT-B-32", "laion2b_e16"): "clip_vit_b_32_laion2b_e16",
+}
+# Tensors an OpenAI TorchScript archive stores that are not parameters of the network.
+_OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+_NO_WEIGHTS = (None, "", "none", "random")
+
+
+class ClipModel:
+    """A frozen open_clip model (eval mode, no gradients to its parameters) with its tokenizer.
+
+    Attributes:
+        name: ``<architecture>/<weights>``, e.g. ``ViT-B-32/openai``.
+        input_size: side of the square images :meth:`encode_image` takes.
+        mean, std: per-channel normalisation the model was trained with.
+        embed_dim: size of the joint embedding.
+        quick_gelu: whether the network uses QuickGELU (as OpenAI-trained weights need).
+        model, tokenizer, device: the open_clip module, its tokenizer, where it lives.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, *, name: str, embed_dim: int):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.embed_dim = int(embed_dim)
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = getattr(model.visual, "image_size", cfg.get("size"))
+        sides = tuple(size) if isinstance(size, list | tuple) else (size, size)
+        if len(set(sides)) != 1:
+            raise ConfigError(f"{name} takes {sides[0]}x{sides[1]} images; only square CLIP inputs are supported.")
+        self.input_size = int(sides[0])
+        self.mean = tuple(float(v) for v in cfg["mean"])
+        self.std = tuple(float(v) for v in cfg["std"])
+        self.quick_gelu = any(isinstance(m, QuickGELU) for m in model.modules())
+        self.device = next(model.parameters()).device
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"ClipModel({self.name!r}, input_size={self.input_size}, device={self.device})"
+
+    def to(self, device: str | torch.device) -> ClipModel:
+        """Move the model to ``device``; returns self."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self._mean, self._std = self._mean.to(self.device), self._std.to(self.device)
+        return self
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, D) float32 unit-norm embeddings of ``texts`` (no gradients)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("encode_text needs at least one text.")
+        with torch.no_grad():
+            tokens = self.tokenizer(texts).to(self.device)
+            return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) images in [0, 1], S = input_size -> (N, D) float32 unit-norm embeddings.
+
+        Differentiable with respect to ``images``; normalised with the model's mean/std here.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"encode_image takes (N, 3, H, W) images, not {tuple(images.shape)}.")
+        if images.shape[-2:] != (self.input_size, self.input_size):
+            raise ValueError(
+                f"{self.name} takes {self.input_size}x{self.input_size} images, not "
+                f"{images.shape[-2]}x{images.shape[-1]}; resize the cutouts to {self.input_size}."
+            )
+        features = self.model.encode_image((images - self._mean) / self._std)
+        return F.normalize(features.float(), dim=-1)
+
+
+def load_clip(
+    model: str | os.PathLike[str],
+    pretrained: str | os.PathLike[str] | None = "openai",
+    *,
+    device: str | torch.device = "cpu",
+    weights_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+    progress: ProgressCallback | None = None,
+    quick_gelu: bool | None = None,
+) -> ClipModel:
+    """Build an open_clip model and load its weights strictly and safely.
+
+    Args:
+        model: open_clip architecture name (``ViT-B-32``, ``RN50``) or the path of an open_clip
+            model-config JSON (``embed_dim``/``vision_cfg``/``text_cfg``, or ``model_cfg`` plus
+            ``preprocess_cfg`` as in ``open_clip_config.json``).
+        pretrained: None/"none" (random weights), a local weights file, a registry name of kind
+            clip, or an open_clip pretrained tag of ``model`` (``openai``, ``laion2b_e16``...).
+        device: where the model goes.
+        weights_dir, offline, progress: as in :func:`generator.weights.resolve`; weights of
+            tags without a registry entry are cached in ``<weights_dir>/open_clip``.
+        quick_gelu: force QuickGELU on (True) or off (False); None decides from the tag, the
+            registry entry or the TorchScript archive, else keeps the architecture's own.
+
+    Raises:
+        ConfigError: unknown architecture or tag, or an unreadable config file.
+        WeightsError: weights missing and not downloadable (offline) or the download failed.
+        CheckpointError: the file is not a CLIP checkpoint or does not fit the architecture.
+    """
+    arch, preprocess = _architecture(model)
+    path, tag_cfg, auto_quick, label = _weights_source(arch, pretrained, weights_dir, offline, progress)
+    checkpoint = read_checkpoint(path) if path is not None else None
+    if isinstance(checkpoint, Stub) and auto_quick is None:
+        auto_quick = _archive_quick_gelu(checkpoint)
+    if tag_cfg:
+        preprocess = {**preprocess, "mean": tag_cfg["mean"], "std": tag_cfg["std"]}
+    quick = quick_gelu if quick_gelu is not None else auto_quick
+    network = _build(arch, quick, preprocess, force_off=quick_gelu is False)
+    if checkpoint is not None:
+        state = _clip_state_dict(checkpoint, network, source=Path(path).name)
+        load_strict(network, state, source=Path(path).name, what=f"CLIP {arch}",
+                    likely_cause=f"these weights are for a different CLIP architecture than {arch}",
+                    remedy="pass the architecture (or model-config JSON) the weights were trained with")
+    network = network.float().to(device)
+    embed_dim = open_clip.get_model_config(arch)["embed_dim"]
+    return ClipModel(network, open_clip.get_tokenizer(arch), name=f"{arch}/{label}", embed_dim=embed_dim)
+
+
+def _architecture(model: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+    """(open_clip model name, preprocess overrides) for an architecture name or a JSON file."""
+    text = os.fspath(model).strip()
+    path = Path(text).expanduser()
+    if path.is_file() or text.lower().endswith(".json"):
+        return _register_config(path)
+    known = open_clip.list_models()
+    name = {k.lower(): k for k in known}.get(text.replace("/", "-").lower(), text)
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(
+            f"{text!r} is not an open_clip architecture; {hint}use a name from "
+            "open_clip.list_models() or the path of a model-config JSON file."
+        )
+    return name, {}
+
+
+def _register_config(path: Path) -> tuple[str, dict[str, Any]]:
+    """Register a config JSON under ``<stem>-<hash of its contents>``, so that two files with
+    the same stem never shadow each other and loading the same file twice is idempotent."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"CLIP config file {path} does not exist; check the path.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} is not a readable JSON file ({error}); give an open_clip model config.") from None
+    cfg = data.get("model_cfg", data) if isinstance(data, dict) else None
+    if not isinstance(cfg, dict) or not all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise ConfigError(
+            f"{path} is not an open_clip model config (it needs embed_dim, vision_cfg and text_cfg); "
+            "give a file like open_clip's model_configs/ViT-B-32.json."
+        )
+    preprocess = {k: v for k, v in (data.get("preprocess_cfg") or {}).items() if k in ("mean", "std")}
+    canonical = json.dumps(cfg, sort_keys=True)
+    name = f"{path.stem}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+    if name not in open_clip.list_models():
+        with tempfile.TemporaryDirectory(prefix="clip-config-") as tmp:
+            copy = Path(tmp) / f"{name}.json"
+            copy.write_text(canonical, encoding="utf-8")
+            open_clip.add_model_config(copy)  # read at once; the file is not needed afterwards
+    return name, preprocess
+
+
+def _weights_source(
+    arch: str, pretrained: Any, weights_dir: Any, offline: bool | None, progress: ProgressCallback | None,
+) -> tuple[Path | None, dict[str, Any], bool | None, str]:
+    """(weights file or None, tag config, QuickGELU implied by the source, label)."""
+    text = None if pretrained is None else os.fspath(pretrained).strip()
+    if text is None or text.lower() in _NO_WEIGHTS:
+        return None, {}, None, "random"
+    tag = text.lower().replace("-", "_")
+    registry_name = text if text in weights.REGISTRY else TAG_REGISTRY.get((arch, tag))
+    if registry_name is not None:
+        entry = weights.get(registry_name)
+        entry_arch = str(entry.config.get("architecture", "")) if entry.kind == "clip" else ""
+        builtin = (Path(open_clip.__file__).parent / "model_configs" / f"{arch}.json").is_file()
+        if builtin and entry_arch and arch.removesuffix("-quickgelu") != entry_arch.removesuffix("-quickgelu"):
+            raise ConfigError(
+                f"{registry_name} holds weights for {entry_arch}, not {arch}; pass "
+                f"model={entry_arch.removesuffix('-quickgelu')!r} or other weights."
+            )
+        path = weights.resolve(registry_name, kind="clip", weights_dir=weights_dir, offline=offline,
+                               progress=progress)
+        tag_cfg = next((get_pretrained_cfg(a, t) for (a, t), n in TAG_REGISTRY.items() if n == registry_name), {})
+        return path, tag_cfg, entry_arch.endswith("-quickgelu") or None, text
+    tag_cfg = get_pretrained_cfg(arch, tag)
+    if tag_cfg:
+        return _fetch_tag(arch, tag, tag_cfg, weights_dir, offline), tag_cfg, tag_cfg.get("quick_gelu"), tag
+    if Path(text).expanduser().is_file():
+        return Path(text).expanduser(), {}, None, Path(text).name
+    if os.sep in text or "/" in text or text.lower().endswith(_WEIGHT_SUFFIXES):
+        weights.resolve(text, kind="clip")  # raises the file-does-not-exist error
+    tags = list_pretrained_tags_by_model(arch)
+    known = f"its tags are {', '.join(tags)}" if tags else "it has no open_clip pretrained tags"
+    raise ConfigError(
+        f"{text!r} is not a pretrained tag of {arch} ({known}), a registry CLIP name or an existing "
+        "file; pass one of those, or none for random weights."
+    )
+
+
+def _fetch_tag(arch: str, tag: str, cfg: Mapping[str, Any], weights_dir: Any, offline: bool | None) -> Path:
+    """The file of an open_clip tag, fetched by open_clip into ``<weights_dir>/open_clip`` (it
+    verifies and reuses what it has); offline, only a file already there is used."""
+    cache = weights.weights_dir(weights_dir) / "open_clip"
+    if not weights.offline_mode(offline):
+        logger.info("fetching open_clip weights %s/%s into %s", arch, tag, cache)
+        try:
+            return Path(download_pretrained(dict(cfg), cache_dir=str(cache)))
+        except Exception as error:  # noqa: BLE001 - urllib, huggingface_hub and OS errors alike
+            raise WeightsError(
+                f"downloading the open_clip weights {arch}/{tag} failed ({summary(error)}); "
+                "check the network and try again, or pass a local weights file."
+            ) from None
+    candidates = [Path(cfg["file"])] if cfg.get("file") else []
+    if cfg.get("url"):
+        candidates.append(cache / os.path.basename(cfg["url"]))
+    if cfg.get("hf_hub"):  # open_clip prefers the hub; its files sit in the hub's cache layout
+        repo, filename = os.path.split(cfg["hf_hub"])
+        names = (Path(filename).stem + ".safetensors", filename) if filename else \
+            ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+        for name in names:
+            found = try_to_load_from_cache(repo, name, cache_dir=str(cache))
+            candidates.append(Path(found) if isinstance(found, str) else cache / "-")
+    cached = next((path for path in candidates if path.is_file()), None)
+    if cached is None:
+        raise WeightsError(
+            f"the open_clip weights {arch}/{tag} are not in {cache} and offline mode forbids "
+            "downloading them; run once while online, or pass a local weights file as pretrained."
+        )
+    return cached
+
+
+def _build(arch: str, quick: bool | None, preprocess: Mapping[str, Any], *, force_off: bool) -> nn.Module:
+    kwargs: dict[str, Any] = {"quick_gelu": False} if force_off else {}
+    try:
+        with _quiet_random_init_warning():
+            return open_clip.create_model(
+                arch, pretrained=None, force_quick_gelu=bool(quick), pretrained_text=False,
+                force_preprocess_cfg=dict(preprocess) or None, **kwargs)
+    except (RuntimeError, OSError, ValueError, ImportError) as error:
+        raise ConfigError(f"open_clip could not build {arch} ({summary(error)}); check the architecture.") from None
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning() -> Iterator[None]:
+    """open_clip warns "initialized randomly" because we load the weights ourselves afterwards."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    logging.getLogger().addFilter(keep)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(keep)
+
+
+def _clip_state_dict(checkpoint: Any, model: nn.Module, *, source: str) -> StateDict:
+    """An open_clip state dict for ``model`` from what :func:`read_checkpoint` returned, with
+    the safe adjustments of ``open_clip.factory.load_checkpoint`` (no positional-embedding
+    resizing: a different grid is reported as a shape mismatch)."""
+    if isinstance(checkpoint, Stub):
+        if not type(checkpoint).__qualname__.startswith("__torch__."):
+            raise CheckpointError(
+                f"{source} holds a pickled {type(checkpoint).__qualname__} object, not a state dict; "
+                "save the model's state_dict() instead."
+            )
+        # Tensor attributes become keys, nested modules dotted prefixes.
+        state = {k: v for k, v in _archive_items(checkpoint) if isinstance(v, torch.Tensor)}
+    else:
+        state = state_dict_from(checkpoint, source=source, containers=("state_dict", "model"))
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    if not any(key.startswith("visual.") for key in state):
+        raise CheckpointError(
+            f"{source} is not a CLIP checkpoint (it has no visual.* tensors); give open_clip or "
+            "OpenAI CLIP weights."
+        )
+    expected = model.state_dict()
+    # Non-tensor-parameter attributes an archive may hold: OpenAI's extras, attention masks.
+    transient = {n.rsplit(".", 1)[-1] for n, _ in model.named_buffers() if n not in expected}
+    transient.update(_OPENAI_EXTRAS)
+    state = {k: v for k, v in state.items() if k in expected or k.rsplit(".", 1)[-1] not in transient}
+    state = open_clip.convert.convert_state_dict(model, state)  # third-party layouts (MobileCLIP)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    for key in ("logit_scale", "logit_bias"):
+        if key in state and key in expected and state[key].ndim != expected[key].ndim:
+            state[key] = state[key].reshape(expected[key].shape)
+    if "logit_bias" in expected and "logit_bias" not in state and "logit_scale" in state:
+        state["logit_bias"] = torch.zeros_like(expected["logit_bias"])
+    if "text.transformer.embeddings.position_ids" not in expected:  # gone from newer transformers
+        state.pop("text.transformer.embeddings.position_ids", None)
+    return state
+
+
+def _archive_items(stub: Stub, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted name, value) of every attribute of a TorchScript module tree, depth first."""
+    state = stub.stub_state if isinstance(stub.stub_state, Mapping) else {}
+    for name, value in state.items():
+        yield f"{prefix}{name}", value
+        if isinstance(value, Stub):
+            yield from _archive_items(value, f"{prefix}{name}.")
+
+
+def _archive_quick_gelu(stub: Stub) -> bool:
+    """Whether an archive's network uses QuickGELU, from its activation modules' class names;
+    True when none is named (OpenAI's archives were all trained with QuickGELU)."""
+    names = {type(v).__qualname__.rsplit(".", 1)[-1] for _, v in _archive_items(stub) if isinstance(v, Stub)}
+    return "QuickGELU" in names or "GELU" not in names
