@@ -1,0 +1,131 @@
+"""Random, augmented cutouts of the decoded image: what CLIP looks at on each step.
+
+Each cutout is a square crop whose side is ``rand ** cut_pow`` of the way from the CLIP input
+size to the whole image, at a random position, resampled to the CLIP input size, then passed
+through the chosen kornia augmentations and given per-cutout Gaussian noise.
+
+Cropping and resampling are one matrix product per axis (an antialiased triangle filter),
+so the operation is differentiable, exact at any scale and deterministic on the GPU, unlike
+``interpolate``/``adaptive_avg_pool2d`` whose CUDA backward passes use atomics. Crop geometry
+comes from an explicit generator; kornia and the noise use torch's seeded global generators.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from generator.errors import ConfigError
+
+# Short name -> factory(cut_size) of a kornia augmentation. Strengths follow the
+# VQGAN+CLIP tools users know (nerdyrodent/VQGAN-CLIP's `-aug` list).
+AUGMENTATIONS: dict[str, Callable[[int], nn.Module]] = {
+    "affine": lambda size: K.RandomAffine(degrees=15, translate=(0.1, 0.1), shear=5, p=0.7, padding_mode="zeros"),
+    "perspective": lambda size: K.RandomPerspective(distortion_scale=0.7, p=0.7),
+    "jitter": lambda size: K.ColorJitter(hue=0.1, saturation=0.1, p=0.7),
+    "sharpness": lambda size: K.RandomSharpness(sharpness=0.3, p=0.4),
+    "noise": lambda size: K.RandomGaussianNoise(mean=0.0, std=1.0, p=0.5),
+    "erasing": lambda size: K.RandomErasing(scale=(0.1, 0.4), ratio=(0.3, 1 / 0.3), same_on_batch=True, p=0.7),
+    "flip": lambda size: K.RandomHorizontalFlip(p=0.5),
+    "rotation": lambda size: K.RandomRotation(degrees=15, p=0.7),
+    "resized-crop": lambda size: K.RandomResizedCrop(size=(size, size), scale=(0.1, 1.0), ratio=(0.75, 1.333), p=0.5),
+    "crop": lambda size: K.RandomCrop(size=(size, size), pad_if_needed=True, padding_mode="reflect", p=0.5),
+    "elastic": lambda size: K.RandomElasticTransform(p=0.7),
+    "thin-plate": lambda size: K.RandomThinPlateSpline(scale=0.8, same_on_batch=True, p=0.7),
+    "grayscale": lambda size: K.RandomGrayscale(p=0.1),
+}
+
+# nerdyrodent/VQGAN-CLIP's two-letter codes, accepted as aliases.
+ALIASES = {
+    "af": "affine", "pe": "perspective", "ji": "jitter", "colour": "jitter", "color": "jitter",
+    "sh": "sharpness", "gn": "noise", "er": "erasing", "hf": "flip", "ro": "rotation",
+    "re": "resized-crop", "cr": "crop", "et": "elastic", "ts": "thin-plate",
+}
+
+
+def canonical_augments(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate augmentation names (aliases allowed) and return their canonical short names.
+
+    Raises:
+        ConfigError: an unknown name, with the closest known one.
+    """
+    canonical = []
+    for raw in names:
+        name = ALIASES.get(raw.strip().lower(), raw.strip().lower())
+        if name not in AUGMENTATIONS:
+            close = difflib.get_close_matches(name, list(AUGMENTATIONS), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(
+                f"unknown augmentation {raw!r}; {hint}choose from {', '.join(AUGMENTATIONS)}."
+            )
+        if name not in canonical:
+            canonical.append(name)
+    return tuple(canonical)
+
+
+def resample_matrices(starts: torch.Tensor, lengths: torch.Tensor, source: int, target: int) -> torch.Tensor:
+    """Rows that crop ``[start, start + length)`` of a ``source``-long axis and resample it to
+    ``target`` samples with a triangle filter as wide as the scale (antialiased when shrinking).
+
+    Args:
+        starts, lengths: (N,) crop starts and lengths in pixels.
+
+    Returns:
+        (N, target, source) matrices whose rows sum to one.
+    """
+    scale = lengths.float() / target  # (N,) source pixels per output pixel
+    centres = starts.float()[:, None] + (torch.arange(target) + 0.5)[None] * scale[:, None]  # (N, target)
+    positions = torch.arange(source) + 0.5  # (source,)
+    support = scale.clamp(min=1.0)[:, None, None]
+    weights = (1 - (positions[None, None] - centres[..., None]).abs() / support).clamp(min=0)  # (N, target, source)
+    inside = (positions[None] >= starts[:, None]) & (positions[None] < (starts + lengths)[:, None])  # (N, source)
+    weights = weights * inside[:, None, :]
+    return weights / weights.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+class MakeCutouts(nn.Module):
+    """Cut ``cutn`` augmented squares of side ``cut_size`` out of an image.
+
+    Args:
+        cut_size: the CLIP input size.
+        cutn: cutouts per call.
+        cut_pow: crop-size exponent (> 1 favours small crops).
+        augments: canonical augmentation names (see :func:`canonical_augments`).
+        noise_fac: maximum per-cutout noise strength (0 for none).
+        generator: CPU generator for the crop geometry.
+    """
+
+    def __init__(self, cut_size: int, cutn: int, *, cut_pow: float = 1.0, augments: Sequence[str] = (),
+                 noise_fac: float = 0.0, generator: torch.Generator | None = None):
+        super().__init__()
+        self.cut_size, self.cutn, self.cut_pow, self.noise_fac = cut_size, cutn, cut_pow, noise_fac
+        self.generator = generator
+        self.augment = nn.Sequential(*(AUGMENTATIONS[name](cut_size) for name in canonical_augments(augments)))
+
+    def geometry(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sizes, ys, xs) of ``cutn`` random square crops of an image of this size."""
+        max_size = min(height, width)
+        min_size = min(max_size, self.cut_size)
+        draws = torch.rand(self.cutn, generator=self.generator)
+        sizes = (draws.pow(self.cut_pow) * (max_size - min_size) + min_size).long().clamp(1, max_size)
+        ys = (torch.rand(self.cutn, generator=self.generator) * (height - sizes + 1)).long()
+        xs = (torch.rand(self.cutn, generator=self.generator) * (width - sizes + 1)).long()
+        return sizes, ys, xs
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) image in [0, 1] -> (cutn, 3, cut_size, cut_size) cutouts."""
+        _, channels, height, width = image.shape
+        sizes, ys, xs = self.geometry(height, width)
+        rows = resample_matrices(ys, sizes, height, self.cut_size).to(image)  # (N, S, H)
+        cols = resample_matrices(xs, sizes, width, self.cut_size).to(image)  # (N, S, W)
+        cutouts = rows[:, None] @ image @ cols.transpose(1, 2)[:, None]  # (N, 3, S, S)
+        if len(self.augment):
+            cutouts = self.augment(cutouts)
+        if self.noise_fac:
+            strength = torch.rand(self.cutn, 1, 1, 1, device=image.device, dtype=cutouts.dtype) * self.noise_fac
+            cutouts = cutouts + strength * torch.randn_like(cutouts)
+        return cutouts

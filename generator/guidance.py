@@ -1,0 +1,127 @@
+"""CLIP guidance: prompt targets, spherical-distance losses, and the ensemble that scores an image.
+
+Each CLIP model embeds its own cutouts of the image (at its own input size, normalised with
+its own mean and std). Every prompt contributes ``|w| * mean(d)`` where ``d`` is the squared
+spherical distance between image and prompt embeddings, with the sign of ``w`` (a negative
+weight pushes away) and a stop: once ``d`` falls below it, that prompt stops pulling. Models
+are weighted by their ensemble weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from generator.clip_loader import ClipModel
+from generator.cutouts import MakeCutouts
+
+
+class _ReplaceGrad(torch.autograd.Function):
+    """Forward ``x_forward``, backward through ``x_backward``."""
+
+    @staticmethod
+    def forward(ctx, x_forward: torch.Tensor, x_backward: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.shape = x_backward.shape
+        return x_forward
+
+    @staticmethod
+    def backward(ctx, grad_in: torch.Tensor) -> tuple[None, torch.Tensor]:  # noqa: ANN001
+        return None, grad_in.sum_to_size(ctx.shape)
+
+
+def replace_grad(x_forward: torch.Tensor, x_backward: torch.Tensor) -> torch.Tensor:
+    """The value of ``x_forward`` with the gradient of ``x_backward``."""
+    return _ReplaceGrad.apply(x_forward, x_backward)
+
+
+class _ClampWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:  # noqa: ANN001
+        ctx.low, ctx.high = low, high
+        ctx.save_for_backward(x)
+        return x.clamp(low, high)
+
+    @staticmethod
+    def backward(ctx, grad_in: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
+        (x,) = ctx.saved_tensors
+        # Pass the gradient except where it would push a clamped value further out.
+        return grad_in * (grad_in * (x - x.clamp(ctx.low, ctx.high)) >= 0), None, None
+
+
+def clamp_with_grad(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Clamp whose gradient still flows back into the valid range."""
+    return _ClampWithGrad.apply(x, low, high)
+
+
+def spherical_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared great-circle distance between unit embeddings: (N, D), (M, D) -> (N, M)."""
+    a = F.normalize(a.float(), dim=-1)[:, None]  # (N, 1, D)
+    b = F.normalize(b.float(), dim=-1)[None]  # (1, M, D)
+    return (a - b).norm(dim=-1).div(2).clamp(max=1).arcsin().pow(2).mul(2)
+
+
+@dataclass(frozen=True)
+class PromptTarget:
+    """One prompt as one CLIP model sees it.
+
+    Attributes:
+        label: for loss breakdowns (``text:city at night``).
+        embeds: (M, D) target embeddings (M > 1 for image prompts: one per cutout).
+        weight: signed weight; negative pushes away.
+        stop: the distance below which this prompt stops pulling.
+    """
+
+    label: str
+    embeds: torch.Tensor
+    weight: float
+    stop: float = float("-inf")
+
+    def loss(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Scalar loss for (N, D) image embeddings."""
+        dists = spherical_distance(image_embeds, self.embeds)  # (N, M)
+        sign = 1.0 if self.weight > 0 else -1.0
+        dists = dists * sign
+        return abs(self.weight) * replace_grad(dists, torch.clamp(dists, min=self.stop)).mean()
+
+
+@dataclass
+class GuideMember:
+    """A CLIP model of the ensemble with its weight and its cutout maker."""
+
+    clip: ClipModel
+    weight: float
+    cutouts: MakeCutouts
+
+
+class ClipGuide:
+    """Scores an image against per-model prompt targets.
+
+    Members that share an input size share their cutouts, so the expensive augmentation runs
+    once per size.
+    """
+
+    def __init__(self, members: Sequence[GuideMember]):
+        self.members = list(members)
+
+    def embed_cutouts(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """(1, 3, H, W) image in [0, 1] -> each member's (cutn, D) cutout embeddings."""
+        by_size: dict[int, torch.Tensor] = {}
+        embeds = []
+        for member in self.members:
+            size = member.clip.input_size
+            if size not in by_size:
+                by_size[size] = member.cutouts(image)
+            embeds.append(member.clip.encode_image(by_size[size]))
+        return embeds
+
+    def losses(self, image: torch.Tensor, targets: Sequence[Sequence[PromptTarget]]) -> dict[str, torch.Tensor]:
+        """Weighted prompt losses by label; ``targets[i]`` are member i's targets."""
+        out: dict[str, torch.Tensor] = {}
+        for member, member_targets, embeds in zip(self.members, targets, self.embed_cutouts(image), strict=True):
+            for target in member_targets:
+                value = member.weight * target.loss(embeds)
+                out[target.label] = out[target.label] + value if target.label in out else value
+        return out

@@ -1,0 +1,77 @@
+"""Images in and out: decoding user files safely, and tensor <-> PIL conversion."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from generator.errors import InputError
+
+# Refuse decompression bombs outright rather than warning: 16k x 16k is the limit.
+MAX_PIXELS = 16384 * 16384
+
+
+def open_image(path: str | Path, *, what: str = "image") -> Image.Image:
+    """Decode an image file fully, honouring EXIF orientation.
+
+    Raises:
+        InputError: missing, unreadable, not an image, truncated, or absurdly large.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist; check the path.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise InputError(
+                        f"{what} {path} is {image.width}x{image.height}, larger than this tool accepts; "
+                        "resize it first."
+                    )
+                image.load()
+                return ImageOps.exif_transpose(image)
+    except InputError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InputError(f"{what} {path} is not an image this tool can read ({error}); use a PNG, JPEG or WebP file.") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"{what} {path} could not be read ({error}); it may be truncated or corrupt.") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB copy; transparent areas become white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize to fill ``size`` (width, height) and centre-crop the overflow (LANCZOS)."""
+    return ImageOps.fit(to_rgb(image), size, method=Image.Resampling.LANCZOS)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (1, 3, H, W) float32 in [0, 1]."""
+    array = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) or (1, 3, H, W) tensor in [0, 1] -> RGB PIL image (rounded, clamped)."""
+    if image.dim() == 4:
+        image = image[0]
+    array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy(), mode="RGB")
