@@ -29,3 +29,19 @@ def _isolated_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     """No test reads or writes the checkout's weights/ folder or reaches the network by accident."""
     monkeypatch.setenv("GENERATOR_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
     monkeypatch.setenv("GENERATOR_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny VQGAN and CLIP saved once per session in the official file formats."""
+    from tests.factories import write_tiny_models
+
+    return write_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_files):
+    """A Generator loaded from the tiny files through the real loading path, on the CPU."""
+    from generator.pipeline import Generator
+
+    return Generator.from_pretrained(tiny_files.models(), device="cpu")

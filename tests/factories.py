@@ -7,12 +7,14 @@ import contextlib
 import sys
 import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig, merge
 from models.vqgan import VQGAN, VQGANConfig
 
 
@@ -117,3 +119,41 @@ def save_tiny_vqgan(directory: Path, *, name: str = "tiny_vqgan", seed: int = 0,
     ckpt = save_lightning_checkpoint(model.state_dict(), directory / f"{name}.ckpt")
     config_file = write_yaml(upstream_vqgan_yaml(model.config), directory / f"{name}.yaml")
     return ckpt, config_file, model
+
+
+@dataclass(frozen=True)
+class TinyModelFiles:
+    """Tiny random models saved in the official formats: a Lightning .ckpt + upstream .yaml
+    VQGAN (factor 2, 16 codes) and an open_clip config JSON + state dict CLIP (32x32 input)."""
+
+    vqgan: Path
+    vqgan_config: Path
+    clip_config: Path
+    clip_weights: Path
+
+    def models(self, clip_weight: float = 1.0) -> ModelsConfig:
+        return ModelsConfig(vqgan=str(self.vqgan), vqgan_config=str(self.vqgan_config),
+                            clip_models=(ClipModelConfig(str(self.clip_config), str(self.clip_weights), clip_weight),))
+
+    def cli_args(self) -> list[str]:
+        """The model flags of the command line for these files."""
+        return ["--vqgan", str(self.vqgan), "--vqgan-config", str(self.vqgan_config),
+                "--clip-model", str(self.clip_config), str(self.clip_weights)]
+
+
+def write_tiny_models(directory: Path) -> TinyModelFiles:
+    from tests.clip_factories import write_tiny_clip
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vqgan, vqgan_config, _ = save_tiny_vqgan(directory, name="tiny_vqgan")
+    clip_config, clip_weights = write_tiny_clip(directory, name="tiny-clip")
+    return TinyModelFiles(vqgan, vqgan_config, clip_config, clip_weights)
+
+
+def tiny_run_config(files: TinyModelFiles, **overrides: Any) -> GenerationConfig:
+    """A fast text-to-image config for the tiny models: 32x32, 4 cutouts, 10 steps."""
+    base = {"prompts": "city at night", "size": [32, 32], "steps": 10, "seed": 3,
+            "models": GenerationConfig(models=files.models()).to_dict()["models"],
+            "cutouts": {"cutn": 4}}
+    return GenerationConfig.from_dict(merge(base, overrides))
+
