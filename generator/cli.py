@@ -1,21 +1,24 @@
 """Command-line entry point: ``python -m generator [SUBCOMMAND] ...``.
 
 Without a subcommand the arguments are a text-to-image run (``python -m generator "city at
-night"``). Each subcommand lives in its own module exposing ``build_parser(prog)`` and
-``run(args) -> int``; this module dispatches and turns errors into one line and an exit code.
+night"``; ``generate`` may also be named explicitly). Each subcommand lives in its own module
+exposing ``build_parser(prog)`` and ``run(args) -> int``; this module dispatches and turns
+errors into one ``error:`` line and a non-zero exit code.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from generator.cli_common import configure_logging
 from generator.errors import GeneratorError
 
 SUBCOMMANDS = {
+    "generate": ("generator.cli_generate", "text to image (the default when no subcommand is named)"),
     "download": ("generator.cli_download", "fetch registry weights, or list them with --list"),
+    "presets": ("generator.cli_presets", "list the presets and their settings"),
 }
 
 EXIT_ERROR = 1
@@ -23,28 +26,34 @@ EXIT_INTERRUPTED = 130
 
 
 def _usage() -> str:
-    lines = ["usage: python -m generator SUBCOMMAND [options]", "", "subcommands:"]
+    lines = ['usage: python -m generator "PROMPT" [options]', "       python -m generator SUBCOMMAND [options]",
+             "", "subcommands:"]
     lines += [f"  {name:<10} {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
-    lines.append("")
-    lines.append("Run `python -m generator SUBCOMMAND --help` for a subcommand's options.")
+    lines += ["", "Run `python -m generator --help` for the text-to-image options and",
+              "`python -m generator SUBCOMMAND --help` for a subcommand's."]
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return its exit code (0 on success)."""
+def main(argv: Sequence[str] | None = None, *, make_generator: Callable | None = None) -> int:
+    """Run the CLI and return its exit code (0 on success).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        make_generator: builds the Generator for text to image (tests pass tiny models).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
-    if not args or args[0] in ("-h", "--help"):
-        print(_usage())
-        return 0 if args else EXIT_ERROR
-    name = args[0]
-    if name not in SUBCOMMANDS:
-        print(f"error: unknown subcommand {name!r}; choose one of {', '.join(SUBCOMMANDS)}.",
-              file=sys.stderr)
+    if not args:
+        print(_usage(), file=sys.stderr)
         return EXIT_ERROR
+    name = args[0] if args[0] in SUBCOMMANDS else "generate"
+    rest = args[1:] if args[0] in SUBCOMMANDS else args
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    parsed = module.build_parser(f"python -m generator {name}").parse_args(args[1:])
+    prog = "python -m generator" if name == "generate" else f"python -m generator {name}"
+    parsed = module.build_parser(prog).parse_args(rest)
     try:
+        if name == "generate":
+            return module.run(parsed, make_generator=make_generator)
         return module.run(parsed)
     except GeneratorError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,0 +1,199 @@
+"""``python -m generator "prompt" [flags]``: text to image, written into a new run folder.
+
+Flags are named after the config fields (``--cutn`` sets ``cutouts.cutn``). Precedence:
+defaults < ``--preset`` (or the config embedded in ``--from``) < flags. Each run writes
+``<out>/<date>-<time>-<slug>-<seed>/`` with ``final.png`` (config embedded), ``config.json``,
+``frames/`` and ``video.mp4``. Ctrl-C or an error still writes the latest image and the
+video of the frames so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from generator.cli_common import add_weights_arguments
+from generator.config import (
+    INIT_MODES,
+    OPTIMISERS,
+    PRECISIONS,
+    GenerationConfig,
+    field_paths,
+    merge,
+)
+from generator.cutouts import AUGMENTATIONS
+from generator.devices import random_seed
+from generator.errors import ConfigError, GeneratorError
+from generator.events import Done, Notice, Preview, Progress
+from generator.outputs import RunWriter, config_from_png, create_run_folder
+from generator.pipeline import GenerationRun, Generator
+from generator.presets import DEFAULT_PRESET, load_preset
+
+logger = logging.getLogger(__name__)
+DEFAULT_OUT = "outputs"
+EXIT_INTERRUPTED = 130
+
+# Flags that set config fields: dest -> (argparse kwargs). The dest is the field name.
+_S = argparse.SUPPRESS
+
+
+def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
+    return [
+        (["--image-prompts"], dict(metavar="PATHS", help="image prompts: 'a.png:weight | b.png'")),
+        (["--noise-prompts"], dict(metavar="SEEDS", help="noise prompts: 'seed:weight | seed'")),
+        (["--change-prompt-every"], dict(type=int, metavar="N", help="steps per ^-separated story phrase (0: split evenly)")),
+        (["--size"], dict(type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), help="image size in pixels (rounded down to the VQGAN factor)")),
+        (["--steps"], dict(type=int, metavar="N", help="optimisation steps")),
+        (["--seed"], dict(type=int, metavar="N", help="seed of every random draw (default: a random one, recorded)")),
+        (["--precision"], dict(choices=PRECISIONS, help="autocast precision (auto: bf16 on GPUs that have it)")),
+        (["--vqgan"], dict(metavar="NAME|PATH", help="VQGAN registry name or checkpoint (.ckpt/.pth/.safetensors)")),
+        (["--vqgan-config"], dict(metavar="YAML", help="the checkpoint's yaml (default: beside it, or inferred)")),
+        (["--clip-model"], dict(dest="clip_models", action="append", nargs="+", metavar="ARG",
+                                help="MODEL [PRETRAINED [WEIGHT]]: an open_clip architecture or model-config JSON, "
+                                     "a pretrained tag, registry name or weights file ('none' for random), and its "
+                                     "loss weight; repeat for an ensemble")),
+        (["--cutn"], dict(type=int, metavar="N", help="cutouts per step")),
+        (["--cut-pow"], dict(type=float, metavar="P", help="cutout size exponent (>1: smaller cutouts)")),
+        (["--augments"], dict(nargs="*", metavar="NAME", help=f"kornia augmentations: {', '.join(AUGMENTATIONS)}")),
+        (["--noise-fac"], dict(type=float, metavar="F", help="per-cutout noise strength")),
+        (["--optimiser"], dict(choices=OPTIMISERS, help="optimiser")),
+        (["--lr"], dict(type=float, metavar="LR", help="learning rate")),
+        (["--init-weight"], dict(type=float, metavar="W", help="MSE weight toward the initial latent")),
+        (["--init-weight-decay-steps"], dict(type=int, metavar="N", help="the init weight falls to zero at step N (0: constant)")),
+        (["--tv-weight"], dict(type=float, metavar="W", help="total-variation (smoothness) weight")),
+        (["--init"], dict(choices=INIT_MODES, help="initial latent (an --init-image implies image)")),
+        (["--init-image"], dict(metavar="PATH", help="start from this image")),
+        (["--save-every"], dict(type=int, metavar="N", help="write a frame every N steps")),
+        (["--video"], dict(action="store_true", help="assemble the frames into video.mp4")),
+        (["--gif"], dict(action="store_true", help="also write video.gif")),
+        (["--fps"], dict(type=int, metavar="N", help="video frames per second")),
+    ]
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    """Parser of the text-to-image command."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Generate an image from text with VQGAN+CLIP.",
+        epilog="Other commands: sample, upscale, download, presets (python -m generator COMMAND --help).",
+    )
+    parser.add_argument("prompts", nargs="?", default=_S, metavar="PROMPT",
+                        help="'text:weight:stop | more text' ; '^' separates story phrases")
+    parser.add_argument("--preset", metavar="NAME|JSON", help=f"named settings (default: {DEFAULT_PRESET}); see `presets`")
+    parser.add_argument("--from", dest="from_output", metavar="PNG|JSON",
+                        help="repeat a run from the config embedded in its final.png (or its config.json)")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for run folders (default: outputs)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    for names, kwargs in _config_flags():
+        parser.add_argument(*names, default=_S, **kwargs)
+    add_weights_arguments(parser)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> GenerationConfig:
+    """defaults < preset (or --from) < flags."""
+    if args.from_output and args.preset:
+        raise ConfigError("give --from or --preset, not both: --from already holds every setting.")
+    base = config_from_png(Path(args.from_output)) if args.from_output else \
+        dict(load_preset(args.preset or DEFAULT_PRESET).settings)
+    return GenerationConfig.from_dict(merge(base, _overrides(args)))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    paths = field_paths()
+    overrides: dict[str, Any] = {}
+    given = {k: v for k, v in vars(args).items() if k in paths}
+    if "clip_models" in given:
+        given["clip_models"] = [_clip_spec(values) for values in given["clip_models"]]
+    if "init_image" in given and "init" not in given:
+        given["init"] = "image"
+    for name, value in given.items():
+        node = overrides
+        *parents, leaf = paths[name].split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return overrides
+
+
+def _clip_spec(values: list[str]) -> dict[str, Any]:
+    if not 1 <= len(values) <= 3:
+        raise ConfigError("--clip-model takes MODEL [PRETRAINED [WEIGHT]], e.g. --clip-model ViT-B-32 openai 1.0.")
+    spec: dict[str, Any] = {"model": values[0]}
+    if len(values) > 1:
+        spec["pretrained"] = None if values[1].lower() == "none" else values[1]
+    if len(values) > 2:
+        try:
+            spec["weight"] = float(values[2])
+        except ValueError:
+            raise ConfigError(f"the weight of --clip-model {values[0]} must be a number, not {values[2]!r}.") from None
+    return spec
+
+
+def run(args: argparse.Namespace, make_generator: Callable[..., Generator] | None = None) -> int:
+    """Run text to image from parsed arguments; return the exit code.
+
+    ``make_generator(models, device=..., weights_dir=..., offline=...)`` builds the Generator
+    (``Generator.from_pretrained`` by default; tests pass tiny models).
+    """
+    config = config_from_args(args)
+    if config.seed is None:
+        config = config.replace(seed=random_seed())
+    make_generator = make_generator or Generator.from_pretrained
+    generator = make_generator(config.models, device=args.device, weights_dir=args.weights_dir, offline=args.offline)
+    folder = create_run_folder(Path(args.out), prompt=config.prompts or "image", seed=config.seed)
+    writer = RunWriter(folder)
+    return _drive(generator.run(config), config, writer)
+
+
+def _drive(run: GenerationRun, config: GenerationConfig, writer: RunWriter) -> int:
+    bar = tqdm(total=config.steps, unit="step", desc="optimise", file=sys.stderr, dynamic_ncols=True)
+    done: Done | None = None
+    try:
+        for event in run:
+            if isinstance(event, Progress):
+                bar.update(event.step - bar.n)
+                if event.loss is not None:
+                    bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
+            elif isinstance(event, Preview):
+                writer.write_frame(event.step, event.image)
+            elif isinstance(event, Notice):
+                tqdm.write(f"note: {event.message}", file=sys.stderr)
+            elif isinstance(event, Done):
+                done = event
+    except (KeyboardInterrupt, GeneratorError) as error:
+        bar.close()
+        run.close()
+        _keep_work(run, config, writer)
+        if isinstance(error, KeyboardInterrupt):
+            print(f"interrupted at step {run.state.step}; what was produced is in {writer.folder}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
+    bar.close()
+    assert done is not None
+    final = writer.write_final(done.images[0], config=done.config, prompt=config.prompts, seed=done.seed)
+    _finish_video(config, writer)
+    print(f"done in {done.timings.get('total', 0):.1f}s: {final}", file=sys.stderr)
+    print(final)
+    return 0
+
+
+def _keep_work(run: GenerationRun, config: GenerationConfig, writer: RunWriter) -> None:
+    """After Ctrl-C or an error: write the latest image and the video of the frames so far."""
+    image = run.latest_image()
+    if image is not None:
+        resolved = {**run.state.config, "stopped_at_step": run.state.step} if run.state.config else config.to_dict()
+        try:
+            writer.write_final(image, config=resolved, prompt=config.prompts, seed=config.seed or 0)
+        except GeneratorError as error:
+            logger.error("%s", error)
+    _finish_video(config, writer)
+
+
+def _finish_video(config: GenerationConfig, writer: RunWriter) -> None:
+    writer.write_video(fps=config.output.fps, mp4=config.output.video, gif=config.output.gif)
