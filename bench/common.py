@@ -1,0 +1,47 @@
+"""Shared bits of the benchmark scripts: JSON lines, peak memory, running configs in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+from typing import Any
+
+import torch
+
+ROOT = __file__.rsplit("/bench/", 1)[0]
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["cpu"] = platform.processor() or platform.machine()
+    return info
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated since reset_peak, or the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def run_isolated(script: str, args: list[str]) -> int:
+    """Run ``script --one ...`` in a fresh process so that its peak memory is its own."""
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT).returncode
