@@ -205,11 +205,21 @@ def load_vqgan(
     elif config is None:
         config = infer_vqgan_config(state, source=source)
         logger.info("%s: no yaml given, architecture inferred from tensor shapes", source)
+    return vqgan_from_state(state, config, source=source, label=label).to(device)
+
+
+def vqgan_from_state(state: Mapping[str, torch.Tensor], config: VQGANConfig, *, source: str,
+                     label: str = "the given config", what: str = "the VQGAN") -> VQGAN:
+    """Build a VQGAN for ``config`` and load ``state`` strictly, in eval mode with frozen weights.
+
+    Raises:
+        CheckpointError: the tensors do not fit; the message names the fields that differ.
+    """
     model = VQGAN(config)
     load_strict(
-        model, state, source=source, what="the VQGAN",
+        model, state, source=source, what=what,
         likely_cause=_mismatch_cause(config, state, source=source, label=label),
         remedy="pass the yaml that came with this checkpoint, or none to infer the architecture",
     )
     model.requires_grad_(False)
-    return model.eval().to(device)
+    return model.eval()
