@@ -75,3 +75,17 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
         image = image[0]
     array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
     return Image.fromarray(array.permute(1, 2, 0).cpu().numpy(), mode="RGB")
+
+
+def contact_sheet(images: list[Image.Image], columns: int | None = None, gap: int = 2) -> Image.Image:
+    """Images (same size) in a grid, row-major; one image is returned as is."""
+    if len(images) == 1:
+        return images[0]
+    columns = columns or min(len(images), 4)
+    rows = -(-len(images) // columns)
+    width, height = images[0].size
+    sheet = Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap), (255, 255, 255))
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        sheet.paste(image, (column * (width + gap), row * (height + gap)))
+    return sheet
