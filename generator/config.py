@@ -20,7 +20,7 @@ from typing import Any
 from generator.errors import ConfigError
 
 OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "radam", "rmsprop", "sgd")
-INIT_MODES = ("random", "pixels", "gradient", "image")
+INIT_MODES = ("random", "pixels", "gradient", "image", "prior")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_SIDE = 4096
 
@@ -59,11 +59,17 @@ class ClipModelConfig:
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    """Which networks to use: registry names or local files."""
+    """Which networks to use: registry names or local files.
+
+    ``prior`` (a Taming transformer) is loaded for ``init=prior``; its own VQGAN then
+    replaces ``vqgan``, since the sampled codes belong to it.
+    """
 
     vqgan: str = "vqgan_imagenet_f16_16384"
     vqgan_config: str | None = None
     clip_models: tuple[ClipModelConfig, ...] = (ClipModelConfig(),)
+    prior: str | None = None
+    prior_config: str | None = None
 
     def __post_init__(self) -> None:
         _check(bool(self.vqgan.strip()), "vqgan must name a registry VQGAN or a checkpoint file.")
@@ -71,7 +77,8 @@ class ModelsConfig:
 
     @property
     def identity(self) -> tuple:
-        return (self.vqgan, self.vqgan_config, tuple(c.identity for c in self.clip_models))
+        return (self.vqgan, self.vqgan_config, tuple(c.identity for c in self.clip_models),
+                self.prior, self.prior_config)
 
 
 @dataclass(frozen=True)
@@ -130,17 +137,25 @@ class InitConfig:
 
     Attributes:
         init: ``random`` (random codebook entries), ``pixels`` (pixel noise),
-            ``gradient`` (smooth random gradients), ``image`` (an init image).
+            ``gradient`` (smooth random gradients), ``image`` (an init image), ``prior``
+            (codes sampled by the transformer ``models.prior``).
         init_image: the image for ``init=image``.
+        prior_top_k, prior_top_p, prior_temperature, prior_class: how ``init=prior``
+            samples (see the ``sample`` command).
     """
 
     init: str = "random"
     init_image: str | None = None
+    prior_top_k: int = 250
+    prior_top_p: float = 1.0
+    prior_temperature: float = 1.0
+    prior_class: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.init in INIT_MODES, f"init must be one of {', '.join(INIT_MODES)}, not {self.init!r}.")
         _check(self.init != "image" or bool(self.init_image),
                "init=image needs an init_image; give --init-image PATH.")
+        check_sampling(self.prior_top_k, self.prior_top_p, self.prior_temperature, prefix="prior_")
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,9 @@ class GenerationConfig:
             _check(16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE,
                    f"size {width}x{height} is out of range; each side must be between 16 and {MAX_SIDE} pixels.")
 
+        _check(self.init.init != "prior" or bool(self.models.prior),
+               "init=prior needs a transformer; give --prior NAME|PATH (e.g. ffhq_transformer).")
+
     def replace(self, **changes: Any) -> GenerationConfig:
         """A copy with top-level fields replaced (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
@@ -218,7 +236,19 @@ class GenerationConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GenerationConfig:
         """Build from the plain form; unknown keys and wrong types are :class:`ConfigError`."""
-        return _build(cls, data, "")
+        return build_config(cls, data)
+
+
+def check_sampling(top_k: int, top_p: float, temperature: float, prefix: str = "") -> None:
+    """Range checks shared by every config that samples from a prior."""
+    _check(top_k >= 0, f"{prefix}top_k must be 0 (off) or more, not {top_k}.")
+    _check(0 < top_p <= 1, f"{prefix}top_p must be in (0, 1], not {top_p}.")
+    _check(0 < temperature <= 10, f"{prefix}temperature must be in (0, 10], not {temperature}.")
+
+
+def build_config(cls: type, data: Mapping[str, Any]) -> Any:
+    """Build any config dataclass from its plain form, with the checks of :meth:`GenerationConfig.from_dict`."""
+    return _build(cls, data, "", root=cls)
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -232,8 +262,9 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def field_paths(cls: type = GenerationConfig, prefix: str = "") -> dict[str, str]:
+def field_paths(cls: type | None = None, prefix: str = "") -> dict[str, str]:
     """Leaf field name -> dotted path (``cutn`` -> ``cutouts.cutn``), for flags and messages."""
+    cls = cls or GenerationConfig
     paths: dict[str, str] = {}
     hints = typing.get_type_hints(cls)
     for item in dataclasses.fields(cls):
@@ -253,7 +284,7 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
+def _build(cls: type, data: Any, path: str, root: type) -> Any:
     where = path.rstrip(".") or "the config"
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where} must be a mapping of settings, not {type(data).__name__}.")
@@ -261,22 +292,22 @@ def _build(cls: type, data: Any, path: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            raise ConfigError(_unknown_key_message(cls, path, str(key)))
-    values = {key: _convert(hints[key], data[key], f"{path}{key}") for key in data}
+            raise ConfigError(_unknown_key_message(cls, path, str(key), root))
+    values = {key: _convert(hints[key], data[key], f"{path}{key}", root) for key in data}
     return cls(**values)
 
 
-def _unknown_key_message(cls: type, path: str, key: str) -> str:
-    leaf_paths = field_paths(GenerationConfig)
+def _unknown_key_message(cls: type, path: str, key: str, root: type) -> str:
+    leaf_paths = field_paths(root)
     if key in leaf_paths and not path:
         hint = f"did you mean {leaf_paths[key]}? "
     else:
         close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(cls)], n=1)
         hint = f"did you mean {path}{close[0]}? " if close else ""
-    return f"unknown config key {path}{key}; {hint}see `python -m generator presets` for the keys."
+    return f"unknown config key {path}{key}; {hint}see `python -m generator presets NAME` for the keys."
 
 
-def _convert(hint: Any, value: Any, path: str) -> Any:
+def _convert(hint: Any, value: Any, path: str, root: type) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -284,18 +315,18 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
             if type(None) in typing.get_args(hint):
                 return None
             raise ConfigError(f"config key {path} cannot be empty.")
-        return _convert(options[0], value, path)
+        return _convert(options[0], value, path, root)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, f"{path}.")
+        return _build(hint, value, f"{path}.", root)
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {path} must be a list, not {value!r}.")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+            return tuple(_convert(args[0], v, f"{path}[{i}]", root) for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"config key {path} must have {len(args)} items, not {len(value)}.")
-        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_convert(a, v, f"{path}[{i}]", root) for i, (a, v) in enumerate(zip(args, value)))
     if hint is bool:
         if isinstance(value, bool):
             return value

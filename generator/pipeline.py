@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -20,7 +21,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from generator import weights
 from generator.clip_loader import ClipModel, load_clip
@@ -28,55 +28,14 @@ from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
 from generator.devices import pick_device
 from generator.download import ProgressCallback
 from generator.events import Done, Event, Notice
-from generator.text_to_image import RunState, run_text_to_image
+from generator.prior_loader import Prior
+from generator.prior_pipeline import load_prior_by_name
+from generator.runs import GenerationRun, RunState
+from generator.text_to_image import run_text_to_image
 from generator.vqgan_loader import load_vqgan
 from models.vqgan import VQGAN, VQGANConfig
 
 logger = logging.getLogger(__name__)
-
-
-class GenerationRun(Iterator[Event]):
-    """An iterator of events for one run.
-
-    ``close()`` cancels it (a sink's Stop button or Ctrl-C); ``latest_image()`` decodes the
-    state reached so far, so a sink can keep the work after a stop or an error.
-    """
-
-    def __init__(self, events: Iterator[Event], state: RunState):
-        self._events = events
-        self.state = state
-
-    def __iter__(self) -> GenerationRun:
-        return self
-
-    def __next__(self) -> Event:
-        return next(self._events)
-
-    def close(self) -> None:
-        """Cancel the run; the models stay loaded."""
-        close = getattr(self._events, "close", None)
-        if close is not None:
-            close()
-
-    def latest_image(self) -> Image.Image | None:
-        """The image of the latest state, or None if nothing was produced (or it cannot be decoded)."""
-        if self.state.decode is None:
-            return None
-        try:
-            return self.state.decode()
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            try:
-                return self.state.decode()
-            except Exception as error:  # noqa: BLE001 - best effort after a failure
-                logger.warning("could not decode the latest image: %s", error)
-                return None
-
-    def __enter__(self) -> GenerationRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Generator:
@@ -85,17 +44,21 @@ class Generator:
     Args:
         vqgan: the VQGAN whose latent is optimised.
         clips: the CLIP models of the guiding ensemble.
+        prior: a transformer prior for ``init=prior`` (its VQGAN must be ``vqgan``).
         models: what these models are (registry names or files), recorded in every output
             so that it can be repeated; defaults to labels of in-memory models.
         device: where the models live (default: the VQGAN's device).
     """
 
     def __init__(self, vqgan: VQGAN, clips: Sequence[ClipModel], *, models: ModelsConfig | None = None,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, prior: Prior | None = None):
         if not clips:
             raise ValueError("a Generator needs at least one CLIP model")
+        if prior is not None and prior.vqgan is not vqgan:
+            raise ValueError("with a prior, the Generator's VQGAN must be the prior's own")
         self.vqgan = vqgan
         self.clips = list(clips)
+        self.prior = prior
         self.device = torch.device(device) if device is not None else vqgan.codebook.device
         self.models = models or ModelsConfig(
             vqgan="in-memory VQGAN",
@@ -104,6 +67,7 @@ class Generator:
         if len(self.models.clip_models) != len(self.clips):
             raise ValueError("models.clip_models must describe each CLIP model")
         self.load_seconds = 0.0
+        self.requested = self.models  # what from_pretrained was asked for (names before resolution)
 
     @classmethod
     def from_pretrained(
@@ -117,23 +81,34 @@ class Generator:
     ) -> Generator:
         """Load (downloading on first use) the VQGAN and CLIP models that ``models`` names.
 
+        With ``models.prior`` the transformer is loaded too, and its own VQGAN is used (the
+        recorded ``models.vqgan`` then names the transformer checkpoint).
+
         Raises:
             WeightsError: a file is missing (offline) or failed to download or verify.
             CheckpointError: a checkpoint is unsafe, damaged or does not fit its config.
         """
-        models = models or ModelsConfig()
+        models = requested = models or ModelsConfig()
         started = time.perf_counter()
         device = pick_device(device)
-        path = weights.resolve(models.vqgan, kind="vqgan", weights_dir=weights_dir, offline=offline, progress=progress)
-        vqgan_config: VQGANConfig | str | None = models.vqgan_config
-        if vqgan_config is None and models.vqgan in weights.REGISTRY:
-            vqgan_config = VQGANConfig(**weights.REGISTRY[models.vqgan].config)
-        vqgan = load_vqgan(path, vqgan_config, device=device)
+        prior = None
+        if models.prior:
+            name, prior = load_prior_by_name(models.prior, models.prior_config, device=device,
+                                             weights_dir=weights_dir, offline=offline, progress=progress)
+            models = dataclasses.replace(models, prior=name, vqgan=name, vqgan_config=models.prior_config)
+            vqgan = prior.vqgan
+        else:
+            path = weights.resolve(models.vqgan, kind="vqgan", weights_dir=weights_dir, offline=offline, progress=progress)
+            vqgan_config: VQGANConfig | str | None = models.vqgan_config
+            if vqgan_config is None and models.vqgan in weights.REGISTRY:
+                vqgan_config = VQGANConfig(**weights.REGISTRY[models.vqgan].config)
+            vqgan = load_vqgan(path, vqgan_config, device=device)
         if device.type == "cuda":
             vqgan = vqgan.to(memory_format=torch.channels_last)
         clips = [load_clip(spec.model, spec.pretrained, device=device, weights_dir=weights_dir,
                            offline=offline, progress=progress) for spec in models.clip_models]
-        generator = cls(vqgan, clips, models=models, device=device)
+        generator = cls(vqgan, clips, models=models, device=device, prior=prior)
+        generator.requested = requested
         generator.load_seconds = time.perf_counter() - started
         return generator
 
@@ -159,9 +134,9 @@ class Generator:
     def _events(self, config: GenerationConfig, state: RunState) -> Iterator[Event]:
         clip_weights, models = self._clip_weights(config)
         state.config.update(config.replace(models=models).to_dict())
-        if config.models.identity != self.models.identity:
+        if config.models.identity not in (self.models.identity, self.requested.identity):
             yield Notice(f"the config names other models than this Generator holds; using {_describe(self.models)}.")
-        for event in run_text_to_image(self.vqgan, self.clips, clip_weights, config, state, self.device):
+        for event in run_text_to_image(self.vqgan, self.clips, clip_weights, config, state, self.device, self.prior):
             if isinstance(event, Done):
                 event = Done(event.images, event.config, event.seed,
                              {"load": self.load_seconds, **event.timings}, event.extras)
@@ -175,7 +150,7 @@ class Generator:
             specs = asked
         else:
             specs = mine
-        return [spec.weight for spec in specs], ModelsConfig(self.models.vqgan, self.models.vqgan_config, tuple(specs))
+        return [spec.weight for spec in specs], dataclasses.replace(self.models, clip_models=tuple(specs))
 
 
 def _describe(models: ModelsConfig) -> str:

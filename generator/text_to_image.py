@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +19,21 @@ from generator.clip_loader import ClipModel
 from generator.config import GenerationConfig
 from generator.cutouts import MakeCutouts, canonical_augments
 from generator.devices import auto_size, autocast, autocast_dtype, random_seed, seed_everything
-from generator.errors import InputError, OutOfMemoryError
+from generator.errors import ConfigError, InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress
 from generator.guidance import ClipGuide, GuideMember, PromptTarget, clamp_with_grad
 from generator.images import cover, open_image, pil_to_tensor, tensor_to_pil
 from generator.latents import initial_latent
-from generator.prompts import PromptSchedule, make_schedule, parse_image_prompts, parse_noise_prompts
+from generator.prior_loader import Prior
+from generator.prior_pipeline import prior_codes
+from generator.prompts import (
+    PromptSchedule,
+    make_schedule,
+    parse_image_prompts,
+    parse_noise_prompts,
+)
+from generator.runs import RunState
+from generator.sampling import SamplingSettings
 from models.vqgan import VQGAN
 
 OPTIMISERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -33,21 +41,6 @@ OPTIMISERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamax": torch.optim.Adamax, "radam": torch.optim.RAdam, "rmsprop": torch.optim.RMSprop,
     "sgd": torch.optim.SGD,
 }
-
-
-@dataclass
-class RunState:
-    """What a sink can ask a run at any time, including after a stop, an error or Ctrl-C.
-
-    Attributes:
-        config: the resolved plain config (seed and size are filled in once the run starts).
-        step: steps completed.
-        decode: decodes the latest latent into an image (None until there is one).
-    """
-
-    config: dict = field(default_factory=dict)
-    step: int = 0
-    decode: Callable[[], Image.Image] | None = None
 
 
 def resolve_size(config: GenerationConfig, factor: int, device: torch.device) -> tuple[tuple[int, int], str | None]:
@@ -110,7 +103,8 @@ def _prompt_targets(config: GenerationConfig, clips: Sequence[ClipModel], member
 
 
 def run_text_to_image(vqgan: VQGAN, clips: Sequence[ClipModel], clip_weights: Sequence[float],
-                      config: GenerationConfig, state: RunState, device: torch.device) -> Iterator[Event]:
+                      config: GenerationConfig, state: RunState, device: torch.device,
+                      prior: Prior | None = None) -> Iterator[Event]:
     """The optimisation as events. ``state.config`` (the plain config) is completed here.
 
     Raises:
@@ -137,8 +131,17 @@ def run_text_to_image(vqgan: VQGAN, clips: Sequence[ClipModel], clip_weights: Se
     schedule, targets = _prompt_targets(config, clips, members, size, config.steps)
     guide = ClipGuide(members)
 
-    # 3. The latent, its optimiser and its bounds.
-    z = initial_latent(vqgan, config.init.init, size, generator, config.init.init_image).float()
+    # 3. The latent (sampled by the prior for init=prior), its optimiser and its bounds.
+    if config.init.init == "prior":
+        if prior is None:
+            raise ConfigError("init=prior needs a Generator loaded with a prior (models.prior).")
+        init = config.init
+        grid = (size[1] // vqgan.downsample_factor, size[0] // vqgan.downsample_factor)
+        codes = yield from prior_codes(prior, grid, SamplingSettings(init.prior_temperature, init.prior_top_k, init.prior_top_p),
+                                       torch.Generator(device).manual_seed(seed), init.prior_class)
+        z = vqgan.indices_to_latent(codes).float()
+    else:
+        z = initial_latent(vqgan, config.init.init, size, generator, config.init.init_image).float()
     z_init = z.detach().clone()
     z.requires_grad_(True)
     optimiser = OPTIMISERS[config.optim.optimiser]([z], lr=config.optim.lr)

@@ -1,0 +1,226 @@
+"""Sampling images from a transformer prior, as a run of events (``python -m generator sample``).
+
+Grids the size of the training window are sampled with the key/value cache; larger grids
+with the sliding window. Progress comes per sampled row, a preview (the batch as a contact
+sheet) every ``output.save_every`` rows, and a final :class:`Done` with every image.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from generator import weights
+from generator.conditioning import coordinate_tokens, map_size, map_tokens, start_tokens
+from generator.devices import autocast, autocast_dtype, pick_device, random_seed, seed_everything
+from generator.download import ProgressCallback
+from generator.errors import InputError, OutOfMemoryError
+from generator.events import Done, Event, Notice, Preview, Progress
+from generator.images import contact_sheet, cover, open_image, pil_to_tensor, tensor_to_pil
+from generator.prior_loader import Prior, load_prior
+from generator.runs import GenerationRun, RunState
+from generator.sample_config import SampleConfig
+from generator.sampling import SamplingSettings, sample_in_window, sample_sliding
+
+
+def registry_name(model: str) -> str:
+    """``ffhq`` -> ``ffhq_transformer`` where that is a registry entry; anything else as is."""
+    if model not in weights.REGISTRY and f"{model}_transformer" in weights.REGISTRY:
+        return f"{model}_transformer"
+    return model
+
+
+def plan_size(prior: Prior, config: SampleConfig) -> tuple[tuple[int, int], tuple[int, int], str | None]:
+    """(pixel size (W, H), token grid (rows, cols), notice) for a sampling run."""
+    factor = prior.vqgan.downsample_factor
+    rows, cols = prior.spec.window
+    if config.condition and config.size is None:
+        width, height = map_size(config.condition)
+    else:
+        width, height = config.size or (cols * factor, rows * factor)
+    if config.condition and config.size is not None:
+        map_width, map_height = map_size(config.condition)
+        if abs(width / height - map_width / map_height) > 0.02 * map_width / map_height:
+            raise InputError(
+                f"the condition map is {map_width}x{map_height} but the size asked for is {width}x{height}, another "
+                "shape; give a map of the same aspect ratio or leave --size out to use the map's."
+            )
+    size = (width // factor * factor, height // factor * factor)
+    notice = None if size == (width, height) else \
+        f"size {width}x{height} is not a multiple of the VQGAN's factor {factor}; using {size[0]}x{size[1]}."
+    grid = (size[1] // factor, size[0] // factor)
+    check_grid(prior, grid)
+    return size, grid, notice
+
+
+def load_prior_by_name(model: str, transformer_config: str | None = None, *, device: torch.device,
+                       weights_dir: str | os.PathLike[str] | None = None, offline: bool | None = None,
+                       progress: ProgressCallback | None = None) -> tuple[str, Prior]:
+    """(registry name or path, loaded prior) for ``ffhq``, ``ffhq_transformer`` or a checkpoint path."""
+    name = registry_name(model)
+    path = weights.resolve(name, kind="transformer", weights_dir=weights_dir, offline=offline, progress=progress)
+    return name, load_prior(path, transformer_config, device=device)
+
+
+def sample_rows(prior: Prior, cond: torch.Tensor, tokens: torch.Tensor, start: int, settings: SamplingSettings,
+                generator: torch.Generator, use_cache: bool = True) -> Iterator[int]:
+    """Fill ``tokens`` (B, H, W): with the cache when the grid is the training window, else with
+    the sliding window. Yields each finished row."""
+    grid = tuple(tokens.shape[1:])
+    if grid == prior.spec.window:
+        flat = tokens.view(tokens.shape[0], -1)
+        yield from sample_in_window(prior.gpt, cond.reshape(cond.shape[0], -1), flat, grid[1], start=start,
+                                    settings=settings, generator=generator, use_cache=use_cache)
+    else:
+        yield from sample_sliding(prior.gpt, cond, tokens, prior.spec.window, start=start, settings=settings,
+                                  generator=generator)
+
+
+def prior_codes(prior: Prior, grid: tuple[int, int], settings: SamplingSettings, generator: torch.Generator,
+                class_label: int | None = None) -> Iterator[Event]:
+    """Sample one (1, H, W) code grid as a starting point for CLIP guidance, yielding
+    ``Progress("prior", ...)`` per row; the codes are the generator's return value."""
+    check_grid(prior, grid)
+    kind = prior.spec.conditioning
+    if kind in ("segmentation", "depth"):
+        raise InputError(f"a {kind}-conditioned prior needs a map, so it cannot start a text-to-image run; use the sample command.")
+    cond = coordinate_tokens(prior, grid, 1) if kind == "coord" else start_tokens(prior, 1, class_label)
+    tokens = torch.zeros(1, *grid, dtype=torch.long, device=prior.device)
+    started = time.perf_counter()
+    for row in sample_rows(prior, cond, tokens, 0, settings, generator):
+        yield Progress("prior", row + 1, grid[0], time.perf_counter() - started)
+    return tokens
+
+
+def check_grid(prior: Prior, grid: tuple[int, int]) -> None:
+    """A grid smaller than the training window cannot be sampled: one clear sentence."""
+    rows, cols = prior.spec.window
+    if grid[0] < rows or grid[1] < cols:
+        factor = prior.vqgan.downsample_factor
+        raise InputError(
+            f"size {grid[1] * factor}x{grid[0] * factor} gives a {grid[0]}x{grid[1]} token grid, smaller than this "
+            f"model's {rows}x{cols} training window; use at least {cols * factor}x{rows * factor}."
+        )
+
+
+class Sampler:
+    """A loaded prior plus the sampling runs that use it.
+
+    Args:
+        prior: the transformer, its VQGAN and conditioning.
+        model: what the prior is (registry name or file), recorded in every output.
+    """
+
+    def __init__(self, prior: Prior, *, model: str = "in-memory prior", transformer_config: str | None = None):
+        self.prior = prior
+        self.model = model
+        self.transformer_config = transformer_config
+        self.load_seconds = 0.0
+
+    @classmethod
+    def from_pretrained(cls, model: str = "ffhq_transformer", transformer_config: str | None = None, *,
+                        device: str | torch.device | None = None, weights_dir: str | os.PathLike[str] | None = None,
+                        offline: bool | None = None, progress: ProgressCallback | None = None) -> Sampler:
+        """Load a prior by registry name (``ffhq``, ``ffhq_transformer``) or checkpoint path."""
+        started = time.perf_counter()
+        name, prior = load_prior_by_name(model, transformer_config, device=pick_device(device), weights_dir=weights_dir,
+                                         offline=offline, progress=progress)
+        sampler = cls(prior, model=name, transformer_config=transformer_config)
+        sampler.load_seconds = time.perf_counter() - started
+        return sampler
+
+    def run(self, config: SampleConfig) -> GenerationRun:
+        """Start a sampling run; nothing happens until it is iterated."""
+        state = RunState()
+        return GenerationRun(self._events(config, state), state)
+
+    def _events(self, config: SampleConfig, state: RunState) -> Iterator[Event]:
+        config = config.replace(model=self.model, transformer_config=self.transformer_config)
+        state.config.update(config.to_dict())
+        started = time.perf_counter()
+        prior = self.prior
+        # 1. Check inputs and resolve what the config left open.
+        size, grid, notice = plan_size(prior, config)
+        if notice:
+            yield Notice(notice)
+        seed = config.seed if config.seed is not None else random_seed()
+        state.config.update(seed=seed, size=list(size))
+        seed_everything(seed, prior.device)
+        generator = torch.Generator(prior.device).manual_seed(seed)
+        dtype = autocast_dtype(prior.device, config.precision)
+        settings = SamplingSettings(config.temperature, config.top_k, config.top_p)
+        start_from = _completion_tokens(prior, config, size, grid)
+        start = round(config.keep * grid[0] * grid[1]) if start_from is not None else 0
+        rows_per_batch = grid[0] - start // grid[1]
+        batches = [min(config.batch_size, config.n - first) for first in range(0, config.n, config.batch_size)]
+        total_rows = rows_per_batch * len(batches)
+        tokens_sampled, rows_done, sampling_started = 0, 0, time.perf_counter()
+
+        # 2. Sample batch by batch; every finished row is a progress step.
+        for batch in batches:
+            cond = _condition(prior, config, size, grid, batch)
+            tokens = torch.zeros(batch, *grid, dtype=torch.long, device=prior.device)
+            if start_from is not None:
+                tokens[:] = start_from
+            state.decode = lambda tokens=tokens: _sheet(prior, tokens, dtype)
+            try:
+                with autocast(prior.device, dtype):
+                    for _ in sample_rows(prior, cond, tokens, start, settings, generator, config.use_cache):
+                        rows_done += 1
+                        state.step = rows_done
+                        yield Progress("sample", rows_done, total_rows, time.perf_counter() - sampling_started)
+                        if config.output.save_every and rows_done % config.output.save_every == 0:
+                            yield Preview("sample", rows_done, _sheet(prior, tokens, dtype))
+            except torch.OutOfMemoryError:
+                raise OutOfMemoryError(
+                    f"the {prior.device.type.upper()} ran out of memory sampling {batch} images of {size[0]}x{size[1]}; "
+                    "try a smaller --batch-size or --size."
+                ) from None
+            tokens_sampled += batch * (grid[0] * grid[1] - start)
+            state.images.extend(_decode(prior, tokens, dtype))
+        finished = time.perf_counter()
+        timings = {"load": self.load_seconds, "sample": finished - sampling_started, "total": finished - started,
+                   "tokens_per_second": tokens_sampled / max(finished - sampling_started, 1e-9)}
+        yield Done(images=tuple(state.images), config=dict(state.config), seed=seed, timings=timings)
+
+
+def _condition(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: tuple[int, int], batch: int) -> torch.Tensor:
+    kind = prior.spec.conditioning
+    if kind == "coord":
+        return coordinate_tokens(prior, grid, batch)
+    if kind in ("segmentation", "depth"):
+        if not config.condition:
+            raise InputError(f"this model is conditioned on {kind} maps; give --condition MAP.png.")
+        return map_tokens(prior, config.condition, size, grid, batch)
+    if config.condition:
+        raise InputError(f"this model is conditioned on {'a class' if kind == 'class' else 'nothing'}, not on a map; leave --condition out.")
+    return start_tokens(prior, batch, config.class_label)
+
+
+def _completion_tokens(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor | None:
+    """The image to complete, encoded to (H, W) tokens, or None."""
+    if not config.complete:
+        return None
+    pixels = pil_to_tensor(cover(open_image(config.complete, what="image to complete"), size)).to(prior.device)
+    with torch.inference_mode():
+        return prior.vqgan.encode_to_indices(pixels * 2 - 1)[0]
+
+
+def _decode(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> list[Image.Image]:
+    with torch.inference_mode(), autocast(prior.device, dtype):
+        pixels = prior.vqgan.decode_indices(tokens).float().add(1).div(2)
+    return [tensor_to_pil(image) for image in pixels]
+
+
+def _sheet(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> Image.Image:
+    return contact_sheet(_decode(prior, tokens, dtype))
+
+
+def model_label(model: str) -> str:
+    """A short name for folders and messages."""
+    return Path(model).stem if Path(model).suffix else model

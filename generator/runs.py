@@ -1,0 +1,81 @@
+"""A run in progress: the iterator of events a pipeline returns, and what a sink can ask it.
+
+Every pipeline (text to image, prior sampling, upscaling) returns a :class:`GenerationRun`.
+Iterating it does the work; ``close()`` cancels within one step; ``state`` tells how far it
+got, and ``latest_image()`` decodes the latest state, so a sink keeps the work after a stop,
+an error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from generator.events import Event
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    """What a sink can ask a run at any time, including after a stop, an error or Ctrl-C.
+
+    Attributes:
+        config: the resolved plain config (seed and size are filled in once the run starts).
+        step: steps completed.
+        decode: decodes the latest state into an image (None until there is one).
+        images: results finished so far (prior sampling finishes one batch at a time).
+    """
+
+    config: dict = field(default_factory=dict)
+    step: int = 0
+    decode: Callable[[], Image.Image] | None = None
+    images: list[Image.Image] = field(default_factory=list)
+
+
+class GenerationRun(Iterator[Event]):
+    """An iterator of events for one run.
+
+    ``close()`` cancels it (a sink's Stop button or Ctrl-C); ``latest_image()`` decodes the
+    state reached so far, so a sink can keep the work after a stop or an error.
+    """
+
+    def __init__(self, events: Iterator[Event], state: RunState):
+        self._events = events
+        self.state = state
+
+    def __iter__(self) -> GenerationRun:
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def close(self) -> None:
+        """Cancel the run; the models stay loaded."""
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
+    def latest_image(self) -> Image.Image | None:
+        """The image of the latest state, or None if nothing was produced (or it cannot be decoded)."""
+        if self.state.decode is None:
+            return None
+        try:
+            return self.state.decode()
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            try:
+                return self.state.decode()
+            except Exception as error:  # noqa: BLE001 - best effort after a failure
+                logger.warning("could not decode the latest image: %s", error)
+                return None
+
+    def __enter__(self) -> GenerationRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
