@@ -16,9 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from generator.cli_common import add_weights_arguments
+from generator.cli_sink import EXIT_INTERRUPTED, Interrupted, drive
 from generator.config import (
     INIT_MODES,
     OPTIMISERS,
@@ -29,15 +28,13 @@ from generator.config import (
 )
 from generator.cutouts import AUGMENTATIONS
 from generator.devices import random_seed
-from generator.errors import ConfigError, GeneratorError
-from generator.events import Done, Notice, Preview, Progress
+from generator.errors import ConfigError
 from generator.outputs import RunWriter, config_from_png, create_run_folder
 from generator.pipeline import GenerationRun, Generator
 from generator.presets import DEFAULT_PRESET, load_preset
 
 logger = logging.getLogger(__name__)
 DEFAULT_OUT = "outputs"
-EXIT_INTERRUPTED = 130
 
 # Flags that set config fields: dest -> (argparse kwargs). The dest is the field name.
 _S = argparse.SUPPRESS
@@ -67,8 +64,14 @@ def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
         (["--init-weight"], dict(type=float, metavar="W", help="MSE weight toward the initial latent")),
         (["--init-weight-decay-steps"], dict(type=int, metavar="N", help="the init weight falls to zero at step N (0: constant)")),
         (["--tv-weight"], dict(type=float, metavar="W", help="total-variation (smoothness) weight")),
-        (["--init"], dict(choices=INIT_MODES, help="initial latent (an --init-image implies image)")),
+        (["--init"], dict(choices=INIT_MODES, help="initial latent (--init-image implies image, --prior implies prior)")),
         (["--init-image"], dict(metavar="PATH", help="start from this image")),
+        (["--prior"], dict(metavar="NAME|PATH", help="transformer prior for --init prior (implies it); its VQGAN is used")),
+        (["--prior-config"], dict(metavar="YAML", help="the prior's project yaml (default: beside it)")),
+        (["--prior-top-k"], dict(type=int, metavar="K", help="top-k of the prior's sampling (0: off)")),
+        (["--prior-top-p"], dict(type=float, metavar="P", help="top-p of the prior's sampling")),
+        (["--prior-temperature"], dict(type=float, metavar="T", help="temperature of the prior's sampling")),
+        (["--prior-class"], dict(type=int, metavar="N", help="class for a class-conditional prior")),
         (["--save-every"], dict(type=int, metavar="N", help="write a frame every N steps")),
         (["--video"], dict(action="store_true", help="assemble the frames into video.mp4")),
         (["--gif"], dict(action="store_true", help="also write video.gif")),
@@ -100,7 +103,7 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     if args.from_output and args.preset:
         raise ConfigError("give --from or --preset, not both: --from already holds every setting.")
     base = config_from_png(Path(args.from_output)) if args.from_output else \
-        dict(load_preset(args.preset or DEFAULT_PRESET).settings)
+        dict(load_preset(args.preset or DEFAULT_PRESET, kind="text-to-image").settings)
     return GenerationConfig.from_dict(merge(base, _overrides(args)))
 
 
@@ -112,6 +115,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         given["clip_models"] = [_clip_spec(values) for values in given["clip_models"]]
     if "init_image" in given and "init" not in given:
         given["init"] = "image"
+    if "prior" in given and "init" not in given:
+        given["init"] = "prior"
     for name, value in given.items():
         node = overrides
         *parents, leaf = paths[name].split(".")
@@ -146,54 +151,18 @@ def run(args: argparse.Namespace, make_generator: Callable[..., Generator] | Non
         config = config.replace(seed=random_seed())
     make_generator = make_generator or Generator.from_pretrained
     generator = make_generator(config.models, device=args.device, weights_dir=args.weights_dir, offline=args.offline)
-    folder = create_run_folder(Path(args.out), prompt=config.prompts or "image", seed=config.seed)
-    writer = RunWriter(folder)
-    return _drive(generator.run(config), config, writer)
+    writer = RunWriter(create_run_folder(Path(args.out), prompt=config.prompts or "image", seed=config.seed))
 
+    def keep(run: GenerationRun) -> None:
+        image = run.latest_image()
+        if image is not None:
+            writer.write_final(image, config=run.state.config or config.to_dict(), prompt=config.prompts, seed=config.seed)
 
-def _drive(run: GenerationRun, config: GenerationConfig, writer: RunWriter) -> int:
-    bar = tqdm(total=config.steps, unit="step", desc="optimise", file=sys.stderr, dynamic_ncols=True)
-    done: Done | None = None
     try:
-        for event in run:
-            if isinstance(event, Progress):
-                bar.update(event.step - bar.n)
-                if event.loss is not None:
-                    bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
-            elif isinstance(event, Preview):
-                writer.write_frame(event.step, event.image)
-            elif isinstance(event, Notice):
-                tqdm.write(f"note: {event.message}", file=sys.stderr)
-            elif isinstance(event, Done):
-                done = event
-    except (KeyboardInterrupt, GeneratorError) as error:
-        bar.close()
-        run.close()
-        _keep_work(run, config, writer)
-        if isinstance(error, KeyboardInterrupt):
-            print(f"interrupted at step {run.state.step}; what was produced is in {writer.folder}", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        raise
-    bar.close()
-    assert done is not None
+        done = drive(generator.run(config), writer, config.output, total=config.steps, unit="step", desc="optimise", keep=keep)
+    except Interrupted:
+        return EXIT_INTERRUPTED
     final = writer.write_final(done.images[0], config=done.config, prompt=config.prompts, seed=done.seed)
-    _finish_video(config, writer)
     print(f"done in {done.timings.get('total', 0):.1f}s: {final}", file=sys.stderr)
     print(final)
     return 0
-
-
-def _keep_work(run: GenerationRun, config: GenerationConfig, writer: RunWriter) -> None:
-    """After Ctrl-C or an error: write the latest image and the video of the frames so far."""
-    image = run.latest_image()
-    if image is not None:
-        resolved = {**run.state.config, "stopped_at_step": run.state.step} if run.state.config else config.to_dict()
-        try:
-            writer.write_final(image, config=resolved, prompt=config.prompts, seed=config.seed or 0)
-        except GeneratorError as error:
-            logger.error("%s", error)
-    _finish_video(config, writer)
-
-
-def _finish_video(config: GenerationConfig, writer: RunWriter) -> None:
-    writer.write_video(fps=config.output.fps, mp4=config.output.video, gif=config.output.gif)

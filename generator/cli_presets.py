@@ -32,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for name in list_presets():
         preset = load_preset(name)
-        print(f"{name}: {preset.description}")
+        where = "" if preset.kind == "text-to-image" else f" [{preset.kind}]"
+        print(f"{name}{where}: {preset.description}")
         settings = _flatten(dict(preset.settings))
         print("    " + ("; ".join(settings) if settings else "(the defaults)"))
-    print("\nUse one with --preset NAME; flags override it. `presets NAME` shows every setting.")
+    print("\nUse one with --preset NAME (sample presets with `sample --preset NAME`); flags override it.\n"
+          "`presets NAME` shows every setting.")
     return 0

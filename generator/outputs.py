@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 CONFIG_KEY = "generator-config"  # PNG text key holding the resolved config as JSON
 PROMPT_KEY = "prompt"
 SEED_KEY = "seed"
+MODE_KEY = "generator-mode"  # which command made it: text-to-image, sample, upscale
 SOFTWARE = "vqgan-studio"
 FRAMES_DIR = "frames"
 
@@ -197,7 +198,7 @@ class RunWriter:
 
     def write_final(self, image: Image.Image, *, config: Mapping[str, Any], prompt: str,
                     seed: int, name: str = "final.png",
-                    config_name: str = "config.json") -> Path:
+                    config_name: str = "config.json", mode: str = "text-to-image") -> Path:
         """Save the final PNG (prompt, seed, ``config`` embedded), then ``config.json``.
 
         The PNG goes first: it alone holds the image and everything needed to re-run, so a
@@ -209,9 +210,7 @@ class RunWriter:
             The PNG's path.
         """
         _check_name(config_name, ".json")
-        config_json = json.dumps(dict(config), sort_keys=True)
-        text = {PROMPT_KEY: prompt, SEED_KEY: str(seed), CONFIG_KEY: config_json,
-                "Software": SOFTWARE}
+        text = png_text(config, prompt=prompt, seed=seed, mode=mode)
         try:
             final = self.write_image(image, name, text=text)
         except OutputError:
@@ -237,10 +236,11 @@ class RunWriter:
         Raises:
             OutputError: If encoding or writing fails; the frames are kept.
         """
+        if not (mp4 or gif):
+            return []
         frames = self.frames()
-        if not frames or not (mp4 or gif):
-            if not frames:
-                logger.info("no frames in %s, so no video was made", self._folder)
+        if not frames:
+            logger.info("no frames in %s (give --save-every N), so no video was made", self._folder)
             return []
         from generator import video  # video imports this module
 
@@ -269,6 +269,12 @@ class RunWriter:
             logger.warning("could not save %s either: %s", config_name, error)
         else:
             logger.warning("the final image was not saved, but %s was", config_name)
+
+
+def png_text(config: Mapping[str, Any], *, prompt: str, seed: int, mode: str) -> dict[str, str]:
+    """The text chunks of an output PNG: prompt, seed, mode and the config as JSON."""
+    return {PROMPT_KEY: prompt, SEED_KEY: str(seed), MODE_KEY: mode,
+            CONFIG_KEY: json.dumps(dict(config), sort_keys=True), "Software": SOFTWARE}
 
 
 def zip_frames(folder: Path, dest: Path) -> Path:

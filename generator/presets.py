@@ -2,7 +2,8 @@
 
 A preset sets only the fields it cares about; the rest keep their defaults. Precedence is
 defaults < preset < CLI flags / UI widgets. A preset may also be given as a path to a JSON
-file of the same form.
+file of the same form. ``"kind": "sample"`` marks a preset of the ``sample`` command (a
+:class:`SampleConfig`); the default kind is text to image.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any
 
 from generator.config import GenerationConfig
 from generator.errors import ConfigError
+from generator.sample_config import SampleConfig
+
+KINDS = {"text-to-image": GenerationConfig, "sample": SampleConfig}
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_PRESET = "default"
@@ -28,19 +32,29 @@ class Preset:
     name: str
     description: str
     settings: Mapping[str, Any]
+    kind: str = "text-to-image"
 
-    def config(self) -> GenerationConfig:
-        """Defaults with this preset's settings applied."""
-        return GenerationConfig.from_dict(self.settings)
+    def config(self) -> Any:
+        """Defaults with this preset's settings applied (a GenerationConfig or SampleConfig)."""
+        return KINDS[self.kind].from_dict(self.settings)
 
 
-def list_presets(directory: Path = PRESETS_DIR) -> list[str]:
-    """Names of the presets in ``directory`` (file stems), ``default`` first."""
+def list_presets(directory: Path = PRESETS_DIR, kind: str | None = None) -> list[str]:
+    """Names of the presets in ``directory`` (file stems), ``default`` first; only ``kind`` if given."""
     names = sorted(p.stem for p in directory.glob("*.json"))
+    if kind is not None:
+        names = [n for n in names if _kind_of(directory / f"{n}.json") == kind]
     return sorted(names, key=lambda n: n != DEFAULT_PRESET)
 
 
-def load_preset(name_or_path: str, directory: Path = PRESETS_DIR) -> Preset:
+def _kind_of(path: Path) -> str | None:
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8")).get("kind", "text-to-image"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_preset(name_or_path: str, directory: Path = PRESETS_DIR, kind: str | None = None) -> Preset:
     """Read and validate a preset by name, or from a JSON file path.
 
     Raises:
@@ -62,11 +76,18 @@ def load_preset(name_or_path: str, directory: Path = PRESETS_DIR) -> Preset:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ConfigError(f"preset file {path} is not valid JSON ({error}); fix or remove it.") from None
-    if not isinstance(data, Mapping) or set(data) - {"description", "config"}:
-        raise ConfigError(f"preset file {path} must hold only \"description\" and \"config\".")
+    if not isinstance(data, Mapping) or set(data) - {"description", "config", "kind"}:
+        raise ConfigError(f"preset file {path} must hold only \"description\", \"kind\" and \"config\".")
+    preset_kind = str(data.get("kind", "text-to-image"))
+    if preset_kind not in KINDS:
+        raise ConfigError(f"preset {path.stem} has kind {preset_kind!r}; use one of {', '.join(KINDS)}.")
+    if kind is not None and preset_kind != kind:
+        raise ConfigError(
+            f"preset {path.stem} is for {preset_kind}, not {kind}; choose one of {', '.join(list_presets(directory, kind))}."
+        )
     settings = data.get("config", {})
     try:
-        GenerationConfig.from_dict(settings)
+        KINDS[preset_kind].from_dict(settings)
     except ConfigError as error:
         raise ConfigError(f"preset {path.stem}: {error}") from None
-    return Preset(name=path.stem, description=str(data.get("description", "")), settings=settings)
+    return Preset(name=path.stem, description=str(data.get("description", "")), settings=settings, kind=preset_kind)

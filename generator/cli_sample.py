@@ -1,0 +1,120 @@
+"""``python -m generator sample``: images from a Taming transformer prior.
+
+    python -m generator sample --model ffhq -n 4 --seed 0 --top-k 250 --temperature 1.0
+    python -m generator sample --model ffhq --size 512 1024          # sliding window
+    python -m generator sample --model cin --class 980
+    python -m generator sample --model sflckr --condition map.png
+    python -m generator sample --complete photo.png --keep 0.5
+    python -m generator sample --transformer last.ckpt --transformer-config project.yaml
+
+Each run writes a new folder with ``sample-NNN.png`` (config embedded), ``final.png`` (all
+samples on one sheet), ``config.json``, ``frames/`` (with ``--save-every ROWS``) and videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from generator.cli_common import add_weights_arguments
+from generator.cli_sink import EXIT_INTERRUPTED, Interrupted, drive
+from generator.config import PRECISIONS, merge
+from generator.devices import random_seed
+from generator.errors import ConfigError
+from generator.images import contact_sheet
+from generator.outputs import RunWriter, config_from_png, create_run_folder, png_text
+from generator.presets import load_preset
+from generator.prior_pipeline import Sampler, model_label
+from generator.runs import GenerationRun
+from generator.sample_config import SampleConfig
+
+_S = argparse.SUPPRESS
+_OUTPUT_FIELDS = ("save_every", "video", "gif", "fps")
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    """Parser of the ``sample`` subcommand; flags are named after SampleConfig fields."""
+    parser = argparse.ArgumentParser(prog=prog, description="Sample images from a Taming transformer prior.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n")[1])
+    add = parser.add_argument
+    add("--model", "--transformer", dest="model", default=_S, metavar="NAME|PATH",
+        help="registry prior (ffhq, celebahq, cin, faceshq, sflckr, drin, ...) or a transformer last.ckpt")
+    add("--transformer-config", default=_S, metavar="YAML", help="the checkpoint's project yaml (default: beside it)")
+    add("-n", "--n", dest="n", type=int, default=_S, metavar="N", help="images to sample")
+    add("--batch-size", type=int, default=_S, metavar="N", help="images sampled together")
+    add("--size", type=int, nargs=2, default=_S, metavar=("WIDTH", "HEIGHT"),
+        help="pixels; larger than the model's window (256x256) uses the sliding window")
+    add("--top-k", type=int, default=_S, metavar="K", help="keep the K most likely codes (0: all)")
+    add("--top-p", type=float, default=_S, metavar="P", help="nucleus sampling threshold (1.0: off)")
+    add("--temperature", type=float, default=_S, metavar="T", help="sampling temperature")
+    add("--seed", type=int, default=_S, metavar="N", help="seed of every draw (default: random, recorded)")
+    add("--class", dest="class_label", type=int, default=_S, metavar="N", help="ImageNet class for class-conditional priors")
+    add("--condition", default=_S, metavar="MAP", help="segmentation or depth map for map-conditioned priors")
+    add("--complete", default=_S, metavar="IMAGE", help="complete this image: keep its first tokens, sample the rest")
+    add("--keep", type=float, default=_S, metavar="F", help="fraction of --complete's tokens to keep (default 0.5)")
+    add("--no-cache", dest="use_cache", action="store_false", default=_S, help="recompute every token (same result, slower)")
+    add("--precision", choices=PRECISIONS, default=_S, help="autocast precision on CUDA")
+    add("--save-every", type=int, default=_S, metavar="ROWS", help="write a frame every ROWS sampled rows")
+    add("--video", action="store_true", default=_S, help="assemble the frames into video.mp4")
+    add("--gif", action="store_true", default=_S, help="also write video.gif")
+    add("--fps", type=int, default=_S, metavar="N", help="video frames per second")
+    add("--preset", metavar="NAME|JSON", help="a sample preset (prior-ffhq, prior-cin); see `presets`")
+    add("--from", dest="from_output", metavar="PNG|JSON", help="repeat a sampling run from its final.png or config.json")
+    add("--out", default="outputs", metavar="DIR", help="folder for run folders (default: outputs)")
+    add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_weights_arguments(parser)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SampleConfig:
+    """defaults < preset (or --from) < flags."""
+    if args.from_output and args.preset:
+        raise ConfigError("give --from or --preset, not both: --from already holds every setting.")
+    base: dict[str, Any] = {}
+    if args.from_output:
+        base = config_from_png(Path(args.from_output))
+    elif args.preset:
+        base = dict(load_preset(args.preset, kind="sample").settings)
+    names = {f for f in SampleConfig.__dataclass_fields__ if f != "output"}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    output = {k: v for k, v in vars(args).items() if k in _OUTPUT_FIELDS}
+    overrides = {**given, **({"output": output} if output else {})}
+    return SampleConfig.from_dict(merge(base, overrides))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Sample from parsed arguments; return the exit code."""
+    config = config_from_args(args)
+    if config.seed is None:
+        config = config.replace(seed=random_seed())
+    sampler = Sampler.from_pretrained(config.model, config.transformer_config, device=args.device,
+                                      weights_dir=args.weights_dir, offline=args.offline)
+    writer = RunWriter(create_run_folder(Path(args.out), prompt=model_label(sampler.model), seed=config.seed))
+    label = f"{model_label(sampler.model)} sample"
+
+    def save(images: list, resolved: dict, sheet=None) -> Path:
+        for index, image in enumerate(images):
+            text = {**png_text(resolved, prompt=label, seed=config.seed, mode="sample"), "index": str(index)}
+            writer.write_image(image, f"sample-{index:03d}.png", text=text)
+        return writer.write_final(sheet or contact_sheet(images), config=resolved, prompt=label, seed=config.seed,
+                                  mode="sample")
+
+    def keep(run: GenerationRun) -> None:
+        partial = run.latest_image()
+        if run.state.images or partial is not None:
+            save(run.state.images, run.state.config or config.to_dict(),
+                 sheet=partial if not run.state.images else None)
+
+    try:
+        done = drive(sampler.run(config), writer, config.output, total=config.n, unit="row", desc="sample", keep=keep)
+    except Interrupted:
+        return EXIT_INTERRUPTED
+    final = save(list(done.images), done.config)
+    tokens = done.timings.get("tokens_per_second", 0)
+    print(f"sampled {len(done.images)} images in {done.timings.get('sample', 0):.1f}s ({tokens:.0f} tokens/s): {final}",
+          file=sys.stderr)
+    print(final)
+    return 0
