@@ -89,5 +89,5 @@ def test_preset_files_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_preset(str(tmp_path / "broken.json"))
     (tmp_path / "extra.json").write_text(json.dumps({"config": {}, "author": "me"}))
-    with pytest.raises(ConfigError, match="only \"description\" and \"config\""):
+    with pytest.raises(ConfigError, match="only \"description\", \"kind\" and \"config\""):
         load_preset("extra", directory=tmp_path)
