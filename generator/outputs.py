@@ -116,7 +116,7 @@ def save_png(image: Image.Image, path: Path, *, text: Mapping[str, str] | None =
     compressed. ``I;16``, RGBA and the other PNG modes are kept as they are. Written
     atomically and never over an existing file (see ``write_bytes_atomic``).
     """
-    return write_bytes_atomic(path, _png_bytes(image, text), folder=folder)
+    return write_bytes_atomic(path, png_bytes(image, text), folder=folder)
 
 
 def save_json(data: Mapping[str, Any], path: Path, *, folder: Path | None = None) -> Path:
@@ -271,6 +271,14 @@ class RunWriter:
             logger.warning("the final image was not saved, but %s was", config_name)
 
 
+def free_path(folder: Path, stem: str, suffix: str = "", extension: str = ".png") -> Path:
+    """``<stem><suffix><extension>`` in ``folder``, or with ``-2``, ``-3``, ... if taken."""
+    candidate, counter = folder / f"{stem}{suffix}{extension}", 2
+    while candidate.exists():
+        candidate, counter = folder / f"{stem}{suffix}-{counter}{extension}", counter + 1
+    return candidate
+
+
 def png_text(config: Mapping[str, Any], *, prompt: str, seed: int, mode: str) -> dict[str, str]:
     """The text chunks of an output PNG: prompt, seed, mode and the config as JSON."""
     return {PROMPT_KEY: prompt, SEED_KEY: str(seed), MODE_KEY: mode,
@@ -311,7 +319,8 @@ def _check_name(name: str, suffix: str) -> str:
     return name
 
 
-def _png_bytes(image: Image.Image, text: Mapping[str, str] | None) -> bytes:
+def png_bytes(image: Image.Image, text: Mapping[str, str] | None) -> bytes:
+    """A PIL image as PNG bytes with ``text`` chunks (tEXt, or iTXt beyond Latin-1; long ones compressed)."""
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image, got {type(image).__name__}")
     if image.mode not in _PNG_MODES:
