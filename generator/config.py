@@ -180,6 +180,48 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class UpscaleConfig:
+    """The ESRGAN stage: upscale the results (or, with ``python -m generator upscale``, any image).
+
+    Attributes:
+        upscale: output factor (0: off); the network's own factor is followed by a LANCZOS
+            resize when they differ.
+        upscale_model: registry upscaler (``realesrgan_x4plus``, ``realesr_general_x4v3``...)
+            or any ESRGAN-family file spandrel recognises.
+        upscale_tile: core tile side in pixels (0: the whole image at once).
+        upscale_tile_pad: context around each tile (None: the model's receptive field, or 24).
+        upscale_denoise: denoise strength 0..1 for ``realesr_general_x4v3``.
+        upscale_alpha: ``network`` (alpha through the model too) or ``resize``.
+        upscale_precision: ``auto`` (fp16/bf16 on CUDA where supported) or ``fp32``.
+    """
+
+    upscale: float = 0.0
+    upscale_model: str = "realesrgan_x4plus"
+    upscale_tile: int = 256
+    upscale_tile_pad: int | None = None
+    upscale_denoise: float | None = None
+    upscale_alpha: str = "network"
+    upscale_precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.upscale == 0 or 1 <= self.upscale <= 16,
+               f"upscale must be 0 (off) or a factor from 1 to 16, not {self.upscale}.")
+        _check(bool(self.upscale_model.strip()), "upscale_model must name a registry upscaler or a file.")
+        _check(self.upscale_tile == 0 or 32 <= self.upscale_tile <= 4096,
+               f"upscale_tile must be 0 (no tiles) or between 32 and 4096, not {self.upscale_tile}.")
+        _check(self.upscale_tile_pad is None or 0 <= self.upscale_tile_pad <= 512, "upscale_tile_pad must be 0 to 512.")
+        _check(self.upscale_denoise is None or 0 <= self.upscale_denoise <= 1,
+               f"upscale_denoise must be between 0 and 1, not {self.upscale_denoise}.")
+        _check(self.upscale_alpha in ("network", "resize"), "upscale_alpha must be network or resize.")
+        _check(self.upscale_precision in ("auto", "fp32"), "upscale_precision must be auto or fp32.")
+
+    @property
+    def suffix(self) -> str:
+        """File-name suffix of upscaled copies: ``_x4``, ``_x2.5``."""
+        return f"_x{self.upscale:g}"
+
+
+@dataclass(frozen=True)
 class GenerationConfig:
     """Everything that decides a text-to-image run.
 
@@ -209,6 +251,7 @@ class GenerationConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     init: InitConfig = field(default_factory=InitConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
 
     def __post_init__(self) -> None:
         _check(1 <= self.steps <= 100_000, f"steps must be between 1 and 100000, not {self.steps}.")
@@ -237,6 +280,21 @@ class GenerationConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> GenerationConfig:
         """Build from the plain form; unknown keys and wrong types are :class:`ConfigError`."""
         return build_config(cls, data)
+
+
+def clip_model_spec(values: list[str]) -> dict[str, Any]:
+    """``MODEL [PRETRAINED [WEIGHT]]`` (CLI arguments or a line of the UI) -> a clip_models entry."""
+    if not 1 <= len(values) <= 3:
+        raise ConfigError("--clip-model takes MODEL [PRETRAINED [WEIGHT]], e.g. --clip-model ViT-B-32 openai 1.0.")
+    spec: dict[str, Any] = {"model": values[0]}
+    if len(values) > 1:
+        spec["pretrained"] = None if values[1].lower() == "none" else values[1]
+    if len(values) > 2:
+        try:
+            spec["weight"] = float(values[2])
+        except ValueError:
+            raise ConfigError(f"the weight of --clip-model {values[0]} must be a number, not {values[2]!r}.") from None
+    return spec
 
 
 def check_sampling(top_k: int, top_p: float, temperature: float, prefix: str = "") -> None:

@@ -65,14 +65,14 @@ class Done:
         config: the resolved config as a plain dict (seed and size filled in).
         seed: the seed that drove every random draw.
         timings: seconds per phase (``load``, ``prepare``, ``optimise``, ``total``, ...).
-        extras: named extra images (e.g. an upscaled copy).
+        upscaled: upscaled copies of ``images`` (same order), when the config asks for them.
     """
 
     images: tuple[Image.Image, ...]
     config: Mapping[str, Any]
     seed: int
     timings: Mapping[str, float] = field(default_factory=dict)
-    extras: Mapping[str, Image.Image] = field(default_factory=dict)
+    upscaled: tuple[Image.Image, ...] = ()
 
 
 Event = Notice | Progress | Preview | Done

@@ -32,6 +32,8 @@ from generator.prior_loader import Prior
 from generator.prior_pipeline import load_prior_by_name
 from generator.runs import GenerationRun, RunState
 from generator.text_to_image import run_text_to_image
+from generator.upscale import finish_with_upscale
+from generator.upscaler_loader import UpscalerCache
 from generator.vqgan_loader import load_vqgan
 from models.vqgan import VQGAN, VQGANConfig
 
@@ -68,6 +70,7 @@ class Generator:
             raise ValueError("models.clip_models must describe each CLIP model")
         self.load_seconds = 0.0
         self.requested = self.models  # what from_pretrained was asked for (names before resolution)
+        self.upscalers = UpscalerCache(self.device)
 
     @classmethod
     def from_pretrained(
@@ -109,6 +112,7 @@ class Generator:
                            offline=offline, progress=progress) for spec in models.clip_models]
         generator = cls(vqgan, clips, models=models, device=device, prior=prior)
         generator.requested = requested
+        generator.upscalers = UpscalerCache(device, weights_dir, offline)
         generator.load_seconds = time.perf_counter() - started
         return generator
 
@@ -138,9 +142,9 @@ class Generator:
             yield Notice(f"the config names other models than this Generator holds; using {_describe(self.models)}.")
         for event in run_text_to_image(self.vqgan, self.clips, clip_weights, config, state, self.device, self.prior):
             if isinstance(event, Done):
-                event = Done(event.images, event.config, event.seed,
-                             {"load": self.load_seconds, **event.timings}, event.extras)
-            yield event
+                yield (yield from finish_with_upscale(event, config.upscale, self.upscalers, self.load_seconds))
+            else:
+                yield event
 
     def _clip_weights(self, config: GenerationConfig) -> tuple[list[float], ModelsConfig]:
         """Loss weights of the loaded CLIP models: the config's where it names the same models."""

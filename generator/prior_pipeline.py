@@ -26,6 +26,8 @@ from generator.prior_loader import Prior, load_prior
 from generator.runs import GenerationRun, RunState
 from generator.sample_config import SampleConfig
 from generator.sampling import SamplingSettings, sample_in_window, sample_sliding
+from generator.upscale import finish_with_upscale
+from generator.upscaler_loader import UpscalerCache
 
 
 def registry_name(model: str) -> str:
@@ -121,6 +123,7 @@ class Sampler:
         self.model = model
         self.transformer_config = transformer_config
         self.load_seconds = 0.0
+        self.upscalers = UpscalerCache(prior.device)
 
     @classmethod
     def from_pretrained(cls, model: str = "ffhq_transformer", transformer_config: str | None = None, *,
@@ -131,6 +134,7 @@ class Sampler:
         name, prior = load_prior_by_name(model, transformer_config, device=pick_device(device), weights_dir=weights_dir,
                                          offline=offline, progress=progress)
         sampler = cls(prior, model=name, transformer_config=transformer_config)
+        sampler.upscalers = UpscalerCache(prior.device, weights_dir, offline)
         sampler.load_seconds = time.perf_counter() - started
         return sampler
 
@@ -184,9 +188,10 @@ class Sampler:
             tokens_sampled += batch * (grid[0] * grid[1] - start)
             state.images.extend(_decode(prior, tokens, dtype))
         finished = time.perf_counter()
-        timings = {"load": self.load_seconds, "sample": finished - sampling_started, "total": finished - started,
+        timings = {"sample": finished - sampling_started, "total": finished - started,
                    "tokens_per_second": tokens_sampled / max(finished - sampling_started, 1e-9)}
-        yield Done(images=tuple(state.images), config=dict(state.config), seed=seed, timings=timings)
+        done = Done(images=tuple(state.images), config=dict(state.config), seed=seed, timings=timings)
+        yield (yield from finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds))
 
 
 def _condition(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: tuple[int, int], batch: int) -> torch.Tensor:

@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator.config import MAX_SIDE, PRECISIONS, OutputConfig, build_config, check_sampling
+from generator.config import (
+    MAX_SIDE,
+    PRECISIONS,
+    OutputConfig,
+    UpscaleConfig,
+    build_config,
+    check_sampling,
+)
 from generator.errors import ConfigError
 
 
@@ -32,6 +39,7 @@ class SampleConfig:
         use_cache: incremental decoding with a key/value cache (off: recompute, same tokens).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (autocast on CUDA).
         output: previews every ``save_every`` rows, video, gif, fps.
+        upscale: the ESRGAN stage for the samples.
     """
 
     model: str = "ffhq_transformer"
@@ -50,6 +58,7 @@ class SampleConfig:
     use_cache: bool = True
     precision: str = "auto"
     output: OutputConfig = field(default_factory=OutputConfig)
+    upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
 
     def __post_init__(self) -> None:
         def check(condition: bool, message: str) -> None:
@@ -73,9 +82,16 @@ class SampleConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: (list(value) if isinstance(value, tuple) else value)
-                for key, value in dataclasses.asdict(self).items()}
+        return _plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SampleConfig:
         return build_config(cls, data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    return value
