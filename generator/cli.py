@@ -18,6 +18,7 @@ from generator.errors import GeneratorError
 SUBCOMMANDS = {
     "generate": ("generator.cli_generate", "text to image (the default when no subcommand is named)"),
     "sample": ("generator.cli_sample", "sample images from a Taming transformer prior"),
+    "upscale": ("generator.cli_upscale", "upscale any image with an ESRGAN-family model"),
     "download": ("generator.cli_download", "fetch registry weights, or list them with --list"),
     "presets": ("generator.cli_presets", "list the presets and their settings"),
 }

@@ -43,3 +43,16 @@ def configure_logging(verbose: bool = False) -> None:
     handler.setFormatter(_Formatter("%(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("generator").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def add_upscale_arguments(parser: argparse.ArgumentParser, default: object) -> None:
+    """``--upscale FACTOR`` and its companions, for commands whose results can be upscaled."""
+    group = parser.add_argument_group("upscaling (ESRGAN)")
+    group.add_argument("--upscale", type=float, default=default, metavar="FACTOR",
+                       help="also save a copy upscaled by FACTOR (e.g. 4) beside each result")
+    group.add_argument("--upscale-model", default=default, metavar="NAME|PATH",
+                       help="registry upscaler (default realesrgan_x4plus) or an ESRGAN-family file")
+    group.add_argument("--upscale-tile", type=int, default=default, metavar="PX", help="tile size (0: whole image)")
+    group.add_argument("--upscale-tile-pad", type=int, default=default, metavar="PX", help="context around each tile")
+    group.add_argument("--upscale-denoise", type=float, default=default, metavar="S",
+                       help="denoise strength 0..1 (realesr_general_x4v3 only)")

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from generator.cli_common import add_weights_arguments
+from generator.cli_common import add_upscale_arguments, add_weights_arguments
 from generator.cli_sink import EXIT_INTERRUPTED, Interrupted, drive
 from generator.config import (
     INIT_MODES,
     OPTIMISERS,
     PRECISIONS,
     GenerationConfig,
+    clip_model_spec,
     field_paths,
     merge,
 )
@@ -30,8 +31,9 @@ from generator.cutouts import AUGMENTATIONS
 from generator.devices import random_seed
 from generator.errors import ConfigError
 from generator.outputs import RunWriter, config_from_png, create_run_folder
-from generator.pipeline import GenerationRun, Generator
+from generator.pipeline import Generator
 from generator.presets import DEFAULT_PRESET, load_preset
+from generator.sinks import keep_text_to_image, write_text_to_image
 
 logger = logging.getLogger(__name__)
 DEFAULT_OUT = "outputs"
@@ -94,6 +96,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     for names, kwargs in _config_flags():
         parser.add_argument(*names, default=_S, **kwargs)
+    add_upscale_arguments(parser, _S)
     add_weights_arguments(parser)
     return parser
 
@@ -112,7 +115,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     given = {k: v for k, v in vars(args).items() if k in paths}
     if "clip_models" in given:
-        given["clip_models"] = [_clip_spec(values) for values in given["clip_models"]]
+        given["clip_models"] = [clip_model_spec(values) for values in given["clip_models"]]
     if "init_image" in given and "init" not in given:
         given["init"] = "image"
     if "prior" in given and "init" not in given:
@@ -124,20 +127,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             node = node.setdefault(parent, {})
         node[leaf] = value
     return overrides
-
-
-def _clip_spec(values: list[str]) -> dict[str, Any]:
-    if not 1 <= len(values) <= 3:
-        raise ConfigError("--clip-model takes MODEL [PRETRAINED [WEIGHT]], e.g. --clip-model ViT-B-32 openai 1.0.")
-    spec: dict[str, Any] = {"model": values[0]}
-    if len(values) > 1:
-        spec["pretrained"] = None if values[1].lower() == "none" else values[1]
-    if len(values) > 2:
-        try:
-            spec["weight"] = float(values[2])
-        except ValueError:
-            raise ConfigError(f"the weight of --clip-model {values[0]} must be a number, not {values[2]!r}.") from None
-    return spec
 
 
 def run(args: argparse.Namespace, make_generator: Callable[..., Generator] | None = None) -> int:
@@ -153,16 +142,12 @@ def run(args: argparse.Namespace, make_generator: Callable[..., Generator] | Non
     generator = make_generator(config.models, device=args.device, weights_dir=args.weights_dir, offline=args.offline)
     writer = RunWriter(create_run_folder(Path(args.out), prompt=config.prompts or "image", seed=config.seed))
 
-    def keep(run: GenerationRun) -> None:
-        image = run.latest_image()
-        if image is not None:
-            writer.write_final(image, config=run.state.config or config.to_dict(), prompt=config.prompts, seed=config.seed)
-
     try:
-        done = drive(generator.run(config), writer, config.output, total=config.steps, unit="step", desc="optimise", keep=keep)
+        done = drive(generator.run(config), writer, config.output, total=config.steps, unit="step", desc="optimise",
+                     keep=lambda run: keep_text_to_image(writer, run, config))
     except Interrupted:
         return EXIT_INTERRUPTED
-    final = writer.write_final(done.images[0], config=done.config, prompt=config.prompts, seed=done.seed)
+    final = write_text_to_image(writer, done, config)
     print(f"done in {done.timings.get('total', 0):.1f}s: {final}", file=sys.stderr)
     print(final)
     return 0

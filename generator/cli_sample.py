@@ -18,20 +18,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from generator.cli_common import add_weights_arguments
+from generator.cli_common import add_upscale_arguments, add_weights_arguments
 from generator.cli_sink import EXIT_INTERRUPTED, Interrupted, drive
 from generator.config import PRECISIONS, merge
 from generator.devices import random_seed
 from generator.errors import ConfigError
-from generator.images import contact_sheet
-from generator.outputs import RunWriter, config_from_png, create_run_folder, png_text
+from generator.outputs import RunWriter, config_from_png, create_run_folder
 from generator.presets import load_preset
 from generator.prior_pipeline import Sampler, model_label
-from generator.runs import GenerationRun
 from generator.sample_config import SampleConfig
+from generator.sinks import keep_samples, write_samples
 
 _S = argparse.SUPPRESS
 _OUTPUT_FIELDS = ("save_every", "video", "gif", "fps")
+_UPSCALE_FIELDS = ("upscale", "upscale_model", "upscale_tile", "upscale_tile_pad", "upscale_denoise")
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -65,6 +65,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     add("--from", dest="from_output", metavar="PNG|JSON", help="repeat a sampling run from its final.png or config.json")
     add("--out", default="outputs", metavar="DIR", help="folder for run folders (default: outputs)")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_upscale_arguments(parser, _S)
     add_weights_arguments(parser)
     return parser
 
@@ -78,10 +79,11 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
         base = config_from_png(Path(args.from_output))
     elif args.preset:
         base = dict(load_preset(args.preset, kind="sample").settings)
-    names = {f for f in SampleConfig.__dataclass_fields__ if f != "output"}
+    names = {f for f in SampleConfig.__dataclass_fields__ if f not in ("output", "upscale")}
     given = {k: v for k, v in vars(args).items() if k in names}
     output = {k: v for k, v in vars(args).items() if k in _OUTPUT_FIELDS}
-    overrides = {**given, **({"output": output} if output else {})}
+    upscale = {k: v for k, v in vars(args).items() if k in _UPSCALE_FIELDS}
+    overrides = {**given, **({"output": output} if output else {}), **({"upscale": upscale} if upscale else {})}
     return SampleConfig.from_dict(merge(base, overrides))
 
 
@@ -93,26 +95,12 @@ def run(args: argparse.Namespace) -> int:
     sampler = Sampler.from_pretrained(config.model, config.transformer_config, device=args.device,
                                       weights_dir=args.weights_dir, offline=args.offline)
     writer = RunWriter(create_run_folder(Path(args.out), prompt=model_label(sampler.model), seed=config.seed))
-    label = f"{model_label(sampler.model)} sample"
-
-    def save(images: list, resolved: dict, sheet=None) -> Path:
-        for index, image in enumerate(images):
-            text = {**png_text(resolved, prompt=label, seed=config.seed, mode="sample"), "index": str(index)}
-            writer.write_image(image, f"sample-{index:03d}.png", text=text)
-        return writer.write_final(sheet or contact_sheet(images), config=resolved, prompt=label, seed=config.seed,
-                                  mode="sample")
-
-    def keep(run: GenerationRun) -> None:
-        partial = run.latest_image()
-        if run.state.images or partial is not None:
-            save(run.state.images, run.state.config or config.to_dict(),
-                 sheet=partial if not run.state.images else None)
-
     try:
-        done = drive(sampler.run(config), writer, config.output, total=config.n, unit="row", desc="sample", keep=keep)
+        done = drive(sampler.run(config), writer, config.output, total=config.n, unit="row", desc="sample",
+                     keep=lambda run: keep_samples(writer, run, config))
     except Interrupted:
         return EXIT_INTERRUPTED
-    final = save(list(done.images), done.config)
+    final = write_samples(writer, done.images, done.config, config, upscaled=done.upscaled)
     tokens = done.timings.get("tokens_per_second", 0)
     print(f"sampled {len(done.images)} images in {done.timings.get('sample', 0):.1f}s ({tokens:.0f} tokens/s): {final}",
           file=sys.stderr)
