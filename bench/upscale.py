@@ -1,0 +1,87 @@
+"""Megapixels per second and peak memory of the ESRGAN stage.
+
+RealESRGAN_x4plus shapes (RRDBNet, 23 blocks, random weights: speed does not depend on the
+values) and realesr-general-x4v3 (the real weights from ../shared/weights when present, else
+random weights of the same shape), at 256, 512 and 1024 px inputs with tiles 0 (whole image),
+256 and 512. Every measurement runs in its own process and prints one JSON line. Usage:
+
+    python bench/upscale.py                                   # auto device, everything
+    python bench/upscale.py --device cpu --models general-x4v3 --sizes 256 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from spandrel import ModelLoader  # noqa: E402
+from spandrel.architectures.Compact import Compact  # noqa: E402
+from spandrel.architectures.ESRGAN import ESRGAN  # noqa: E402
+
+from bench.common import emit, machine, peak_mb, reset_peak, run_isolated  # noqa: E402
+from generator.devices import pick_device  # noqa: E402
+from generator.upscale import upscale_pixels  # noqa: E402
+from generator.upscaler_loader import Upscaler, load_upscaler  # noqa: E402
+
+SHARED_GENERAL = Path(__file__).resolve().parents[2] / "shared" / "weights" / "realesr-general-x4v3.fp16.pth"
+MODELS = ("x4plus", "general-x4v3")
+
+
+def build(name: str, device: torch.device) -> tuple[Upscaler, str]:
+    if name == "general-x4v3" and SHARED_GENERAL.is_file():
+        return load_upscaler(str(SHARED_GENERAL), device=device), "real weights"
+    torch.manual_seed(0)
+    module = ESRGAN(num_filters=64, num_blocks=23, scale=4) if name == "x4plus" else \
+        Compact(num_feat=64, num_conv=32, upscale=4)
+    descriptor = ModelLoader().load_from_state_dict(module.state_dict()).to(device).eval()
+    descriptor.model.requires_grad_(False)
+    return Upscaler(descriptor, name), "random weights"
+
+
+def measure(name: str, size: int, tile: int, device: torch.device) -> dict:
+    upscaler, weights = build(name, device)
+    pixels = torch.rand(1, 3, size, size)
+    warm = torch.rand(1, 3, 32, 32)
+    for _ in upscale_pixels(upscaler, warm, tile=0):  # warm-up (kernels, allocator)
+        pass
+    reset_peak(device)
+    started = time.perf_counter()
+    events = upscale_pixels(upscaler, pixels, tile=tile)
+    tiles = sum(1 for _ in events)
+    seconds = time.perf_counter() - started
+    output_mp = (size * upscaler.scale) ** 2 / 1e6
+    return {"bench": "upscale", **machine(device), "model": name, "weights": weights, "input": size, "tile": tile,
+            "tile_pad": upscaler.tile_pad, "tiles": tiles, "seconds": round(seconds, 3),
+            "input_megapixels_per_second": round(size * size / 1e6 / seconds, 4),
+            "output_megapixels_per_second": round(output_mp / seconds, 3), "peak_memory_mb": round(peak_mb(device), 1),
+            "precision": str(upscaler.half_dtype() or "float32")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[0, 256, 512])
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    if args.one:
+        emit(measure(args.models[0], args.sizes[0], args.tiles[0], device))
+        return 0
+    status = 0
+    for name in args.models:
+        for size in args.sizes:
+            for tile in args.tiles:
+                status |= run_isolated(__file__, ["--one", "--device", str(device), "--models", name,
+                                                  "--sizes", str(size), "--tiles", str(tile)])
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
