@@ -1,0 +1,68 @@
+"""Past runs, read from the outputs folder for the web UI's gallery (newest first)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PastRun:
+    """A finished (or stopped) run folder.
+
+    Attributes:
+        folder: the run folder.
+        image: its ``final.png``.
+        mode: ``text-to-image`` or ``sample``.
+        title: the prompt, or the prior's name for samples.
+        config: the resolved config (``config.json``).
+    """
+
+    folder: Path
+    image: Path
+    mode: str
+    title: str
+    config: dict[str, Any]
+
+    @property
+    def caption(self) -> str:
+        seed = self.config.get("seed")
+        return f"{self.title[:60]} · seed {seed}" if seed is not None else self.title[:60]
+
+
+def _read(folder: Path) -> PastRun | None:
+    image = folder / "final.png"
+    if not image.is_file():
+        return None
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a run whose config is missing cannot be reloaded; skip it
+    if not isinstance(config, dict):
+        return None
+    if "top_k" in config and "model" in config:
+        model = str(config["model"])
+        return PastRun(folder, image, "sample", f"{Path(model).stem if Path(model).suffix else model} sample", config)
+    return PastRun(folder, image, "text-to-image", str(config.get("prompts") or "(image prompts)"), config)
+
+
+def list_runs(outputs_dir: Path, limit: int = 60) -> list[PastRun]:
+    """The newest ``limit`` run folders in ``outputs_dir`` that hold a final.png and config.json."""
+    if not outputs_dir.is_dir():
+        return []
+    folders = sorted((p for p in outputs_dir.iterdir() if p.is_dir()),
+                     key=lambda p: (p / "final.png").stat().st_mtime if (p / "final.png").exists() else 0,
+                     reverse=True)
+    runs = []
+    for folder in folders:
+        run = _read(folder)
+        if run is not None:
+            runs.append(run)
+            if len(runs) == limit:
+                break
+    return runs

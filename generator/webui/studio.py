@@ -1,0 +1,118 @@
+"""The models behind the web UI: loaded on first use, shared by every browser session.
+
+The Gradio queue runs one heavy job at a time (one GPU), so a Studio never loads models
+concurrently; switching to other models (another preset's CLIP ensemble, another prior)
+drops the previous ones first to free memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from generator.config import ModelsConfig
+from generator.devices import pick_device
+from generator.pipeline import Generator
+from generator.prior_pipeline import Sampler, registry_name
+from generator.upscaler_loader import UpscalerCache
+
+logger = logging.getLogger(__name__)
+
+
+def _idle() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+@dataclass
+class Session:
+    """What the Stop and "use the latest result" buttons need to know about a browser session.
+
+    ``finished`` is set whenever no job of this session is running.
+    """
+
+    folder: Path | None = None
+    result: Path | None = None
+    finished: threading.Event = field(default_factory=_idle)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Session]:
+        """Mark a job as running until it ends, however it ends (done, error or Stop)."""
+        self.finished.clear()
+        self.folder = self.result = None
+        try:
+            yield self
+        finally:
+            self.finished.set()
+
+
+@dataclass
+class Studio:
+    """Loaded (or loadable) models and where outputs go.
+
+    Args:
+        outputs_dir: run folders are created here; the server serves files from here only.
+        models: the text-to-image models used unless a run asks for others.
+        generator, sampler: already-loaded pipelines (tests pass tiny ones).
+    """
+
+    outputs_dir: Path
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    device: torch.device | None = None
+    weights_dir: str | os.PathLike[str] | None = None
+    offline: bool | None = None
+    generator: Generator | None = None
+    sampler: Sampler | None = None
+    upscalers: UpscalerCache | None = None
+    sessions: dict[str, Session] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.outputs_dir = Path(self.outputs_dir)
+        if self.generator is not None:
+            self.models = self.generator.models
+            self.device = self.device or self.generator.device
+        self.device = pick_device(self.device) if self.device is None or isinstance(self.device, str) else self.device
+        self.upscalers = self.upscalers or UpscalerCache(self.device, self.weights_dir, self.offline)
+
+    def session(self, request: Any = None) -> Session:
+        """The state of one browser session (Gradio's session hash), created on first use."""
+        key = str(getattr(request, "session_hash", None) or "default")
+        return self.sessions.setdefault(key, Session())
+
+    def generator_for(self, models: ModelsConfig) -> Generator:
+        """The Generator for ``models``, loading it (and dropping another) if needed."""
+        current = self.generator
+        if current is not None and models.identity in (current.models.identity, current.requested.identity):
+            return current
+        self.generator = None
+        _free(self.device)
+        logger.info("loading models for %s", models.vqgan)
+        self.generator = Generator.from_pretrained(models, device=self.device, weights_dir=self.weights_dir,
+                                                   offline=self.offline)
+        return self.generator
+
+    def sampler_for(self, model: str, transformer_config: str | None = None) -> Sampler:
+        """The Sampler for a prior, loading it (and dropping another) if needed."""
+        current = self.sampler
+        if current is not None and current.model in (model, registry_name(model)) \
+                and current.transformer_config == transformer_config:
+            return current
+        self.sampler = None
+        _free(self.device)
+        self.sampler = Sampler.from_pretrained(model, transformer_config, device=self.device,
+                                               weights_dir=self.weights_dir, offline=self.offline)
+        return self.sampler
+
+
+def _free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
