@@ -19,10 +19,10 @@ from generator.cli_common import add_weights_arguments
 from generator.config import UpscaleConfig
 from generator.devices import pick_device
 from generator.errors import ConfigError, GeneratorError, InputError
-from generator.events import Notice, Progress
+from generator.events import Event, Notice, Progress
 from generator.image_data import read_image_data
 from generator.sinks import write_upscaled
-from generator.upscale import upscale_image
+from generator.upscale import run_to_end, upscale_with
 from generator.upscaler_loader import Upscaler, load_upscaler
 
 logger = logging.getLogger(__name__)
@@ -76,21 +76,16 @@ def upscale_file(upscaler: Upscaler, path: Path, config: UpscaleConfig, out: Pat
     """Upscale one file into ``out`` with a progress bar; returns the written path."""
     image = read_image_data(path)
     bar = tqdm(total=1, unit="tile", desc=path.name, file=sys.stderr, dynamic_ncols=True, leave=False)
-    events = upscale_image(upscaler, image, scale=config.upscale, tile=config.upscale_tile,
-                           tile_pad=config.upscale_tile_pad, precision=config.upscale_precision,
-                           alpha=config.upscale_alpha)
+
+    def show(event: Event) -> None:
+        if isinstance(event, Progress):
+            bar.total = event.total
+            bar.update(event.step - bar.n)
+        elif isinstance(event, Notice):
+            tqdm.write(f"note: {event.message}", file=sys.stderr)
+
     try:
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if isinstance(event, Progress):
-                bar.total = event.total
-                bar.update(event.step - bar.n)
-            elif isinstance(event, Notice):
-                tqdm.write(f"note: {event.message}", file=sys.stderr)
+        result = run_to_end(upscale_with(upscaler, image, config), show)
     finally:
         bar.close()
     return write_upscaled(out, path, image, result, config, upscaler.name, config.upscale or upscaler.scale)

@@ -5,9 +5,9 @@ Events hold no GPU tensors: images are PIL images, numbers are Python floats.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -76,3 +76,18 @@ class Done:
 
 
 Event = Notice | Progress | Preview | Done
+
+
+Result = TypeVar("Result")
+Out = TypeVar("Out")
+
+
+def relay(events: Generator[Event, None, Result], transform: Callable[[Event], Out]) -> Generator[Out, None, Result]:
+    """Yield ``transform(event)`` for each event of a sub-generator and return its value
+    (``yield from`` with a translation, e.g. events into UI updates)."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as stop:
+            return stop.value
+        yield transform(event)

@@ -16,7 +16,7 @@ upscaled :class:`ImageData` is the return value), or :func:`run_to_end`.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from PIL import Image
 from generator.config import UpscaleConfig
 from generator.devices import autocast
 from generator.errors import OutOfMemoryError
-from generator.events import Done, Event, Notice, Progress
+from generator.events import Done, Event, Notice, Progress, relay
 from generator.image_data import ImageData
 from generator.upscaler_loader import Upscaler, UpscalerCache
 
@@ -140,11 +140,20 @@ def upscale_image(upscaler: Upscaler, image: ImageData, *, scale: float | None =
     return ImageData(result.astype(np.float32), image.bits)
 
 
-def run_to_end(events: Generator[Event, None, ImageData]) -> ImageData:
-    """Drain an upscale generator and return its image (for scripts that need no progress)."""
+def upscale_with(upscaler: Upscaler, image: ImageData, config: UpscaleConfig) -> Generator[Event, None, ImageData]:
+    """:func:`upscale_image` with the settings of an :class:`UpscaleConfig` (scale 0: the model's)."""
+    return upscale_image(upscaler, image, scale=config.upscale or None, tile=config.upscale_tile,
+                         tile_pad=config.upscale_tile_pad, precision=config.upscale_precision,
+                         alpha=config.upscale_alpha)
+
+
+def run_to_end(events: Generator[Event, None, ImageData],
+               on_event: Callable[[Event], None] | None = None) -> ImageData:
+    """Drain an upscale generator, passing each event to ``on_event``; return its image."""
+    relayed = relay(events, on_event or (lambda event: None))
     while True:
         try:
-            next(events)
+            next(relayed)
         except StopIteration as stop:
             return stop.value
 
@@ -156,18 +165,14 @@ def upscale_results(images: Sequence[Image.Image], config: UpscaleConfig,
     upscaler = cache.get(config.upscale_model, config.upscale_denoise)
     results = []
     for index, image in enumerate(images):
-        events = upscale_image(upscaler, ImageData.from_pil(image), scale=config.upscale, tile=config.upscale_tile,
-                               tile_pad=config.upscale_tile_pad, precision=config.upscale_precision,
-                               alpha=config.upscale_alpha)
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as stop:
-                results.append(stop.value.to_pil())
-                break
-            if isinstance(event, Progress):  # one bar for all images (same size, same tiles)
-                event = Progress("upscale", index * event.total + event.step, len(images) * event.total, event.elapsed)
-            yield event
+
+        def overall(event: Event, index: int = index) -> Event:  # one bar for all images (same tiles)
+            if isinstance(event, Progress):
+                return Progress("upscale", index * event.total + event.step, len(images) * event.total, event.elapsed)
+            return event
+
+        upscaled = yield from relay(upscale_with(upscaler, ImageData.from_pil(image), config), overall)
+        results.append(upscaled.to_pil())
     return tuple(results)
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from generator.config import GenerationConfig, OutputConfig, UpscaleConfig
 from generator.devices import random_seed
 from generator.errors import GeneratorError
-from generator.events import Done, Notice, Preview, Progress
+from generator.events import Done, Event, Notice, Preview, Progress, relay
 from generator.image_data import read_image_data
 from generator.outputs import RunWriter, create_run_folder, zip_frames
 from generator.runs import GenerationRun
@@ -31,7 +31,7 @@ from generator.sinks import (
     write_text_to_image,
     write_upscaled,
 )
-from generator.upscale import upscale_image
+from generator.upscale import upscale_with
 from generator.webui.studio import Session, Studio
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,12 @@ class Update:
     results: list[str] | None = None
     video: str | None = None
     files: list[str] | None = None
+
+
+def _as_update(event: Event) -> Update:
+    if isinstance(event, Progress):
+        return Update(progress=(event.step, event.total, describe(event)))
+    return Update(notice=getattr(event, "message", None))
 
 
 def describe(event: Progress) -> str:
@@ -140,19 +146,7 @@ def upscale_job(studio: Studio, image_path: str, config: UpscaleConfig, session:
         image = read_image_data(image_path)
         yield Update(status="loading the upscaler…")
         upscaler = studio.upscalers.get(config.upscale_model, config.upscale_denoise)
-        events = upscale_image(upscaler, image, scale=config.upscale or None, tile=config.upscale_tile,
-                               tile_pad=config.upscale_tile_pad, precision=config.upscale_precision,
-                               alpha=config.upscale_alpha)
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if isinstance(event, Progress):
-                yield Update(progress=(event.step, event.total, describe(event)))
-            elif isinstance(event, Notice):
-                yield Update(notice=event.message)
+        result = yield from relay(upscale_with(upscaler, image, config), _as_update)
         path = write_upscaled(studio.outputs_dir / "upscaled", Path(image_path), image, result, config,
                               upscaler.name, config.upscale or upscaler.scale)
         session.result = path
