@@ -9,6 +9,7 @@ errors into one ``error:`` line and a non-zero exit code.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -63,3 +64,6 @@ def main(argv: Sequence[str] | None = None, *, make_generator: Callable | None =
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
