@@ -107,13 +107,18 @@ class ClipGuide:
         self.members = list(members)
 
     def embed_cutouts(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """(1, 3, H, W) image in [0, 1] -> each member's (cutn, D) cutout embeddings."""
+        """(1, 3, H, W) image in [0, 1] -> each member's (cutn, D) cutout embeddings.
+
+        Cutting and augmenting run in float32 with autocast off (kornia's geometry is not
+        written for half precision); only the CLIP encoders run under the caller's autocast.
+        """
         by_size: dict[int, torch.Tensor] = {}
         embeds = []
         for member in self.members:
             size = member.clip.input_size
             if size not in by_size:
-                by_size[size] = member.cutouts(image)
+                with torch.autocast(device_type=image.device.type, enabled=False):
+                    by_size[size] = member.cutouts(image.float())
             embeds.append(member.clip.encode_image(by_size[size]))
         return embeds
 
