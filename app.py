@@ -194,10 +194,7 @@ def build_demo(generator: Generator | None = None, *, studio: Studio | None = No
         preset: the text-to-image preset whose values fill the form at first.
     """
     studio = studio or Studio(outputs_dir=Path(outputs_dir), generator=generator)
-    start = load_preset(preset, kind="text-to-image").config()
-    if start.models == ModelsConfig():
-        start = start.replace(models=studio.models)
-    t2i_values = to_form(start)
+    t2i_values = to_form(_preset_config(preset, studio))
     sample_values = to_form(SampleConfig())
     with gr.Blocks(title="VQGAN Studio") as demo:
         gr.Markdown("## VQGAN Studio — VQGAN+CLIP, Taming Transformers priors, ESRGAN upscaling")
@@ -355,11 +352,14 @@ def _config(config_cls: type, form: dict[str, Any]) -> Any:
     return _guard(lambda: from_form(config_cls, form))
 
 
-def _preset_values(name: str, studio: Studio, names: Sequence[str]) -> list[Any]:
+def _preset_config(name: str, studio: Studio) -> GenerationConfig:
+    """A text-to-image preset; one that leaves the models alone keeps the app's models."""
     config = _guard(lambda: load_preset(name, kind="text-to-image").config())
-    if config.models == ModelsConfig():  # the preset leaves the models alone: keep the app's
-        config = config.replace(models=studio.models)
-    values = to_form(config)
+    return config.replace(models=studio.models) if config.models == ModelsConfig() else config
+
+
+def _preset_values(name: str, studio: Studio, names: Sequence[str]) -> list[Any]:
+    values = to_form(_preset_config(name, studio))
     return [values.get(n, gr.skip()) for n in names]
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import Any
+
+from generator.errors import ConfigError
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,3 +60,18 @@ def add_upscale_arguments(parser: argparse.ArgumentParser, default: object) -> N
     group.add_argument("--upscale-tile-pad", type=int, default=default, metavar="PX", help="context around each tile")
     group.add_argument("--upscale-denoise", type=float, default=default, metavar="S",
                        help="denoise strength 0..1 (realesr_general_x4v3 only)")
+
+
+def base_settings(from_output: str | None, preset: str | None, *, kind: str,
+                  default_preset: str | None = None) -> dict[str, Any]:
+    """The settings flags are laid over: the config embedded in ``--from``, else ``--preset``
+    (or ``default_preset``), else nothing."""
+    from generator.outputs import config_from_png
+    from generator.presets import load_preset
+
+    if from_output and preset:
+        raise ConfigError("give --from or --preset, not both: --from already holds every setting.")
+    if from_output:
+        return config_from_png(Path(from_output))
+    name = preset or default_preset
+    return dict(load_preset(name, kind=kind).settings) if name else {}

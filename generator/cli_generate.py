@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from generator.cli_common import add_upscale_arguments, add_weights_arguments
+from generator.cli_common import add_upscale_arguments, add_weights_arguments, base_settings
 from generator.cli_sink import EXIT_INTERRUPTED, Interrupted, drive
 from generator.config import (
     INIT_MODES,
@@ -29,10 +29,9 @@ from generator.config import (
 )
 from generator.cutouts import AUGMENTATIONS
 from generator.devices import random_seed
-from generator.errors import ConfigError
-from generator.outputs import RunWriter, config_from_png, create_run_folder
+from generator.outputs import RunWriter, create_run_folder
 from generator.pipeline import Generator
-from generator.presets import DEFAULT_PRESET, load_preset
+from generator.presets import DEFAULT_PRESET
 from generator.sinks import keep_text_to_image, write_text_to_image
 
 logger = logging.getLogger(__name__)
@@ -103,10 +102,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     """defaults < preset (or --from) < flags."""
-    if args.from_output and args.preset:
-        raise ConfigError("give --from or --preset, not both: --from already holds every setting.")
-    base = config_from_png(Path(args.from_output)) if args.from_output else \
-        dict(load_preset(args.preset or DEFAULT_PRESET, kind="text-to-image").settings)
+    base = base_settings(args.from_output, args.preset, kind="text-to-image", default_preset=DEFAULT_PRESET)
     return GenerationConfig.from_dict(merge(base, _overrides(args)))
 
 

@@ -16,18 +16,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from generator.cli_common import add_upscale_arguments, add_weights_arguments
+from generator.cli_common import add_upscale_arguments, add_weights_arguments, base_settings
 from generator.cli_sink import EXIT_INTERRUPTED, Interrupted, drive
 from generator.config import PRECISIONS, merge
 from generator.devices import random_seed
-from generator.errors import ConfigError
-from generator.outputs import RunWriter, config_from_png, create_run_folder
-from generator.presets import load_preset
-from generator.prior_pipeline import Sampler, model_label
+from generator.outputs import RunWriter, create_run_folder
+from generator.prior_pipeline import Sampler
 from generator.sample_config import SampleConfig
-from generator.sinks import keep_samples, write_samples
+from generator.sinks import keep_samples, sample_label, write_samples
 
 _S = argparse.SUPPRESS
 _OUTPUT_FIELDS = ("save_every", "video", "gif", "fps")
@@ -72,13 +69,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SampleConfig:
     """defaults < preset (or --from) < flags."""
-    if args.from_output and args.preset:
-        raise ConfigError("give --from or --preset, not both: --from already holds every setting.")
-    base: dict[str, Any] = {}
-    if args.from_output:
-        base = config_from_png(Path(args.from_output))
-    elif args.preset:
-        base = dict(load_preset(args.preset, kind="sample").settings)
+    base = base_settings(args.from_output, args.preset, kind="sample")
     names = {f for f in SampleConfig.__dataclass_fields__ if f not in ("output", "upscale")}
     given = {k: v for k, v in vars(args).items() if k in names}
     output = {k: v for k, v in vars(args).items() if k in _OUTPUT_FIELDS}
@@ -94,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         config = config.replace(seed=random_seed())
     sampler = Sampler.from_pretrained(config.model, config.transformer_config, device=args.device,
                                       weights_dir=args.weights_dir, offline=args.offline)
-    writer = RunWriter(create_run_folder(Path(args.out), prompt=model_label(sampler.model), seed=config.seed))
+    writer = RunWriter(create_run_folder(Path(args.out), prompt=sample_label(sampler.model), seed=config.seed))
     try:
         done = drive(sampler.run(config), writer, config.output, total=config.n, unit="row", desc="sample",
                      keep=lambda run: keep_samples(writer, run, config))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -41,12 +40,9 @@ def plan_size(prior: Prior, config: SampleConfig) -> tuple[tuple[int, int], tupl
     """(pixel size (W, H), token grid (rows, cols), notice) for a sampling run."""
     factor = prior.vqgan.downsample_factor
     rows, cols = prior.spec.window
-    if config.condition and config.size is None:
-        width, height = map_size(config.condition)
-    else:
-        width, height = config.size or (cols * factor, rows * factor)
+    map_width, map_height = map_size(config.condition) if config.condition else (0, 0)
+    width, height = config.size or ((map_width, map_height) if config.condition else (cols * factor, rows * factor))
     if config.condition and config.size is not None:
-        map_width, map_height = map_size(config.condition)
         if abs(width / height - map_width / map_height) > 0.02 * map_width / map_height:
             raise InputError(
                 f"the condition map is {map_width}x{map_height} but the size asked for is {width}x{height}, another "
@@ -225,7 +221,3 @@ def _decode(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> li
 def _sheet(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> Image.Image:
     return contact_sheet(_decode(prior, tokens, dtype))
 
-
-def model_label(model: str) -> str:
-    """A short name for folders and messages."""
-    return Path(model).stem if Path(model).suffix else model

@@ -49,7 +49,7 @@ def keep_text_to_image(writer: RunWriter, run: GenerationRun, config: Generation
 
 
 def sample_label(model: str) -> str:
-    """The 'prompt' recorded for a sampling run."""
+    """The 'prompt' of a sampling run (its folder name and PNG text): ``ffhq_transformer sample``."""
     return f"{Path(model).stem if Path(model).suffix else model} sample"
 
 

@@ -69,10 +69,6 @@ class KVCache:
         self.values = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
 
-    @property
-    def capacity(self) -> int:
-        return self.keys.shape[3]
-
 
 class CausalSelfAttention(nn.Module):
     """Multi-head masked self-attention with separate key, query and value projections."""
