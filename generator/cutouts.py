@@ -67,19 +67,22 @@ def canonical_augments(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(canonical)
 
 
-def resample_matrices(starts: torch.Tensor, lengths: torch.Tensor, source: int, target: int) -> torch.Tensor:
+def resample_matrices(starts: torch.Tensor, lengths: torch.Tensor, source: int, target: int,
+                      device: torch.device | str | None = None) -> torch.Tensor:
     """Rows that crop ``[start, start + length)`` of a ``source``-long axis and resample it to
     ``target`` samples with a triangle filter as wide as the scale (antialiased when shrinking).
 
     Args:
         starts, lengths: (N,) crop starts and lengths in pixels.
+        device: where to build the matrices (the image's device: no per-step copies).
 
     Returns:
-        (N, target, source) matrices whose rows sum to one.
+        (N, target, source) float32 matrices whose rows sum to one.
     """
+    starts, lengths = starts.to(device), lengths.to(device)
     scale = lengths.float() / target  # (N,) source pixels per output pixel
-    centres = starts.float()[:, None] + (torch.arange(target) + 0.5)[None] * scale[:, None]  # (N, target)
-    positions = torch.arange(source) + 0.5  # (source,)
+    centres = starts.float()[:, None] + (torch.arange(target, device=device) + 0.5)[None] * scale[:, None]  # (N, target)
+    positions = torch.arange(source, device=device) + 0.5  # (source,)
     support = scale.clamp(min=1.0)[:, None, None]
     weights = (1 - (positions[None, None] - centres[..., None]).abs() / support).clamp(min=0)  # (N, target, source)
     inside = (positions[None] >= starts[:, None]) & (positions[None] < (starts + lengths)[:, None])  # (N, source)
@@ -120,8 +123,8 @@ class MakeCutouts(nn.Module):
         """(1, 3, H, W) image in [0, 1] -> (cutn, 3, cut_size, cut_size) cutouts."""
         _, channels, height, width = image.shape
         sizes, ys, xs = self.geometry(height, width)
-        rows = resample_matrices(ys, sizes, height, self.cut_size).to(image)  # (N, S, H)
-        cols = resample_matrices(xs, sizes, width, self.cut_size).to(image)  # (N, S, W)
+        rows = resample_matrices(ys, sizes, height, self.cut_size, image.device).to(image.dtype)  # (N, S, H)
+        cols = resample_matrices(xs, sizes, width, self.cut_size, image.device).to(image.dtype)  # (N, S, W)
         cutouts = rows[:, None] @ image @ cols.transpose(1, 2)[:, None]  # (N, 3, S, S)
         if len(self.augment):
             cutouts = self.augment(cutouts)
