@@ -31,17 +31,17 @@ from generator.config import (  # noqa: E402
     UpscaleConfig,
     clip_model_spec,
 )
-from generator.cutouts import AUGMENTATIONS  # noqa: E402
 from generator.devices import random_seed  # noqa: E402
 from generator.errors import GeneratorError  # noqa: E402
-from generator.pipeline import Generator  # noqa: E402
+from generator.guidance.cutouts import AUGMENTATIONS  # noqa: E402
+from generator.guidance.pipeline import Generator  # noqa: E402
 from generator.presets import list_presets, load_preset  # noqa: E402
 from generator.sample_config import SampleConfig  # noqa: E402
 from generator.webui.forms import from_form, to_form  # noqa: E402
 from generator.webui.gallery import list_runs  # noqa: E402
 from generator.webui.jobs import Update, sample_job, text_to_image_job, upscale_job  # noqa: E402
 from generator.webui.studio import Studio  # noqa: E402
-from generator.weights import names_of_kind  # noqa: E402
+from generator.weights.store import names_of_kind  # noqa: E402
 
 logger = logging.getLogger("generator.app")
 MAX_UPLOAD = "64mb"
@@ -376,7 +376,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip-model", dest="clip_models", action="append", nargs="+", metavar="ARG",
                         help="MODEL [PRETRAINED [WEIGHT]], repeatable (default: ViT-B-32 openai)")
     parser.add_argument("--lazy", action="store_true", help="load models on first use instead of at start")
-    from generator.cli_common import add_weights_arguments
+    from generator.cli.common import add_weights_arguments
 
     add_weights_arguments(parser)
     return parser.parse_args(argv)
@@ -384,7 +384,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, load the default models (unless --lazy) and serve the UI."""
-    from generator.cli_common import configure_logging
+    from generator.cli.common import configure_logging
 
     configure_logging()
     args = parse_args(argv)

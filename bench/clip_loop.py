@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import emit, machine, peak_mb, reset_peak, run_isolated  # noqa: E402
-from generator.clip_loader import load_clip  # noqa: E402
 from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig  # noqa: E402
 from generator.devices import pick_device  # noqa: E402
 from generator.events import Progress  # noqa: E402
-from generator.pipeline import Generator  # noqa: E402
+from generator.guidance.clip import load_clip  # noqa: E402
+from generator.guidance.pipeline import Generator  # noqa: E402
 from models.vqgan import VQGAN, VQGANConfig  # noqa: E402
 
 

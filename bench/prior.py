@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from bench.common import emit, machine, peak_mb, reset_peak  # noqa: E402
 from generator.devices import autocast, autocast_dtype, pick_device  # noqa: E402
-from generator.sampling import SamplingSettings, sample_in_window, sample_sliding  # noqa: E402
+from generator.prior.sampling import SamplingSettings, sample_in_window, sample_sliding  # noqa: E402
 from models.gpt import GPT, GPTConfig  # noqa: E402
 
 

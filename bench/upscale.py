@@ -25,8 +25,8 @@ from spandrel.architectures.ESRGAN import ESRGAN  # noqa: E402
 
 from bench.common import emit, machine, peak_mb, reset_peak, run_isolated  # noqa: E402
 from generator.devices import pick_device  # noqa: E402
-from generator.upscale import upscale_pixels  # noqa: E402
-from generator.upscaler_loader import Upscaler, load_upscaler  # noqa: E402
+from generator.upscale.loader import Upscaler, load_upscaler  # noqa: E402
+from generator.upscale.tiles import upscale_pixels  # noqa: E402
 
 SHARED_GENERAL = Path(__file__).resolve().parents[2] / "shared" / "weights" / "realesr-general-x4v3.fp16.pth"
 MODELS = ("x4plus", "general-x4v3")

@@ -21,7 +21,15 @@ from generator.sample_config import SampleConfig
 
 KINDS = {"text-to-image": GenerationConfig, "sample": SampleConfig}
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def _presets_dir() -> Path:
+    """``presets/`` of the checkout, or the copy installed inside the package."""
+    checkout = Path(__file__).resolve().parents[1] / "presets"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "presets_data"
+
+
+PRESETS_DIR = _presets_dir()
 DEFAULT_PRESET = "default"
 
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 from generator.config import GenerationConfig, UpscaleConfig
 from generator.events import Done
-from generator.image_data import ImageData
-from generator.images import contact_sheet
-from generator.outputs import (
+from generator.io.image_data import ImageData
+from generator.io.images import contact_sheet
+from generator.io.outputs import (
     CONFIG_KEY,
     MODE_KEY,
     SOFTWARE,

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 import yaml
 
-from generator.checkpoints import (
+from generator.errors import CheckpointError, ConfigError
+from generator.weights.checkpoints import (
     StateDict,
     load_strict,
     read_checkpoint,
@@ -28,7 +29,6 @@ from generator.checkpoints import (
     with_prefix,
     without,
 )
-from generator.errors import CheckpointError, ConfigError
 from models.vqgan import VQGAN, VQGANConfig
 
 logger = logging.getLogger(__name__)

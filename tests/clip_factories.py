@@ -18,7 +18,7 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
-from generator.clip_loader import ClipModel, load_clip
+from generator.guidance.clip import ClipModel, load_clip
 
 TINY_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 32,

@@ -42,6 +42,6 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_files):
     """A Generator loaded from the tiny files through the real loading path, on the CPU."""
-    from generator.pipeline import Generator
+    from generator.guidance.pipeline import Generator
 
     return Generator.from_pretrained(tiny_files.models(), device="cpu")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from generator import download
+from generator.weights import download
 
 PAYLOAD_BYTES = 300_000
 

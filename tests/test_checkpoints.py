@@ -10,9 +10,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from generator.checkpoints import compare_state_dict, load_strict, read_checkpoint, state_dict_from
 from generator.errors import CheckpointError, UnsafeCheckpointError
-from generator.safe_unpickle import Stub
+from generator.weights.checkpoints import (
+    compare_state_dict,
+    load_strict,
+    read_checkpoint,
+    state_dict_from,
+)
+from generator.weights.safe_unpickle import Stub
 from tests.factories import foreign_class, save_lightning_checkpoint
 
 

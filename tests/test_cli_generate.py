@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from generator.cli import main
-from generator.outputs import CONFIG_KEY, read_png_text
+from generator.cli.main import main
+from generator.io.outputs import CONFIG_KEY, read_png_text
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--size", "32", "32", "--cutn", "4"]
@@ -138,7 +138,7 @@ def test_offline_without_default_weights_names_the_file_and_the_command(tmp_path
 
 
 def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
-    from generator.cli_generate import build_parser, config_from_args
+    from generator.cli.generate import build_parser, config_from_args
 
     parser = build_parser("generator")
     config = config_from_args(parser.parse_args(["x", "--preset", "fast", "--cutn", "3", "--init-image", "a.png"]))
@@ -149,7 +149,7 @@ def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
 
 
 def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny_files, tmp_path: Path, capsys) -> None:
-    from generator.pipeline import Generator
+    from generator.guidance.pipeline import Generator
 
     generator = Generator.from_pretrained(tiny_files.models(), device="cpu")
     decode, calls = generator.vqgan.decode, {"n": 0}

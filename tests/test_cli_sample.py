@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator.cli import main
-from generator.outputs import CONFIG_KEY, MODE_KEY, read_png_text
+from generator.cli.main import main
+from generator.io.outputs import CONFIG_KEY, MODE_KEY, read_png_text
 from tests.prior_factories import save_tiny_prior
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ import pytest
 import torch
 from open_clip.transformer import QuickGELU
 
-from generator import clip_loader
-from generator.clip_loader import ClipModel, load_clip
 from generator.errors import CheckpointError, ConfigError, WeightsError
+from generator.guidance import clip as clip_loader
+from generator.guidance.clip import ClipModel, load_clip
 from tests.clip_factories import TINY_CLIP_CONFIG, tiny_clip, tiny_clip_module, write_tiny_clip
 from tests.factories import tiny_vqgan
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generator.cutouts import AUGMENTATIONS, MakeCutouts, canonical_augments, resample_matrices
 from generator.errors import ConfigError
+from generator.guidance.cutouts import (
+    AUGMENTATIONS,
+    MakeCutouts,
+    canonical_augments,
+    resample_matrices,
+)
 
 
 def test_resampling_at_scale_one_is_an_exact_crop() -> None:

@@ -1,4 +1,4 @@
-"""generator.download against a local HTTP server on 127.0.0.1 (no other network)."""
+"""generator.weights.download against a local HTTP server on 127.0.0.1 (no other network)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from generator import download
 from generator.errors import WeightsError
+from generator.weights import download
 from tests.http_server import FileServer
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from generator.events import Done
-from generator.pipeline import Generator
+from generator.guidance.pipeline import Generator
 from tests.factories import tiny_run_config
 
 pytestmark = pytest.mark.gpu
@@ -33,9 +33,9 @@ def test_every_precision_runs_on_cuda(cuda_generator: Generator, tiny_files, pre
 
 
 def test_cached_equals_recomputed_on_cuda(tmp_path) -> None:
-    from generator.conditioning import start_tokens
-    from generator.prior_loader import load_prior
-    from generator.sampling import SamplingSettings, sample_in_window
+    from generator.prior.conditioning import start_tokens
+    from generator.prior.loader import load_prior
+    from generator.prior.sampling import SamplingSettings, sample_in_window
     from tests.prior_factories import save_tiny_prior
 
     prior = load_prior(save_tiny_prior(tmp_path, "sos").checkpoint, device="cuda")
@@ -49,8 +49,8 @@ def test_cached_equals_recomputed_on_cuda(tmp_path) -> None:
 
 
 def test_half_precision_tiles_match_float32(tmp_path) -> None:
-    from generator.upscale import run_to_end, upscale_pixels
-    from generator.upscaler_loader import load_upscaler
+    from generator.upscale.loader import load_upscaler
+    from generator.upscale.tiles import run_to_end, upscale_pixels
     from tests.upscaler_factories import compact_state, save_upscaler
 
     upscaler = load_upscaler(str(save_upscaler(compact_state(), tmp_path / "c.pth", "params")), device="cuda")

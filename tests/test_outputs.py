@@ -1,4 +1,4 @@
-"""generator.outputs: run folders, slugs, atomic no-clobber writes, PNG metadata, RunWriter."""
+"""generator.io.outputs: run folders, slugs, atomic no-clobber writes, PNG metadata, RunWriter."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator import atomic_files, outputs
 from generator.errors import InputError, OutputError
-from generator.outputs import RunWriter
+from generator.io import atomic_files, outputs
+from generator.io.outputs import RunWriter
 
 NOW = datetime(2024, 1, 2, 3, 4, 5)
 SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -128,7 +128,7 @@ def test_a_file_appearing_while_writing_is_not_overwritten(tmp_path, monkeypatch
         monkeypatch.setattr(os, "link", _no_links)
     path = tmp_path / "final.png"
     with (pytest.raises(OutputError, match="never overwritten"),
-          outputs.atomic_path(path) as tmp):
+          atomic_files.atomic_path(path) as tmp):
         tmp.write_bytes(b"ours")
         path.write_bytes(b"another process")  # a concurrent writer wins the name
     assert path.read_bytes() == b"another process" and _entries(tmp_path) == ["final.png"]

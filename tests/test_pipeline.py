@@ -12,9 +12,9 @@ from PIL import Image
 from generator.config import GenerationConfig
 from generator.errors import ConfigError, InputError
 from generator.events import Done, Notice, Preview, Progress
-from generator.images import pil_to_tensor
-from generator.pipeline import Generator
-from generator.text_to_image import synthesize
+from generator.guidance.loop import synthesize
+from generator.guidance.pipeline import Generator
+from generator.io.images import pil_to_tensor
 from tests.factories import tiny_run_config
 
 

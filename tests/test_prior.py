@@ -10,13 +10,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from generator.conditioning import coordinate_tokens, start_tokens
 from generator.errors import CheckpointError, ConfigError, InputError
 from generator.events import Done, Preview, Progress
-from generator.prior_loader import load_prior
-from generator.prior_pipeline import Sampler
-from generator.sample_config import SampleConfig
-from generator.sampling import (
+from generator.prior.conditioning import coordinate_tokens, start_tokens
+from generator.prior.loader import load_prior
+from generator.prior.pipeline import Sampler
+from generator.prior.sampling import (
     SamplingSettings,
     filter_logits,
     sample_in_window,
@@ -24,6 +23,7 @@ from generator.sampling import (
     sliding_order,
     window_origin,
 )
+from generator.sample_config import SampleConfig
 from tests.factories import save_lightning_checkpoint, upstream_vqgan_yaml, write_yaml
 from tests.prior_factories import N_CLASSES, SEG_LABELS, save_tiny_prior
 

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from generator.errors import InputError
-from generator.prompts import (
+from generator.guidance.prompts import (
     NoisePrompt,
     PromptSchedule,
     WeightedPrompt,
@@ -337,11 +337,11 @@ def test_change_every_one_and_uneven_split() -> None:
 
 
 def test_unreached_phrases_warn(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="generator.prompts"):
+    with caplog.at_level(logging.WARNING, logger="generator.guidance.prompts"):
         make_schedule("a ^ b ^ c", steps=20, change_every=10)
     assert "only 2 of 3 story phrases" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="generator.prompts"):
+    with caplog.at_level(logging.WARNING, logger="generator.guidance.prompts"):
         make_schedule("a ^ b ^ c", steps=20)
     assert caplog.text == ""
 

@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from generator import weights
+from generator.weights import store
 
 pytestmark = pytest.mark.weights
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
 def _require(name: str) -> Path:
-    path = WEIGHTS / weights.get(name).filename
+    path = WEIGHTS / store.get(name).filename
     if not path.is_file():
         pytest.skip(f"{path.name} is not in weights/ (python -m generator download {name})")
     return path
@@ -33,8 +33,8 @@ def test_official_vqgan_reconstructs_an_image() -> None:
     from generator.vqgan_loader import load_vqgan
     from models.vqgan import VQGANConfig
 
-    path = _require(weights.DEFAULT_VQGAN)
-    vqgan = load_vqgan(path, VQGANConfig(**weights.REGISTRY[weights.DEFAULT_VQGAN].config))
+    path = _require(store.DEFAULT_VQGAN)
+    vqgan = load_vqgan(path, VQGANConfig(**store.REGISTRY[store.DEFAULT_VQGAN].config))
     image = _smooth_image()
     with torch.no_grad():
         rebuilt = vqgan.decode_indices(vqgan.encode_to_indices(image * 2 - 1)).add(1).div(2).clamp(0, 1)
@@ -43,9 +43,9 @@ def test_official_vqgan_reconstructs_an_image() -> None:
 
 
 def test_openai_clip_prefers_the_right_caption() -> None:
-    from generator.clip_loader import load_clip
+    from generator.guidance.clip import load_clip
 
-    _require(weights.DEFAULT_CLIP)
+    _require(store.DEFAULT_CLIP)
     clip = load_clip("ViT-B-32", "openai", weights_dir=WEIGHTS, offline=True)
     red = torch.zeros(1, 3, clip.input_size, clip.input_size)
     red[:, 0] = 1.0
@@ -56,11 +56,11 @@ def test_openai_clip_prefers_the_right_caption() -> None:
 
 
 def test_realesrgan_x4plus_tiles_have_no_visible_seams() -> None:
-    from generator.upscale import run_to_end, upscale_pixels
-    from generator.upscaler_loader import load_upscaler
+    from generator.upscale.loader import load_upscaler
+    from generator.upscale.tiles import run_to_end, upscale_pixels
 
-    _require(weights.DEFAULT_UPSCALER)
-    upscaler = load_upscaler(weights.DEFAULT_UPSCALER, weights_dir=WEIGHTS, offline=True)
+    _require(store.DEFAULT_UPSCALER)
+    upscaler = load_upscaler(store.DEFAULT_UPSCALER, weights_dir=WEIGHTS, offline=True)
     rng = np.random.default_rng(0)
     photo = np.asarray(Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8)).resize((96, 80), Image.BICUBIC))
     pixels = torch.from_numpy(photo.transpose(2, 0, 1).copy()).float()[None] / 255

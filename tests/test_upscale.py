@@ -12,16 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from generator import upscale as upscale_module
-from generator import weights
-from generator.cli import main
+from generator.cli.main import main
 from generator.errors import CheckpointError, ConfigError, InputError, OutOfMemoryError
 from generator.events import Notice, Progress
-from generator.image_data import ImageData, read_image_data
-from generator.outputs import CONFIG_KEY, MODE_KEY, read_png_text
-from generator.upscale import run_to_end, tile_cores, upscale_image, upscale_pixels
-from generator.upscaler_loader import load_upscaler
-from generator.weights import WeightFile
+from generator.io.image_data import ImageData, read_image_data
+from generator.io.outputs import CONFIG_KEY, MODE_KEY, read_png_text
+from generator.upscale import tiles as upscale_module
+from generator.upscale.loader import load_upscaler
+from generator.upscale.tiles import run_to_end, tile_cores, upscale_image, upscale_pixels
+from generator.weights import store
+from generator.weights.store import WeightFile
 from tests.upscaler_factories import compact_state, rrdb_state, save_upscaler
 
 
@@ -165,7 +165,7 @@ def test_denoise_strength_blends_general_and_wdn_weights(tmp_path: Path, monkeyp
     general, wdn = compact_state(1, num_conv=2), compact_state(2, num_conv=2)
     for name, state in (("realesr_general_x4v3", general), ("realesr_general_wdn_x4v3", wdn)):
         path = save_upscaler(state, tmp_path / f"{name}.pth", "params")
-        monkeypatch.setitem(weights.REGISTRY, name, WeightFile(name, path.name, ("https://example.invalid/x",), "upscaler"))
+        monkeypatch.setitem(store.REGISTRY, name, WeightFile(name, path.name, ("https://example.invalid/x",), "upscaler"))
     upscaler = load_upscaler("realesr_general_x4v3", denoise=0.3, weights_dir=tmp_path)
     blended = upscaler.descriptor.model.state_dict()
     for key in general:

@@ -1,4 +1,4 @@
-"""generator.video: mp4 through the bundled ffmpeg (padded, never rescaled) and GIF."""
+"""generator.io.video: mp4 through the bundled ffmpeg (padded, never rescaled) and GIF."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator import video
 from generator.errors import InputError, OutputError
-from generator.outputs import RunWriter
+from generator.io import video
+from generator.io.outputs import RunWriter
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 
@@ -76,7 +76,7 @@ def test_mp4_from_frame_files_resizes_a_mismatched_frame_and_logs_it(tmp_path, c
     for index, size in enumerate([(40, 24), (40, 24), (80, 48)]):
         paths.append(tmp_path / f"{index}.png")
         Image.new("RGB", size, (0, 200, 0)).save(paths[-1])
-    with caplog.at_level(logging.WARNING, logger="generator.video"):
+    with caplog.at_level(logging.WARNING, logger="generator.io.video"):
         path = video.write_mp4(paths, tmp_path / "out.mp4")
     decoded, _ = _read_mp4(path)
     assert [frame.shape for frame in decoded] == [(32, 48, 3)] * 3

@@ -76,8 +76,8 @@ def test_config_inferred_from_shapes_equals_the_yaml_config(tmp_path: Path) -> N
     for overrides in (dict(ch=32, norm_num_groups=32), dict(ch=32, ch_mult=(1, 2, 2), attn_resolutions=(64,), norm_num_groups=32),
                       dict(ch=32, quantizer="gumbel", norm_num_groups=32), dict(ch=32, attn_resolutions=(), norm_num_groups=32)):
         ckpt, config_file, original = save_tiny_vqgan(tmp_path, **overrides)
-        from generator.checkpoints import read_checkpoint
         from generator.vqgan_loader import read_yaml, vqgan_state_dict
+        from generator.weights.checkpoints import read_checkpoint
 
         state = vqgan_state_dict(read_checkpoint(ckpt), source=ckpt.name)
         from_yaml = vqgan_config_from_mapping(read_yaml(config_file), source=config_file.name)

@@ -32,7 +32,7 @@ def studio(tiny_generator, tmp_path: Path) -> Studio:
 
 
 def test_importing_app_loads_no_model(tmp_path: Path) -> None:
-    code = ("import app, sys; from generator.pipeline import Generator; "
+    code = ("import app, sys; from generator.guidance.pipeline import Generator; "
             "assert not any(isinstance(v, Generator) for v in vars(app).values()); print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={"GENERATOR_OFFLINE": "1", "GENERATOR_WEIGHTS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin",
@@ -78,8 +78,8 @@ def test_errors_reach_the_ui_as_one_sentence(studio: Studio, tiny_files) -> None
 
 
 def test_sample_and_upscale_jobs(tmp_path: Path) -> None:
-    from generator.prior_loader import load_prior
-    from generator.prior_pipeline import Sampler
+    from generator.prior.loader import load_prior
+    from generator.prior.pipeline import Sampler
     from tests.prior_factories import save_tiny_prior
     from tests.upscaler_factories import compact_state, save_upscaler
 

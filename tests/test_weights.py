@@ -1,6 +1,6 @@
 """The weights registry, ensure/resolve and ``python -m generator download``.
 
-Registry-backed tests put a temporary entry into ``weights.REGISTRY`` that points at the
+Registry-backed tests put a temporary entry into ``store.REGISTRY`` that points at the
 local server of tests/test_download.py, and use ``tmp_path`` as the weights directory.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from generator import download, weights
-from generator.cli import main
+from generator.cli.main import main
 from generator.errors import WeightsError
-from generator.weights import WeightFile
+from generator.weights import download, store
+from generator.weights.store import WeightFile
 from tests.http_server import FileServer
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -24,8 +24,8 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(weights.OFFLINE_ENV, raising=False)
-    monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.delenv(store.OFFLINE_ENV, raising=False)
+    monkeypatch.delenv(store.WEIGHTS_DIR_ENV, raising=False)
 
 
 def _entry(server: FileServer, name: str = "test_vqgan", *, kind: str = "vqgan",
@@ -42,7 +42,7 @@ def _entry(server: FileServer, name: str = "test_vqgan", *, kind: str = "vqgan",
 @pytest.fixture
 def entry(file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> WeightFile:  # noqa: F811
     item = _entry(file_server)
-    monkeypatch.setitem(weights.REGISTRY, item.name, item)
+    monkeypatch.setitem(store.REGISTRY, item.name, item)
     return item
 
 
@@ -54,24 +54,24 @@ def _quiet(done: int, total: int | None) -> None:
 
 
 def test_every_registry_entry_is_well_formed():
-    filenames = [entry.filename for entry in weights.REGISTRY.values()]
+    filenames = [entry.filename for entry in store.REGISTRY.values()]
     assert len(filenames) == len(set(filenames))
-    for name, entry in weights.REGISTRY.items():
+    for name, entry in store.REGISTRY.items():
         assert entry.name == name and re.fullmatch(r"[a-z0-9_]+", name), name
-        assert entry.kind in weights.KINDS, name
+        assert entry.kind in store.KINDS, name
         assert entry.urls and all(url.startswith("https://") for url in entry.urls), name
         assert entry.sha256 is None or HEX64.fullmatch(entry.sha256), name
         assert entry.size is None or entry.size > 0, name
-        assert all(c in weights.REGISTRY and c != name for c in entry.companions), name
+        assert all(c in store.REGISTRY and c != name for c in entry.companions), name
         assert entry.description and entry.licence, name
         assert "/" not in entry.filename and entry.filename.strip() == entry.filename, name
         if entry.manual:
             assert entry.kind in ("transformer", "config") and not entry.default, name
         with pytest.raises(TypeError):
             entry.config["architecture"] = "changed"  # type: ignore[index]
-    for default, kind in ((weights.DEFAULT_VQGAN, "vqgan"), (weights.DEFAULT_CLIP, "clip"),
-                          (weights.DEFAULT_UPSCALER, "upscaler")):
-        entry = weights.REGISTRY[default]
+    for default, kind in ((store.DEFAULT_VQGAN, "vqgan"), (store.DEFAULT_CLIP, "clip"),
+                          (store.DEFAULT_UPSCALER, "upscaler")):
+        entry = store.REGISTRY[default]
         assert entry.kind == kind and entry.default and not entry.manual
         assert entry.sha256 is not None and entry.size is not None
 
@@ -80,8 +80,8 @@ def test_vqgan_configs_build_the_model_config():
     from models.vqgan import VQGANConfig
 
     factors = {}
-    for name in weights.names_of_kind("vqgan"):
-        config = weights.REGISTRY[name].config
+    for name in store.names_of_kind("vqgan"):
+        config = store.REGISTRY[name].config
         plain = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
         built = VQGANConfig(**plain)
         assert built.to_dict() == plain, name
@@ -94,33 +94,33 @@ def test_vqgan_configs_build_the_model_config():
 
 
 def test_registry_facts_of_the_defaults():
-    vqgan = weights.get("vqgan_imagenet_f16_16384")
+    vqgan = store.get("vqgan_imagenet_f16_16384")
     assert vqgan.urls[0] == "https://heibox.uni-heidelberg.de/f/867b05fc8c4841768640/?dl=1"
     assert vqgan.urls[1].startswith("https://github.com/mehdidc/")
     assert vqgan.size == 980092370 and vqgan.sha256.endswith("cd663")
-    clip = weights.get("clip_vit_b_32_openai")
+    clip = store.get("clip_vit_b_32_openai")
     assert clip.sha256 in clip.urls[0] and clip.config["architecture"] == "ViT-B-32-quickgelu"
-    assert weights.get("realesr_animevideov3").sha256 is None
-    assert weights.get("realesrgan_x4plus").config["architecture"] == "RRDBNet"
-    assert weights.get("ffhq_transformer").manual
+    assert store.get("realesr_animevideov3").sha256 is None
+    assert store.get("realesrgan_x4plus").config["architecture"] == "RRDBNet"
+    assert store.get("ffhq_transformer").manual
 
 
 def test_weights_dir_and_offline_mode_precedence(tmp_path, monkeypatch):
-    repo_default = Path(weights.__file__).resolve().parent.parent / "weights"
-    assert weights.weights_dir() == repo_default
-    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "env"))
-    assert weights.weights_dir() == tmp_path / "env"
-    assert weights.weights_dir(tmp_path / "flag") == tmp_path / "flag"
-    assert weights.offline_mode() is False
+    repo_default = Path(store.__file__).resolve().parents[2] / "weights"
+    assert store.weights_dir() == repo_default
+    monkeypatch.setenv(store.WEIGHTS_DIR_ENV, str(tmp_path / "env"))
+    assert store.weights_dir() == tmp_path / "env"
+    assert store.weights_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert store.offline_mode() is False
     for value, expected in (("1", True), ("TRUE", True), ("on", True), ("0", False), ("", False)):
-        monkeypatch.setenv(weights.OFFLINE_ENV, value)
-        assert weights.offline_mode() is expected
-    assert weights.offline_mode(False) is False and weights.offline_mode(True) is True
+        monkeypatch.setenv(store.OFFLINE_ENV, value)
+        assert store.offline_mode() is expected
+    assert store.offline_mode(False) is False and store.offline_mode(True) is True
 
 
 def test_get_unknown_name_suggests_close_names():
     with pytest.raises(WeightsError) as info:
-        weights.get("vqgan_imagenet_f16_16385")
+        store.get("vqgan_imagenet_f16_16385")
     message = str(info.value)
     assert "vqgan_imagenet_f16_16384" in message and "download --list" in message
     assert "\n" not in message
@@ -131,45 +131,45 @@ def test_get_unknown_name_suggests_close_names():
 
 def test_status_reports_each_state(entry, file_server, tmp_path, monkeypatch):
     body = file_server.files["/file.bin"]
-    path = weights.local_path(entry.name, tmp_path)
+    path = store.local_path(entry.name, tmp_path)
     assert path == tmp_path / entry.filename
-    assert weights.status(entry.name, tmp_path) == "missing"
+    assert store.status(entry.name, tmp_path) == "missing"
     download.part_path(path).write_bytes(body[:10])
-    assert weights.status(entry.name, tmp_path) == "partial"
+    assert store.status(entry.name, tmp_path) == "partial"
     path.write_bytes(body)
-    assert weights.status(entry.name, tmp_path) == "verified"
+    assert store.status(entry.name, tmp_path) == "verified"
     path.write_bytes(body[:-1] + bytes([body[-1] ^ 1]))  # same size, other hash
-    assert weights.status(entry.name, tmp_path) == "corrupt"
+    assert store.status(entry.name, tmp_path) == "corrupt"
     path.write_bytes(body[:100])
-    assert weights.status(entry.name, tmp_path) == "corrupt"
-    monkeypatch.setitem(weights.REGISTRY, entry.name, _entry(file_server, sha=False, size=False))
-    assert weights.status(entry.name, tmp_path) == "unverified"
+    assert store.status(entry.name, tmp_path) == "corrupt"
+    monkeypatch.setitem(store.REGISTRY, entry.name, _entry(file_server, sha=False, size=False))
+    assert store.status(entry.name, tmp_path) == "unverified"
 
 
 def test_ensure_downloads_once_then_uses_the_verified_file(entry, file_server, tmp_path,
                                                            monkeypatch):
-    path = weights.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    path = store.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
     assert path == tmp_path / entry.filename
     assert path.read_bytes() == file_server.files["/file.bin"]
     assert len(file_server.requests) == 1
     hashed: list[object] = []
     monkeypatch.setattr(download, "sha256_of", lambda p: hashed.append(p) or "0" * 64)
-    assert weights.status(entry.name, tmp_path) == "verified"  # from the download's sidecar
+    assert store.status(entry.name, tmp_path) == "verified"  # from the download's sidecar
     assert hashed == []
-    assert weights.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet) == path
+    assert store.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet) == path
     assert len(file_server.requests) == 1
 
 
 def test_ensure_offline_refuses_without_any_request(entry, file_server, tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as info:
-        weights.ensure(entry.name, weights_dir=tmp_path, offline=True)
+        store.ensure(entry.name, weights_dir=tmp_path, offline=True)
     message = str(info.value)
     for part in (entry.name, entry.filename, "300.0 kB", str(tmp_path),
                  f"python -m generator download {entry.name}", "local file path"):
         assert part in message
-    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    monkeypatch.setenv(store.OFFLINE_ENV, "1")
     with pytest.raises(WeightsError, match=f"python -m generator download {entry.name}"):
-        weights.ensure(entry.name, weights_dir=tmp_path)
+        store.ensure(entry.name, weights_dir=tmp_path)
     assert file_server.requests == []
     assert not (tmp_path / entry.filename).exists()
 
@@ -178,8 +178,8 @@ def test_corrupt_file_is_deleted_with_a_warning_and_fetched_again(entry, file_se
                                                                    caplog):
     path = tmp_path / entry.filename
     path.write_bytes(b"not the model")
-    with caplog.at_level(logging.WARNING, logger="generator.weights"):
-        weights.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    with caplog.at_level(logging.WARNING, logger="generator.weights.store"):
+        store.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
     assert path.read_bytes() == file_server.files["/file.bin"]
     assert any("corrupt" in r.getMessage() and "deleted" in r.getMessage() for r in caplog.records)
     assert len(file_server.requests) == 1
@@ -189,28 +189,28 @@ def test_corrupt_file_offline_is_deleted_and_the_error_says_so(entry, file_serve
     path = tmp_path / entry.filename
     path.write_bytes(b"not the model")
     with pytest.raises(WeightsError, match="corrupt.*deleted.*python -m generator download"):
-        weights.ensure(entry.name, weights_dir=tmp_path, offline=True)
+        store.ensure(entry.name, weights_dir=tmp_path, offline=True)
     assert not path.exists() and file_server.requests == []
 
 
 def test_unhashed_download_logs_the_observed_hash(file_server, tmp_path, monkeypatch, caplog):
     item = _entry(file_server, "test_unhashed", sha=False)
-    monkeypatch.setitem(weights.REGISTRY, item.name, item)
-    with caplog.at_level(logging.INFO, logger="generator.weights"):
-        weights.ensure(item.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    monkeypatch.setitem(store.REGISTRY, item.name, item)
+    with caplog.at_level(logging.INFO, logger="generator.weights.store"):
+        store.ensure(item.name, weights_dir=tmp_path, offline=False, progress=_quiet)
     digest = hashlib.sha256(file_server.files["/file.bin"]).hexdigest()
     assert any("no published hash" in r.getMessage() and digest in r.getMessage()
                for r in caplog.records)
-    assert weights.status(item.name, tmp_path) == "unverified"
+    assert store.status(item.name, tmp_path) == "unverified"
 
 
 def test_companions_are_fetched_along(file_server, tmp_path, monkeypatch):
     file_server.files["/model.yaml"] = b"model: {}\n"
     companion = WeightFile("test_yaml", "test.yaml", (file_server.url("/model.yaml"),), "config")
     main_entry = _entry(file_server, companions=("test_yaml",))
-    monkeypatch.setitem(weights.REGISTRY, companion.name, companion)
-    monkeypatch.setitem(weights.REGISTRY, main_entry.name, main_entry)
-    weights.ensure(main_entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    monkeypatch.setitem(store.REGISTRY, companion.name, companion)
+    monkeypatch.setitem(store.REGISTRY, main_entry.name, main_entry)
+    store.ensure(main_entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
     assert (tmp_path / "test.yaml").read_bytes() == b"model: {}\n"
     assert sorted(path for path, _ in file_server.requests) == ["/file.bin", "/model.yaml"]
 
@@ -218,9 +218,9 @@ def test_companions_are_fetched_along(file_server, tmp_path, monkeypatch):
 def test_manual_entry_is_never_fetched(file_server, tmp_path, monkeypatch):
     item = _entry(file_server, "test_manual", kind="transformer", manual=True,
                   source_file="checkpoints/last.ckpt")
-    monkeypatch.setitem(weights.REGISTRY, item.name, item)
+    monkeypatch.setitem(store.REGISTRY, item.name, item)
     with pytest.raises(WeightsError) as info:
-        weights.ensure(item.name, weights_dir=tmp_path, offline=False)
+        store.ensure(item.name, weights_dir=tmp_path, offline=False)
     message = str(info.value)
     assert "by hand" in message and item.urls[0] in message
     assert str(tmp_path / item.filename) in message and "checkpoints/last.ckpt" in message
@@ -228,10 +228,10 @@ def test_manual_entry_is_never_fetched(file_server, tmp_path, monkeypatch):
     placed = tmp_path / item.filename
     placed.write_bytes(b"a different file")
     with pytest.raises(WeightsError, match="not the expected test_manual file"):
-        weights.ensure(item.name, weights_dir=tmp_path)
+        store.ensure(item.name, weights_dir=tmp_path)
     assert placed.exists()  # a hand-fetched file is never deleted
     placed.write_bytes(file_server.files["/file.bin"])
-    assert weights.ensure(item.name, weights_dir=tmp_path) == placed
+    assert store.ensure(item.name, weights_dir=tmp_path) == placed
 
 
 # --- resolve --------------------------------------------------------------------------------
@@ -241,32 +241,32 @@ def test_resolve_existing_local_file_uses_no_network(tmp_path, monkeypatch):
     custom = tmp_path / "my_vqgan.ckpt"
     custom.write_bytes(b"weights")
     monkeypatch.setattr(download, "download_file", lambda *a, **k: pytest.fail("network used"))
-    assert weights.resolve(str(custom), kind="vqgan", offline=True) == custom
-    assert weights.resolve(custom, kind="clip") == custom
+    assert store.resolve(str(custom), kind="vqgan", offline=True) == custom
+    assert store.resolve(custom, kind="clip") == custom
 
 
 def test_resolve_missing_path_wrong_kind_and_unknown_name(tmp_path):
     with pytest.raises(WeightsError, match=r"^file .*nothere\.ckpt does not exist"):
-        weights.resolve(str(tmp_path / "nothere.ckpt"), kind="vqgan")
+        store.resolve(str(tmp_path / "nothere.ckpt"), kind="vqgan")
     with pytest.raises(WeightsError, match="does not exist"):
-        weights.resolve("model.ckpt", kind="vqgan")
+        store.resolve("model.ckpt", kind="vqgan")
     with pytest.raises(WeightsError) as info:
-        weights.resolve(weights.DEFAULT_CLIP, kind="vqgan", weights_dir=tmp_path)
+        store.resolve(store.DEFAULT_CLIP, kind="vqgan", weights_dir=tmp_path)
     assert "clip weights, not vqgan" in str(info.value)
-    assert weights.DEFAULT_VQGAN in str(info.value)
+    assert store.DEFAULT_VQGAN in str(info.value)
     with pytest.raises(WeightsError) as info:
-        weights.resolve("no_such_model", kind="upscaler")
+        store.resolve("no_such_model", kind="upscaler")
     message = str(info.value)
-    assert "no_such_model" in message and weights.DEFAULT_UPSCALER in message
-    assert weights.DEFAULT_VQGAN not in message
+    assert "no_such_model" in message and store.DEFAULT_UPSCALER in message
+    assert store.DEFAULT_VQGAN not in message
 
 
 def test_resolve_registry_name_ensures_it(entry, file_server, tmp_path):
-    path = weights.resolve(entry.name, kind="vqgan", weights_dir=tmp_path, offline=False,
+    path = store.resolve(entry.name, kind="vqgan", weights_dir=tmp_path, offline=False,
                            progress=_quiet)
     assert path == tmp_path / entry.filename and path.exists()
     with pytest.raises(WeightsError, match="vqgan weights, not clip"):
-        weights.resolve(entry.name, kind="clip", weights_dir=tmp_path)
+        store.resolve(entry.name, kind="clip", weights_dir=tmp_path)
 
 
 # --- python -m generator download -----------------------------------------------------------
@@ -276,7 +276,7 @@ def test_cli_list_offline_shows_every_entry_missing(tmp_path, capsys):
     assert main(["download", "--list", "--offline", "--weights-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    for name, entry in weights.REGISTRY.items():
+    for name, entry in store.REGISTRY.items():
         row = next(line for line in lines if line.split()[:1] == [name])
         assert "missing" in row and entry.filename in row
         assert ("manual" in row) == entry.manual
@@ -290,7 +290,7 @@ def test_cli_list_shows_verified_file_and_kind_filter(entry, file_server, tmp_pa
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(entry.name + " "))
     assert "verified" in row and "300.0 kB" in row
-    assert weights.DEFAULT_CLIP not in out and weights.DEFAULT_VQGAN in out
+    assert store.DEFAULT_CLIP not in out and store.DEFAULT_VQGAN in out
     assert file_server.requests == []
 
 
@@ -324,6 +324,6 @@ def test_cli_offline_default_download_names_the_command(tmp_path, capsys):
 
 
 def test_weights_readme_lists_every_registry_entry():
-    readme = (Path(weights.__file__).resolve().parent.parent / "weights" / "README.md").read_text()
-    for name in weights.REGISTRY:
+    readme = (Path(store.__file__).resolve().parents[2] / "weights" / "README.md").read_text()
+    for name in store.REGISTRY:
         assert f"`{name}`" in readme, f"{name} missing from weights/README.md: regenerate the table"

@@ -19,8 +19,8 @@ from generator.config import GenerationConfig, OutputConfig, UpscaleConfig
 from generator.devices import random_seed
 from generator.errors import GeneratorError
 from generator.events import Done, Event, Notice, Preview, Progress, relay
-from generator.image_data import read_image_data
-from generator.outputs import RunWriter, create_run_folder, zip_frames
+from generator.io.image_data import read_image_data
+from generator.io.outputs import RunWriter, create_run_folder, zip_frames
 from generator.runs import GenerationRun
 from generator.sample_config import SampleConfig
 from generator.sinks import (
@@ -31,7 +31,7 @@ from generator.sinks import (
     write_text_to_image,
     write_upscaled,
 )
-from generator.upscale import upscale_with
+from generator.upscale.tiles import upscale_with
 from generator.webui.studio import Session, Studio
 
 logger = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ import torch
 
 from generator.config import ModelsConfig
 from generator.devices import pick_device
-from generator.pipeline import Generator
-from generator.prior_pipeline import Sampler, registry_name
-from generator.upscaler_loader import UpscalerCache
+from generator.guidance.pipeline import Generator
+from generator.prior.pipeline import Sampler, registry_name
+from generator.upscale.loader import UpscalerCache
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from generator.images import cover, open_image, pil_to_tensor
+from generator.io.images import cover, open_image, pil_to_tensor
 from models.vqgan import VQGAN
 
 

@@ -3,7 +3,7 @@
 Facts come from the official releases (see ``weights/README.md``). Sizes and hashes are
 None where none was published: such files are reported as "unverified" and the hash
 observed on download is logged. The lookup and download functions are in
-:mod:`generator.weights`.
+:mod:`generator.weights.store`.
 """
 
 from __future__ import annotations

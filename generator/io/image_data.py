@@ -18,8 +18,7 @@ import png
 from PIL import Image
 
 from generator.errors import InputError
-from generator.images import open_image
-from generator.outputs import png_bytes
+from generator.io.images import open_image, png_bytes
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -128,7 +128,7 @@ class Stub(metaclass=_StubMeta):
 
 
 def _stub_class(module: str, name: str) -> type:
-    stub = _StubMeta(name, (Stub,), {"__module__": "generator.safe_unpickle.stubs"})
+    stub = _StubMeta(name, (Stub,), {"__module__": "generator.weights.safe_unpickle.stubs"})
     stub.__qualname__ = f"{module}.{name}"
     return stub
 

@@ -26,8 +26,8 @@ from generator.config import UpscaleConfig
 from generator.devices import autocast
 from generator.errors import OutOfMemoryError
 from generator.events import Done, Event, Notice, Progress, relay
-from generator.image_data import ImageData
-from generator.upscaler_loader import Upscaler, UpscalerCache
+from generator.io.image_data import ImageData
+from generator.upscale.loader import Upscaler, UpscalerCache
 
 MIN_TILE = 32
 RETRY_TILE = 512

@@ -15,15 +15,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from generator.cli_common import add_weights_arguments
+from generator.cli.common import add_weights_arguments
 from generator.config import UpscaleConfig
 from generator.devices import pick_device
 from generator.errors import ConfigError, GeneratorError, InputError
 from generator.events import Event, Notice, Progress
-from generator.image_data import read_image_data
+from generator.io.image_data import read_image_data
 from generator.sinks import write_upscaled
-from generator.upscale import run_to_end, upscale_with
-from generator.upscaler_loader import Upscaler, load_upscaler
+from generator.upscale.loader import Upscaler, load_upscaler
+from generator.upscale.tiles import run_to_end, upscale_with
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from generator.clip_loader import ClipModel
-from generator.cutouts import MakeCutouts
+from generator.guidance.clip import ClipModel
+from generator.guidance.cutouts import MakeCutouts
 
 
 class _ReplaceGrad(torch.autograd.Function):

@@ -22,19 +22,19 @@ from pathlib import Path
 
 import torch
 
-from generator import weights
-from generator.clip_loader import ClipModel, load_clip
 from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
 from generator.devices import pick_device
-from generator.download import ProgressCallback
 from generator.events import Done, Event, Notice
-from generator.prior_loader import Prior
-from generator.prior_pipeline import load_prior_by_name
+from generator.guidance.clip import ClipModel, load_clip
+from generator.guidance.loop import run_text_to_image
+from generator.prior.loader import Prior
+from generator.prior.pipeline import load_prior_by_name
 from generator.runs import GenerationRun, RunState
-from generator.text_to_image import run_text_to_image
-from generator.upscale import finish_with_upscale
-from generator.upscaler_loader import UpscalerCache
+from generator.upscale.loader import UpscalerCache
+from generator.upscale.tiles import finish_with_upscale
 from generator.vqgan_loader import load_vqgan
+from generator.weights import store
+from generator.weights.download import ProgressCallback
 from models.vqgan import VQGAN, VQGANConfig
 
 logger = logging.getLogger(__name__)
@@ -101,10 +101,10 @@ class Generator:
             models = dataclasses.replace(models, prior=name, vqgan=name, vqgan_config=models.prior_config)
             vqgan = prior.vqgan
         else:
-            path = weights.resolve(models.vqgan, kind="vqgan", weights_dir=weights_dir, offline=offline, progress=progress)
+            path = store.resolve(models.vqgan, kind="vqgan", weights_dir=weights_dir, offline=offline, progress=progress)
             vqgan_config: VQGANConfig | str | None = models.vqgan_config
-            if vqgan_config is None and models.vqgan in weights.REGISTRY:
-                vqgan_config = VQGANConfig(**weights.REGISTRY[models.vqgan].config)
+            if vqgan_config is None and models.vqgan in store.REGISTRY:
+                vqgan_config = VQGANConfig(**store.REGISTRY[models.vqgan].config)
             vqgan = load_vqgan(path, vqgan_config, device=device)
         if device.type == "cuda":
             vqgan = vqgan.to(memory_format=torch.channels_last)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from generator.config import OutputConfig
 from generator.errors import GeneratorError
 from generator.events import Done, Notice, Preview, Progress
-from generator.outputs import RunWriter
+from generator.io.outputs import RunWriter
 from generator.runs import GenerationRun
 
 logger = logging.getLogger(__name__)

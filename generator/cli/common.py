@@ -66,7 +66,7 @@ def base_settings(from_output: str | None, preset: str | None, *, kind: str,
                   default_preset: str | None = None) -> dict[str, Any]:
     """The settings flags are laid over: the config embedded in ``--from``, else ``--preset``
     (or ``default_preset``), else nothing."""
-    from generator.outputs import config_from_png
+    from generator.io.outputs import config_from_png
     from generator.presets import load_preset
 
     if from_output and preset:

@@ -15,25 +15,25 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from generator.clip_loader import ClipModel
 from generator.config import GenerationConfig
-from generator.cutouts import MakeCutouts, canonical_augments
 from generator.devices import auto_size, autocast, autocast_dtype, random_seed, seed_everything
 from generator.errors import ConfigError, InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress
-from generator.guidance import ClipGuide, GuideMember, PromptTarget, clamp_with_grad
-from generator.images import cover, open_image, pil_to_tensor, tensor_to_pil
-from generator.latents import initial_latent
-from generator.prior_loader import Prior
-from generator.prior_pipeline import prior_codes
-from generator.prompts import (
+from generator.guidance.clip import ClipModel
+from generator.guidance.cutouts import MakeCutouts, canonical_augments
+from generator.guidance.latents import initial_latent
+from generator.guidance.losses import ClipGuide, GuideMember, PromptTarget, clamp_with_grad
+from generator.guidance.prompts import (
     PromptSchedule,
     make_schedule,
     parse_image_prompts,
     parse_noise_prompts,
 )
+from generator.io.images import cover, open_image, pil_to_tensor, tensor_to_pil
+from generator.prior.loader import Prior
+from generator.prior.pipeline import prior_codes
+from generator.prior.sampling import SamplingSettings
 from generator.runs import RunState
-from generator.sampling import SamplingSettings
 from models.vqgan import VQGAN
 
 OPTIMISERS: dict[str, Callable[..., torch.optim.Optimizer]] = {

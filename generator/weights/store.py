@@ -6,7 +6,7 @@ to build the network for it. :func:`ensure` returns the path of a present and ve
 downloading it on first use unless offline mode forbids the network; :func:`resolve` accepts
 either a registry name or a path to a local file, so custom checkpoints work everywhere.
 
-The entries themselves live in :mod:`generator.weights_registry`.
+The entries themselves live in :mod:`generator.weights.registry`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import logging
 import os
 from pathlib import Path
 
-from generator import download
-from generator.download import ProgressCallback
 from generator.errors import WeightsError
-from generator.weights_registry import (  # noqa: F401 - re-exported: the registry's public face
+from generator.weights import download
+from generator.weights.download import ProgressCallback
+from generator.weights.registry import (  # noqa: F401 - re-exported: the registry's public face
     DEFAULT_CLIP,
     DEFAULT_UPSCALER,
     DEFAULT_VQGAN,
@@ -46,14 +46,24 @@ def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
         override: Explicit directory (``--weights-dir``); wins over everything.
 
     Returns:
-        ``override``, else ``$GENERATOR_WEIGHTS_DIR``, else ``weights/`` in the checkout.
+        ``override``, else ``$GENERATOR_WEIGHTS_DIR``, else :func:`default_weights_dir`.
     """
     if override is not None and str(override):
         return Path(override).expanduser().absolute()
     env = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
     if env:
         return Path(env).expanduser().absolute()
-    return Path(__file__).resolve().parent.parent / "weights"
+    return default_weights_dir()
+
+
+def default_weights_dir() -> Path:
+    """``weights/`` of the checkout when running from one; installed, the user's cache
+    (``$XDG_CACHE_HOME/vqgan-studio/weights``, by default ``~/.cache/vqgan-studio/weights``)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "weights").is_dir():
+        return checkout / "weights"
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(cache).expanduser().absolute() / "vqgan-studio" / "weights"
 
 
 _root = weights_dir  # the functions below take a parameter called weights_dir

@@ -2,7 +2,7 @@
 
 Formats: Lightning ``.ckpt`` and PyTorch ``.pth``/``.pt``/``.bin`` files (zip archives,
 read with ``torch.load(weights_only=True)`` and, when that refuses a harmless class
-reference, with :mod:`generator.safe_unpickle`), TorchScript archives, and
+reference, with :mod:`generator.weights.safe_unpickle`), TorchScript archives, and
 ``.safetensors``. Nothing in this module ever executes code from a file.
 
 Fitting a state dict to a model is strict: every key must be present with the right shape.
@@ -26,7 +26,7 @@ from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from generator.errors import CheckpointError, summary
-from generator.safe_unpickle import load_zip_checkpoint, refuse_unsafe_pickle
+from generator.weights.safe_unpickle import load_zip_checkpoint, refuse_unsafe_pickle
 
 logger = logging.getLogger(__name__)
 

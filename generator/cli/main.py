@@ -13,15 +13,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from generator.cli_common import configure_logging
+from generator.cli.common import configure_logging
 from generator.errors import GeneratorError
 
 SUBCOMMANDS = {
-    "generate": ("generator.cli_generate", "text to image (the default when no subcommand is named)"),
-    "sample": ("generator.cli_sample", "sample images from a Taming transformer prior"),
-    "upscale": ("generator.cli_upscale", "upscale any image with an ESRGAN-family model"),
-    "download": ("generator.cli_download", "fetch registry weights, or list them with --list"),
-    "presets": ("generator.cli_presets", "list the presets and their settings"),
+    "generate": ("generator.cli.generate", "text to image (the default when no subcommand is named)"),
+    "sample": ("generator.cli.sample", "sample images from a Taming transformer prior"),
+    "upscale": ("generator.cli.upscale", "upscale any image with an ESRGAN-family model"),
+    "download": ("generator.cli.download", "fetch registry weights, or list them with --list"),
+    "presets": ("generator.cli.presets", "list the presets and their settings"),
 }
 
 EXIT_ERROR = 1

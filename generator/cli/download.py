@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from generator import weights
-from generator.cli_common import add_weights_arguments
-from generator.download import tqdm_progress
+from generator.cli.common import add_weights_arguments
 from generator.errors import WeightsError
+from generator.weights import store
+from generator.weights.download import tqdm_progress
 
 EXIT_OK = 0
 EXIT_MANUAL = 1
@@ -41,7 +41,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="list every registry file with its state on disk; no network")
     parser.add_argument("--all", action="store_true",
                         help="fetch every file that can be downloaded automatically")
-    parser.add_argument("--kind", choices=weights.KINDS, default=None,
+    parser.add_argument("--kind", choices=store.KINDS, default=None,
                         help="only files of this kind (with --list, --all or no names)")
     add_weights_arguments(parser)
     return parser
@@ -59,44 +59,44 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         WeightsError: An unknown name, conflicting options, or a failed download.
     """
-    root = weights.weights_dir(args.weights_dir)
+    root = store.weights_dir(args.weights_dir)
     if args.list:
-        _print_table(_filtered(list(weights.REGISTRY), args.kind), root)
+        _print_table(_filtered(list(store.REGISTRY), args.kind), root)
         return EXIT_OK
     if args.names and args.all:
         raise WeightsError("give registry names or --all, not both; run the command with one.")
-    requested = [weights.get(name).name for name in args.names]
+    requested = [store.get(name).name for name in args.names]
     if requested:
         selection = requested
     elif args.all:
-        selection = [n for n, e in weights.REGISTRY.items() if not e.manual]
+        selection = [n for n, e in store.REGISTRY.items() if not e.manual]
     else:
-        selection = [n for n, e in weights.REGISTRY.items() if e.default]
+        selection = [n for n, e in store.REGISTRY.items() if e.default]
     selection = _filtered(selection, args.kind)
     if not selection:
         print(f"nothing to download (no {args.kind} files in this selection).")
         return EXIT_OK
-    offline = weights.offline_mode(args.offline)
+    offline = store.offline_mode(args.offline)
     exit_code = EXIT_OK
     for name in _with_companions(selection):
-        entry = weights.get(name)
+        entry = store.get(name)
         path = root / entry.filename
-        if entry.manual and weights.status(name, root) not in ("verified", "unverified"):
-            print(weights.manual_instructions(entry, path))
+        if entry.manual and store.status(name, root) not in ("verified", "unverified"):
+            print(store.manual_instructions(entry, path))
             exit_code = EXIT_MANUAL
             continue
         callback, close = tqdm_progress(entry.filename)
         try:
-            weights.ensure(name, weights_dir=root, offline=offline, progress=callback)
+            store.ensure(name, weights_dir=root, offline=offline, progress=callback)
         finally:
             close()
-        print(f"{name}: {weights.status(name, root)} at {path}")
+        print(f"{name}: {store.status(name, root)} at {path}")
     return exit_code
 
 
 def _filtered(names: list[str], kind: str | None) -> list[str]:
     """Names of the given kind (all of them when kind is None)."""
-    return [n for n in names if kind is None or weights.REGISTRY[n].kind == kind]
+    return [n for n in names if kind is None or store.REGISTRY[n].kind == kind]
 
 
 def _with_companions(names: list[str]) -> list[str]:
@@ -104,7 +104,7 @@ def _with_companions(names: list[str]) -> list[str]:
     ordered: list[str] = []
 
     def add(name: str) -> None:
-        for companion in weights.get(name).companions:
+        for companion in store.get(name).companions:
             add(companion)
         if name not in ordered:
             ordered.append(name)
@@ -118,17 +118,17 @@ def _print_table(names: list[str], root: Path) -> None:
     """The registry as an aligned table, with each file's state in ``root``."""
     rows = [("NAME", "KIND", "SIZE", "STATUS", "FILE")]
     for name in names:
-        entry = weights.REGISTRY[name]
-        state = weights.status(name, root)
+        entry = store.REGISTRY[name]
+        state = store.status(name, root)
         if entry.manual:
             state += " (manual)"
         if entry.default:
             state += " (default)"
-        rows.append((name, entry.kind, weights.format_size(entry.size), state, entry.filename))
+        rows.append((name, entry.kind, store.format_size(entry.size), state, entry.filename))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     print(f"weights directory: {root}")
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]  # the last column is not padded
         print("  ".join([*cells, row[-1]]))
-    print(f"fetch with `{weights.DOWNLOAD_COMMAND} NAME`; files marked manual must be "
+    print(f"fetch with `{store.DOWNLOAD_COMMAND} NAME`; files marked manual must be "
           "downloaded by hand (run the command with their name for instructions).")

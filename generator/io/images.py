@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from generator.errors import InputError
 
 # Refuse decompression bombs outright rather than warning: 16k x 16k is the limit.
 MAX_PIXELS = 16384 * 16384
+_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "P", "RGB", "RGBA"})
+_ZIP_TEXT_OVER = 2048  # longer text chunks are stored compressed (zTXt / compressed iTXt)
 
 
 def open_image(path: str | Path, *, what: str = "image") -> Image.Image:
@@ -89,3 +94,25 @@ def contact_sheet(images: list[Image.Image], columns: int | None = None, gap: in
         row, column = divmod(index, columns)
         sheet.paste(image, (column * (width + gap), row * (height + gap)))
     return sheet
+
+
+def png_bytes(image: Image.Image, text: Mapping[str, str] | None) -> bytes:
+    """A PIL image as PNG bytes with ``text`` chunks (tEXt, or iTXt beyond Latin-1; long ones compressed)."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, got {type(image).__name__}")
+    if image.mode not in _PNG_MODES:
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        key, value = str(key), str(value)
+        if not 1 <= len(key) <= 79 or not _is_latin1(key):
+            raise ValueError(f"PNG text key {key!r} must be 1-79 Latin-1 characters")
+        add = info.add_text if _is_latin1(value) else info.add_itxt
+        add(key, value, zip=len(value) > _ZIP_TEXT_OVER)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _is_latin1(text: str) -> bool:
+    return all(ord(char) < 256 for char in text)

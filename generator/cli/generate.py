@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from generator.cli_common import add_upscale_arguments, add_weights_arguments, base_settings
-from generator.cli_sink import EXIT_INTERRUPTED, Interrupted, drive
+from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings
+from generator.cli.console import EXIT_INTERRUPTED, Interrupted, drive
 from generator.config import (
     INIT_MODES,
     OPTIMISERS,
@@ -27,10 +27,10 @@ from generator.config import (
     field_paths,
     merge,
 )
-from generator.cutouts import AUGMENTATIONS
 from generator.devices import random_seed
-from generator.outputs import RunWriter, create_run_folder
-from generator.pipeline import Generator
+from generator.guidance.cutouts import AUGMENTATIONS
+from generator.guidance.pipeline import Generator
+from generator.io.outputs import RunWriter, create_run_folder
 from generator.presets import DEFAULT_PRESET
 from generator.sinks import keep_text_to_image, write_text_to_image
 

@@ -5,7 +5,7 @@ The architecture is an open_clip name (``ViT-B-32``) or an open_clip model-confi
 Weights are an open_clip state dict (``.pt``/``.pth``/``.bin``/``.safetensors``, optionally
 wrapped in ``{"state_dict": ...}`` with ``module.`` prefixes), an OpenAI state dict, or an
 OpenAI TorchScript archive (``ViT-B-32.pt``). open_clip only builds the network and fetches
-files; every file is read with :func:`generator.checkpoints.read_checkpoint` and loaded
+files; every file is read with :func:`generator.weights.checkpoints.read_checkpoint` and loaded
 strictly. Input size, mean and std are read back from the built model, never from constants.
 """
 
@@ -35,11 +35,11 @@ from open_clip.pretrained import (
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from generator import weights
-from generator.checkpoints import StateDict, load_strict, read_checkpoint, state_dict_from
-from generator.download import ProgressCallback
 from generator.errors import CheckpointError, ConfigError, WeightsError, summary
-from generator.safe_unpickle import Stub
+from generator.weights import store
+from generator.weights.checkpoints import StateDict, load_strict, read_checkpoint, state_dict_from
+from generator.weights.download import ProgressCallback
+from generator.weights.safe_unpickle import Stub
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def load_clip(
         pretrained: None/"none" (random weights), a local weights file, a registry name of kind
             clip, or an open_clip pretrained tag of ``model`` (``openai``, ``laion2b_e16``...).
         device: where the model goes.
-        weights_dir, offline, progress: as in :func:`generator.weights.resolve`; weights of
+        weights_dir, offline, progress: as in :func:`generator.weights.store.resolve`; weights of
             tags without a registry entry are cached in ``<weights_dir>/open_clip``.
         quick_gelu: force QuickGELU on (True) or off (False); None decides from the tag, the
             registry entry or the TorchScript archive, else keeps the architecture's own.
@@ -220,9 +220,9 @@ def _weights_source(
     if text is None or text.lower() in _NO_WEIGHTS:
         return None, {}, None, "random"
     tag = text.lower().replace("-", "_")
-    registry_name = text if text in weights.REGISTRY else TAG_REGISTRY.get((arch, tag))
+    registry_name = text if text in store.REGISTRY else TAG_REGISTRY.get((arch, tag))
     if registry_name is not None:
-        entry = weights.get(registry_name)
+        entry = store.get(registry_name)
         entry_arch = str(entry.config.get("architecture", "")) if entry.kind == "clip" else ""
         builtin = (Path(open_clip.__file__).parent / "model_configs" / f"{arch}.json").is_file()
         if builtin and entry_arch and arch.removesuffix("-quickgelu") != entry_arch.removesuffix("-quickgelu"):
@@ -230,7 +230,7 @@ def _weights_source(
                 f"{registry_name} holds weights for {entry_arch}, not {arch}; pass "
                 f"model={entry_arch.removesuffix('-quickgelu')!r} or other weights."
             )
-        path = weights.resolve(registry_name, kind="clip", weights_dir=weights_dir, offline=offline,
+        path = store.resolve(registry_name, kind="clip", weights_dir=weights_dir, offline=offline,
                                progress=progress)
         tag_cfg = next((get_pretrained_cfg(a, t) for (a, t), n in TAG_REGISTRY.items() if n == registry_name), {})
         return path, tag_cfg, entry_arch.endswith("-quickgelu") or None, text
@@ -240,7 +240,7 @@ def _weights_source(
     if Path(text).expanduser().is_file():
         return Path(text).expanduser(), {}, None, Path(text).name
     if os.sep in text or "/" in text or text.lower().endswith(_WEIGHT_SUFFIXES):
-        weights.resolve(text, kind="clip")  # raises the file-does-not-exist error
+        store.resolve(text, kind="clip")  # raises the file-does-not-exist error
     tags = list_pretrained_tags_by_model(arch)
     known = f"its tags are {', '.join(tags)}" if tags else "it has no open_clip pretrained tags"
     raise ConfigError(
@@ -252,8 +252,8 @@ def _weights_source(
 def _fetch_tag(arch: str, tag: str, cfg: Mapping[str, Any], weights_dir: Any, offline: bool | None) -> Path:
     """The file of an open_clip tag, fetched by open_clip into ``<weights_dir>/open_clip`` (it
     verifies and reuses what it has); offline, only a file already there is used."""
-    cache = weights.weights_dir(weights_dir) / "open_clip"
-    if not weights.offline_mode(offline):
+    cache = store.weights_dir(weights_dir) / "open_clip"
+    if not store.offline_mode(offline):
         logger.info("fetching open_clip weights %s/%s into %s", arch, tag, cache)
         try:
             return Path(download_pretrained(dict(cfg), cache_dir=str(cache)))

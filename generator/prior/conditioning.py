@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from generator.errors import InputError
-from generator.images import open_image
-from generator.prior_loader import Prior
+from generator.io.images import open_image
+from generator.prior.loader import Prior
 
 
 def start_tokens(prior: Prior, batch: int, class_label: int | None) -> torch.Tensor:

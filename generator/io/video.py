@@ -4,7 +4,7 @@ Frames are never rescaled to suit the codec: an mp4 frame whose sides are not mu
 16 is padded at its right and bottom edges (edge pixels replicated), so the picture keeps
 its pixels and coordinates. Frames of another size than the first are resized to it (and
 logged). Files are written to a temporary name and published without ever overwriting,
-through ``generator.outputs.atomic_path``.
+through ``generator.io.atomic_files.atomic_path``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from generator.errors import GeneratorError, InputError, OutputError
-from generator.outputs import atomic_path, output_error
+from generator.io.atomic_files import atomic_path, output_error
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
-from generator import weights
-from generator.checkpoints import StateDict, read_checkpoint, state_dict_from
-from generator.download import ProgressCallback
 from generator.errors import CheckpointError, ConfigError, summary
+from generator.weights import store
+from generator.weights.checkpoints import StateDict, read_checkpoint, state_dict_from
+from generator.weights.download import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Upscaler:
 def registry_name(name: str) -> str:
     """Official file names work too: ``RealESRGAN_x4plus`` -> ``realesrgan_x4plus``."""
     lowered = name.lower().replace("-", "_")
-    return lowered if lowered in weights.REGISTRY and name not in weights.REGISTRY else name
+    return lowered if lowered in store.REGISTRY and name not in store.REGISTRY else name
 
 
 def _state(path: Path) -> StateDict:
@@ -133,14 +133,14 @@ def load_upscaler(name_or_path: str, *, denoise: float | None = None, device: st
         ConfigError: a denoise strength for a model that has no denoising partner.
     """
     name = registry_name(name_or_path)
-    path = weights.resolve(name, kind="upscaler", weights_dir=weights_dir, offline=offline, progress=progress)
+    path = store.resolve(name, kind="upscaler", weights_dir=weights_dir, offline=offline, progress=progress)
     state = _state(path)
     if denoise is not None:
         if name not in DNI_PARTNERS:
             raise ConfigError(f"a denoise strength works with {', '.join(DNI_PARTNERS)} only, not {Path(name).name}.")
         if not 0 <= denoise <= 1:
             raise ConfigError(f"the denoise strength must be between 0 and 1, not {denoise}.")
-        partner = _state(weights.resolve(DNI_PARTNERS[name], kind="upscaler", weights_dir=weights_dir,
+        partner = _state(store.resolve(DNI_PARTNERS[name], kind="upscaler", weights_dir=weights_dir,
                                          offline=offline, progress=progress))
         if partner.keys() != state.keys() or any(partner[k].shape != state[k].shape for k in state):
             raise CheckpointError(f"{DNI_PARTNERS[name]} does not have the layout of {name}, so they cannot be blended.")

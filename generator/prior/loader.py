@@ -19,14 +19,6 @@ from typing import Any
 
 import torch
 
-from generator.checkpoints import (
-    StateDict,
-    load_strict,
-    read_checkpoint,
-    state_dict_from,
-    with_prefix,
-    without,
-)
 from generator.errors import CheckpointError, ConfigError
 from generator.vqgan_loader import (
     EXTRA_NAMES,
@@ -36,6 +28,14 @@ from generator.vqgan_loader import (
     read_yaml,
     vqgan_config_from_mapping,
     vqgan_from_state,
+)
+from generator.weights.checkpoints import (
+    StateDict,
+    load_strict,
+    read_checkpoint,
+    state_dict_from,
+    with_prefix,
+    without,
 )
 from models.gpt import GPT, GPTConfig
 from models.vqgan import VQGAN, VQGANConfig

@@ -14,24 +14,24 @@ from collections.abc import Iterator
 import torch
 from PIL import Image
 
-from generator import weights
-from generator.conditioning import coordinate_tokens, map_size, map_tokens, start_tokens
 from generator.devices import autocast, autocast_dtype, pick_device, random_seed, seed_everything
-from generator.download import ProgressCallback
 from generator.errors import InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress
-from generator.images import contact_sheet, cover, open_image, pil_to_tensor, tensor_to_pil
-from generator.prior_loader import Prior, load_prior
+from generator.io.images import contact_sheet, cover, open_image, pil_to_tensor, tensor_to_pil
+from generator.prior.conditioning import coordinate_tokens, map_size, map_tokens, start_tokens
+from generator.prior.loader import Prior, load_prior
+from generator.prior.sampling import SamplingSettings, sample_in_window, sample_sliding
 from generator.runs import GenerationRun, RunState
 from generator.sample_config import SampleConfig
-from generator.sampling import SamplingSettings, sample_in_window, sample_sliding
-from generator.upscale import finish_with_upscale
-from generator.upscaler_loader import UpscalerCache
+from generator.upscale.loader import UpscalerCache
+from generator.upscale.tiles import finish_with_upscale
+from generator.weights import store
+from generator.weights.download import ProgressCallback
 
 
 def registry_name(model: str) -> str:
     """``ffhq`` -> ``ffhq_transformer`` where that is a registry entry; anything else as is."""
-    if model not in weights.REGISTRY and f"{model}_transformer" in weights.REGISTRY:
+    if model not in store.REGISTRY and f"{model}_transformer" in store.REGISTRY:
         return f"{model}_transformer"
     return model
 
@@ -61,7 +61,7 @@ def load_prior_by_name(model: str, transformer_config: str | None = None, *, dev
                        progress: ProgressCallback | None = None) -> tuple[str, Prior]:
     """(registry name or path, loaded prior) for ``ffhq``, ``ffhq_transformer`` or a checkpoint path."""
     name = registry_name(model)
-    path = weights.resolve(name, kind="transformer", weights_dir=weights_dir, offline=offline, progress=progress)
+    path = store.resolve(name, kind="transformer", weights_dir=weights_dir, offline=offline, progress=progress)
     return name, load_prior(path, transformer_config, device=device)
 
 

@@ -8,7 +8,6 @@ crash never leaves a half-written file under a final name.
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import logging
@@ -22,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-from generator.atomic_files import (  # noqa: F401 - re-exported for sinks
-    atomic_path,
-    output_error,
-    write_bytes_atomic,
-)
 from generator.errors import GeneratorError, InputError, OutputError, summary
+from generator.io import video
+from generator.io.atomic_files import atomic_path, output_error, write_bytes_atomic
+from generator.io.images import png_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +36,6 @@ MODE_KEY = "generator-mode"  # which command made it: text-to-image, sample, ups
 SOFTWARE = "vqgan-studio"
 FRAMES_DIR = "frames"
 
-# link() fails with these where the file system has no hard links (FAT, exFAT, some FUSE/SMB).
-_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "P", "RGB", "RGBA"})
-_ZIP_TEXT_OVER = 2048  # longer text chunks are stored compressed (zTXt / compressed iTXt)
 _CONFIG_HINT = "give a final.png written by this tool or its config.json"
 _PNG_HINT = "give an intact PNG, such as a final.png written by this tool, or its config.json"
 _TRANSLITERATE = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE",
@@ -242,8 +235,6 @@ class RunWriter:
         if not frames:
             logger.info("no frames in %s (give --save-every N), so no video was made", self._folder)
             return []
-        from generator import video  # video imports this module
-
         written = []
         if mp4:
             written.append(self._record(video.write_mp4(frames, self._folder / "video.mp4", fps=fps)))
@@ -317,24 +308,6 @@ def _check_name(name: str, suffix: str) -> str:
             or not name.lower().endswith(suffix) or len(name) <= len(suffix)):
         raise ValueError(f"{name!r} must be a plain file name ending in {suffix}")
     return name
-
-
-def png_bytes(image: Image.Image, text: Mapping[str, str] | None) -> bytes:
-    """A PIL image as PNG bytes with ``text`` chunks (tEXt, or iTXt beyond Latin-1; long ones compressed)."""
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image, got {type(image).__name__}")
-    if image.mode not in _PNG_MODES:
-        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-    info = PngInfo()
-    for key, value in (text or {}).items():
-        key, value = str(key), str(value)
-        if not 1 <= len(key) <= 79 or not _is_latin1(key):
-            raise ValueError(f"PNG text key {key!r} must be 1-79 Latin-1 characters")
-        add = info.add_text if _is_latin1(value) else info.add_itxt
-        add(key, value, zip=len(value) > _ZIP_TEXT_OVER)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
 
 
 def _parse_config(raw: str, what: str) -> dict[str, Any]:

@@ -17,12 +17,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from generator.cli_common import add_upscale_arguments, add_weights_arguments, base_settings
-from generator.cli_sink import EXIT_INTERRUPTED, Interrupted, drive
+from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings
+from generator.cli.console import EXIT_INTERRUPTED, Interrupted, drive
 from generator.config import PRECISIONS, merge
 from generator.devices import random_seed
-from generator.outputs import RunWriter, create_run_folder
-from generator.prior_pipeline import Sampler
+from generator.io.outputs import RunWriter, create_run_folder
+from generator.prior.pipeline import Sampler
 from generator.sample_config import SampleConfig
 from generator.sinks import keep_samples, sample_label, write_samples
 

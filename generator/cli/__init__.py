@@ -1,0 +1,1 @@
+"""The command line: ``python -m generator [SUBCOMMAND] ...`` (see :mod:`generator.cli.main`)."""

@@ -1,0 +1,1 @@
+"""CLIP-guided VQGAN (VQGAN+CLIP): the optimisation loop, its losses, cutouts, prompts and CLIP."""

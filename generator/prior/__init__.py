@@ -1,0 +1,1 @@
+"""The Taming Transformers prior: loading, conditioning and sampling (cached or sliding window)."""

@@ -1,0 +1,1 @@
+"""The ESRGAN stage: upscalers loaded through spandrel, run in seamless memory-bounded tiles."""

@@ -1,0 +1,1 @@
+"""Weights: the registry of official files, the local store, verified downloads and safe checkpoint reading."""
