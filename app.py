@@ -1,6 +1,6 @@
 """The web UI: ``python app.py`` serves a Gradio page on http://127.0.0.1:7860.
 
-``build_demo(generator)`` lays out the tabs (text to image, prior, upscale, gallery) over a
+``build_demo(text_to_image)`` lays out the tabs (text to image, prior, upscale, gallery) over a
 :class:`Studio`; ``main()`` parses the flags, loads the models and launches. Importing this
 module loads no model. Widgets are named after config fields; the logic behind them is in
 ``generator/webui`` (jobs, forms, gallery), tested without a browser.
@@ -12,36 +12,33 @@ import argparse
 import contextlib
 import inspect
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
 
-import gradio as gr  # noqa: E402
-
-from generator.config import (  # noqa: E402
+from generator.config import (
     INIT_MODES,
     OPTIMISERS,
     PRECISIONS,
     GenerationConfig,
     ModelsConfig,
+    SampleConfig,
     UpscaleConfig,
     clip_model_spec,
+    new_seed,
 )
-from generator.devices import random_seed  # noqa: E402
-from generator.errors import GeneratorError  # noqa: E402
-from generator.guidance.cutouts import AUGMENTATIONS  # noqa: E402
-from generator.guidance.pipeline import Generator  # noqa: E402
-from generator.presets import list_presets, load_preset  # noqa: E402
-from generator.sample_config import SampleConfig  # noqa: E402
-from generator.webui.forms import from_form, to_form  # noqa: E402
-from generator.webui.gallery import list_runs  # noqa: E402
-from generator.webui.jobs import Update, sample_job, text_to_image_job, upscale_job  # noqa: E402
-from generator.webui.studio import Studio  # noqa: E402
-from generator.weights.store import names_of_kind  # noqa: E402
+from generator.errors import GeneratorError
+from generator.guidance.cutouts import AUGMENTATIONS
+from generator.guidance.pipeline import TextToImage
+from generator.presets import list_presets, load_preset
+from generator.webui.forms import from_form, to_form
+from generator.webui.gallery import list_runs
+from generator.webui.jobs import Update, sample_job, text_to_image_job, upscale_job
+from generator.webui.studio import Studio
+from generator.weights.store import names_of_kind
 
 logger = logging.getLogger("generator.app")
 MAX_UPLOAD = "64mb"
@@ -183,20 +180,21 @@ def _stream(job: Iterator[Update], names: Sequence[str], progress: gr.Progress) 
             raise gr.Error(str(error), print_exception=False) from None
 
 
-def build_demo(generator: Generator | None = None, *, studio: Studio | None = None, outputs_dir: str | Path = "outputs",
-               preset: str = "default") -> gr.Blocks:
+def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | None = None,
+               outputs_dir: str | Path = "outputs", preset: str = "default") -> gr.Blocks:
     """The Gradio Blocks of the app. Nothing is loaded here; models load on first use.
 
     Args:
-        generator: an already-loaded text-to-image Generator (tests pass tiny ones).
-        studio: the models and outputs folder (built from ``generator`` when not given).
+        text_to_image: an already-loaded text-to-image pipeline (tests pass tiny ones).
+        studio: the models and outputs folder (built from ``text_to_image`` when not given).
         outputs_dir: where run folders go (when ``studio`` is not given).
         preset: the text-to-image preset whose values fill the form at first.
     """
-    studio = studio or Studio(outputs_dir=Path(outputs_dir), generator=generator)
+    studio = studio or Studio(outputs_dir=Path(outputs_dir), text_to_image=text_to_image)
     t2i_values = to_form(_preset_config(preset, studio))
     sample_values = to_form(SampleConfig())
-    with gr.Blocks(title="VQGAN Studio") as demo:
+    # No usage analytics are sent: this is a local tool.
+    with gr.Blocks(title="VQGAN Studio", analytics_enabled=False) as demo:
         gr.Markdown("## VQGAN Studio — VQGAN+CLIP, Taming Transformers priors, ESRGAN upscaling")
         with gr.Tabs() as tabs:
             with gr.Tab("Text to image", id="t2i"):
@@ -294,7 +292,7 @@ def build_demo(generator: Generator | None = None, *, studio: Studio | None = No
         submit_evt = t2i["prompts"].submit(generate_fn, t2i_inputs, t2i_out, api_name=False, **heavy)
         t2i_stop.click(lambda: "Stopping…", None, t2i_status, cancels=[run_evt, submit_evt], queue=False).then(
             stopped, None, [t2i_status, t2i_result], queue=False)
-        t2i["random_seed"].click(lambda: random_seed(), None, t2i["seed"], queue=False)
+        t2i["random_seed"].click(lambda: new_seed(), None, t2i["seed"], queue=False)
         t2i["preset"].change(lambda name: _preset_values(name, studio, t2i_names), t2i["preset"],
                              [t2i[n] for n in t2i_names], queue=False)
 
@@ -396,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         offline=args.offline)
         if not args.lazy:
             try:
-                studio.generator_for(models)
+                studio.text_to_image_for(models)
             except GeneratorError as error:
                 logger.warning("%s The UI starts anyway; Generate will say the same until this is fixed.", error)
         demo = build_demo(studio=studio, preset=args.preset)

@@ -1,22 +1,23 @@
-"""The generation config: one frozen dataclass tree, built from defaults < preset < flags.
+"""Run configs: one frozen dataclass tree per mode, built from defaults < preset < flags.
 
-Every field maps one to one onto a CLI flag (``cutouts.cutn`` is ``--cutn``) and a UI widget.
-``to_dict``/``from_dict`` give the plain-JSON form embedded in every output, so a run can be
-repeated exactly (``--from final.png``). Unknown keys and out-of-range values are
-:class:`ConfigError` with one sentence naming the key.
+:class:`GenerationConfig` decides a text-to-image run, :class:`SampleConfig` a prior-sampling
+run. Every field maps one to one onto a CLI flag (``cutouts.cutn`` is ``--cutn``) and a UI
+widget. ``to_dict``/``from_dict`` give the plain-JSON form embedded in every output, so a run
+can be repeated exactly (``--from final.png``). Unknown keys and out-of-range values are
+:class:`ConfigError` with one sentence naming the key. A run's seed is resolved in one place,
+:meth:`with_seed`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import types
-import typing
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
+from generator.config_schema import build_config, to_plain
 from generator.errors import ConfigError
 
 OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "radam", "rmsprop", "sgd")
@@ -28,6 +29,48 @@ MAX_SIDE = 4096
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def new_seed() -> int:
+    """A fresh seed for a run that did not ask for one (recorded in its output)."""
+    return random.SystemRandom().randrange(2**31)
+
+
+class _RunConfig:
+    """What every run config offers: copies, the plain form, and the resolved seed."""
+
+    seed: int | None
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with top-level fields replaced (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def with_seed(self) -> Self:
+        """This config with its seed resolved: the seed asked for, else a fresh random one.
+
+        The one place a run's seed is chosen; pipelines call it when a run starts, and it
+        returns the config itself once a seed is set.
+        """
+        return self if self.seed is not None else self.replace(seed=new_seed())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form (tuples become lists)."""
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from the plain form; unknown keys and wrong types are :class:`ConfigError`."""
+        return build_config(cls, data)
+
+
+def _check_common(seed: int | None, size: tuple[int, int] | None, precision: str) -> None:
+    _check(seed is None or 0 <= seed < 2**63, f"seed must be a non-negative integer, not {seed}.")
+    _check(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+    if size is not None:
+        _check(len(size) == 2, "size must be two numbers: width and height.")
+        width, height = size
+        _check(16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE,
+               f"size {width}x{height} is out of range; each side must be between 16 and {MAX_SIDE} pixels.")
 
 
 @dataclass(frozen=True)
@@ -222,7 +265,7 @@ class UpscaleConfig:
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
+class GenerationConfig(_RunConfig):
     """Everything that decides a text-to-image run.
 
     Attributes:
@@ -256,30 +299,9 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         _check(1 <= self.steps <= 100_000, f"steps must be between 1 and 100000, not {self.steps}.")
         _check(self.change_prompt_every >= 0, "change_prompt_every must be 0 or more.")
-        _check(self.precision in PRECISIONS,
-               f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
-        _check(self.seed is None or 0 <= self.seed < 2**63, f"seed must be a non-negative integer, not {self.seed}.")
-        if self.size is not None:
-            _check(len(self.size) == 2, "size must be two numbers: width and height.")
-            width, height = self.size
-            _check(16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE,
-                   f"size {width}x{height} is out of range; each side must be between 16 and {MAX_SIDE} pixels.")
-
+        _check_common(self.seed, self.size, self.precision)
         _check(self.init.init != "prior" or bool(self.models.prior),
                "init=prior needs a transformer; give --prior NAME|PATH (e.g. ffhq_transformer).")
-
-    def replace(self, **changes: Any) -> GenerationConfig:
-        """A copy with top-level fields replaced (``dataclasses.replace``)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form (tuples become lists)."""
-        return _to_plain(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GenerationConfig:
-        """Build from the plain form; unknown keys and wrong types are :class:`ConfigError`."""
-        return build_config(cls, data)
 
 
 def clip_model_spec(values: list[str]) -> dict[str, Any]:
@@ -304,103 +326,53 @@ def check_sampling(top_k: int, top_p: float, temperature: float, prefix: str = "
     _check(0 < temperature <= 10, f"{prefix}temperature must be in (0, 10], not {temperature}.")
 
 
-def build_config(cls: type, data: Mapping[str, Any]) -> Any:
-    """Build any config dataclass from its plain form, with the checks of :meth:`GenerationConfig.from_dict`."""
-    return _build(cls, data, "", root=cls)
+@dataclass(frozen=True)
+class SampleConfig(_RunConfig):
+    """Everything that decides a sampling run of a transformer prior (``python -m generator sample``).
 
+    Attributes:
+        model: a transformer registry name (``ffhq_transformer``, or just ``ffhq``) or a
+            ``last.ckpt`` file.
+        transformer_config: its project yaml (default: beside the checkpoint).
+        n: images to sample.
+        batch_size: images sampled together.
+        size: (width, height) in pixels, or None for the model's training window (256x256
+            for the released models); larger grids use the sliding window.
+        top_k, top_p, temperature: how tokens are drawn (top_k 0: off).
+        seed: the seed of every draw; None picks one (recorded).
+        class_label: the ImageNet class for class-conditional models.
+        condition: a segmentation or depth map for spatially conditioned models.
+        complete: an image whose first ``keep`` fraction of tokens is kept (image completion).
+        keep: the kept fraction for ``complete``.
+        use_cache: incremental decoding with a key/value cache (off: recompute, same tokens).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (autocast on CUDA).
+        output: previews every ``save_every`` rows, video, gif, fps.
+        upscale: the ESRGAN stage for the samples.
+    """
 
-def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge plain config dicts: nested mappings merge, everything else replaces."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    model: str = "ffhq_transformer"
+    transformer_config: str | None = None
+    n: int = 4
+    batch_size: int = 4
+    size: tuple[int, int] | None = None
+    top_k: int = 250
+    top_p: float = 1.0
+    temperature: float = 1.0
+    seed: int | None = None
+    class_label: int | None = None
+    condition: str | None = None
+    complete: str | None = None
+    keep: float = 0.5
+    use_cache: bool = True
+    precision: str = "auto"
+    output: OutputConfig = field(default_factory=OutputConfig)
+    upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
 
-
-def field_paths(cls: type | None = None, prefix: str = "") -> dict[str, str]:
-    """Leaf field name -> dotted path (``cutn`` -> ``cutouts.cutn``), for flags and messages."""
-    cls = cls or GenerationConfig
-    paths: dict[str, str] = {}
-    hints = typing.get_type_hints(cls)
-    for item in dataclasses.fields(cls):
-        hint = hints[item.name]
-        if dataclasses.is_dataclass(hint):
-            paths.update(field_paths(hint, f"{prefix}{item.name}."))
-        else:
-            paths[item.name] = f"{prefix}{item.name}"
-    return paths
-
-
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (tuple, list)):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def _build(cls: type, data: Any, path: str, root: type) -> Any:
-    where = path.rstrip(".") or "the config"
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a mapping of settings, not {type(data).__name__}.")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            raise ConfigError(_unknown_key_message(cls, path, str(key), root))
-    values = {key: _convert(hints[key], data[key], f"{path}{key}", root) for key in data}
-    return cls(**values)
-
-
-def _unknown_key_message(cls: type, path: str, key: str, root: type) -> str:
-    leaf_paths = field_paths(root)
-    if key in leaf_paths and not path:
-        hint = f"did you mean {leaf_paths[key]}? "
-    else:
-        close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(cls)], n=1)
-        hint = f"did you mean {path}{close[0]}? " if close else ""
-    return f"unknown config key {path}{key}; {hint}see `python -m generator presets NAME` for the keys."
-
-
-def _convert(hint: Any, value: Any, path: str, root: type) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            if type(None) in typing.get_args(hint):
-                return None
-            raise ConfigError(f"config key {path} cannot be empty.")
-        return _convert(options[0], value, path, root)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, f"{path}.", root)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {path} must be a list, not {value!r}.")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{path}[{i}]", root) for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"config key {path} must have {len(args)} items, not {len(value)}.")
-        return tuple(_convert(a, v, f"{path}[{i}]", root) for i, (a, v) in enumerate(zip(args, value)))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key {path} must be true or false, not {value!r}.")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"config key {path} must be a whole number, not {value!r}.")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-        raise ConfigError(f"config key {path} must be a finite number, not {value!r}.")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"config key {path} must be text, not {value!r}.")
-    raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug, not user input
+    def __post_init__(self) -> None:
+        _check(bool(self.model.strip()), "model must name a transformer registry entry or a checkpoint file.")
+        _check(1 <= self.n <= 1024, f"n must be between 1 and 1024, not {self.n}.")
+        _check(1 <= self.batch_size <= 256, f"batch_size must be between 1 and 256, not {self.batch_size}.")
+        check_sampling(self.top_k, self.top_p, self.temperature)
+        _check(self.class_label is None or self.class_label >= 0, f"class must be 0 or more, not {self.class_label}.")
+        _check(0 <= self.keep < 1, f"keep must be in [0, 1), not {self.keep}.")
+        _check_common(self.seed, self.size, self.precision)

@@ -1,8 +1,9 @@
 """Device choice, precision, seeding and determinism.
 
-One seed drives every random draw: Python's ``random``, NumPy, torch's CPU and CUDA default
-generators (which kornia's augmentations use) and the explicit generators the pipeline
-creates. On the same device the same seed gives the same pixels. On CUDA, cuDNN autotuning
+One seed drives every random draw: Python's ``random``, NumPy, and each image's
+:class:`SeedStreams` (an explicit generator, plus the states that torch's CPU and CUDA
+default generators take while that image's cutouts are augmented by kornia). On the same
+device the same seed gives the same pixels, whether an image is made alone or in a batch. On CUDA, cuDNN autotuning
 is off and deterministic algorithms are requested; kornia's warping augmentations (affine,
 perspective, rotation, elastic, thin-plate) still use ``grid_sample``, whose CUDA backward is
 not deterministic, so leave them out where bitwise-identical GPU runs matter.
@@ -15,14 +16,12 @@ import logging
 import os
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from generator.errors import ConfigError
-
-# cuBLAS needs this before the CUDA context exists to give deterministic results.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +30,7 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """``cuda`` when available, else the CPU with a warning; an explicit request is checked."""
     if requested is None or str(requested) == "auto":
         if torch.cuda.is_available():
+            _prepare_cublas()
             return torch.device("cuda")
         logger.warning("no CUDA GPU found: running on the CPU, which is much slower")
         return torch.device("cpu")
@@ -46,9 +46,17 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
                 f"device {requested} does not exist (this machine has {torch.cuda.device_count()} GPUs); "
                 "pick another index."
             )
+        _prepare_cublas()
     elif device.type != "cpu":
         raise ConfigError(f"device {requested} is not supported; use cpu or cuda.")
     return device
+
+
+def _prepare_cublas() -> None:
+    """cuBLAS gives deterministic results only with this workspace setting, read when CUDA
+    starts; set it (unless the user did) when a run chooses CUDA, not at import."""
+    if not torch.cuda.is_initialized():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -91,9 +99,46 @@ def seed_everything(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def random_seed() -> int:
-    """A fresh seed for runs that did not ask for one (recorded in their output)."""
-    return random.SystemRandom().randrange(2**31)
+@dataclass
+class SeedStreams:
+    """The random streams of one image, so that it comes out the same alone or in a batch.
+
+    ``generator`` (on the CPU) draws the initial latent and the crop geometry. kornia's
+    augmentations and the cutout noise draw from torch's global generators; while this
+    image's cutouts are made (:meth:`active`) those hold this image's own states, which are
+    saved afterwards and the previous states restored.
+    """
+
+    seed: int
+    device: torch.device
+    generator: torch.Generator
+    cpu_state: torch.Tensor
+    device_state: torch.Tensor | None = None
+
+    @classmethod
+    def from_seed(cls, seed: int, device: torch.device) -> SeedStreams:
+        """Fresh streams: each state is what ``torch.manual_seed(seed)`` would give."""
+        device_state = torch.Generator(device).manual_seed(seed).get_state() if device.type == "cuda" else None
+        return cls(seed, device, torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed).get_state(),
+                   device_state)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Make this image's states torch's global ones for the duration of the block."""
+        cuda = self.device_state is not None
+        saved_cpu = torch.get_rng_state()
+        saved_device = torch.cuda.get_rng_state(self.device) if cuda else None
+        torch.set_rng_state(self.cpu_state)
+        if cuda:
+            torch.cuda.set_rng_state(self.device_state, self.device)
+        try:
+            yield
+        finally:
+            self.cpu_state = torch.get_rng_state()
+            torch.set_rng_state(saved_cpu)
+            if cuda:
+                self.device_state = torch.cuda.get_rng_state(self.device)
+                torch.cuda.set_rng_state(saved_device, self.device)
 
 
 def auto_size(device: torch.device) -> tuple[int, int]:

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from generator.config import GenerationConfig
+from generator.config import GenerationConfig, SampleConfig
 from generator.errors import ConfigError
-from generator.sample_config import SampleConfig
 
 KINDS = {"text-to-image": GenerationConfig, "sample": SampleConfig}
 

@@ -25,16 +25,29 @@ class RunState:
     """What a sink can ask a run at any time, including after a stop, an error or Ctrl-C.
 
     Attributes:
-        config: the resolved plain config (seed and size are filled in once the run starts).
-        step: steps completed.
+        mode: what kind of run this is: ``text-to-image``, ``sample``, ...
+        label: what the run is called in folder names and PNG text (the prompt, or
+            ``ffhq_transformer sample``).
+        config: the resolved plain config; the seed is set from the start, the size once
+            the run has started.
+        step: units of work completed (optimisation steps, sampled rows).
+        total: units planned (0 until known).
         decode: decodes the latest state into an image (None until there is one).
         images: results finished so far (prior sampling finishes one batch at a time).
     """
 
+    mode: str
+    label: str
     config: dict = field(default_factory=dict)
     step: int = 0
+    total: int = 0
     decode: Callable[[], Image.Image] | None = None
     images: list[Image.Image] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        """The run's seed (resolved before the run starts)."""
+        return int(self.config["seed"])
 
 
 class GenerationRun(Iterator[Event]):

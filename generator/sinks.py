@@ -1,78 +1,204 @@
-"""Writing a run's results into its folder, shared by the command line and the web UI.
+"""The one driver of a run's events, shared by the command line and the web UI.
 
-For each mode: ``write_*`` saves a finished run's images (with the resolved config embedded)
-and their upscaled copies; ``keep_*`` saves what a stopped or failed run produced so far.
+:func:`drive` iterates a :class:`GenerationRun` and forwards every event to the front end,
+which only presents them (a tqdm bar, widget updates). The driver does the rest the same
+way for everyone: frames as previews arrive, the final files when the run is done, and,
+when it is stopped (Ctrl-C, the Stop button) or fails, the work so far: the latest image,
+the video of the frames so far, and a config that records the step reached. Every run
+folder ends with ``run.json``: the mode, how the run ended, the step reached, timings.
+
+The run folder is created by the first file written, so a run that fails its checks leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import logging
+import math
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from generator.config import GenerationConfig, UpscaleConfig
-from generator.events import Done
+from generator.config import OutputConfig, SampleConfig, UpscaleConfig
+from generator.config_schema import build_config
+from generator.errors import GeneratorError
+from generator.events import Done, Event, Preview
+from generator.guidance.prompts import parse_story
 from generator.io.image_data import ImageData
 from generator.io.images import contact_sheet
-from generator.io.outputs import (
-    CONFIG_KEY,
-    MODE_KEY,
-    SOFTWARE,
-    RunWriter,
-    free_path,
-    png_text,
-    write_bytes_atomic,
-)
-from generator.runs import GenerationRun
-from generator.sample_config import SampleConfig
+from generator.io.outputs import CONFIG_KEY, MODE_KEY, SOFTWARE, RunWriter, free_path, png_text, write_bytes_atomic
+from generator.runs import GenerationRun, RunState
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD = "run.json"
 
 
-def write_text_to_image(writer: RunWriter, done: Done, config: GenerationConfig) -> Path:
-    """``final.png`` + ``config.json`` (+ ``final_x4.png``); returns final.png's path."""
-    final = writer.write_final(done.images[0], config=done.config, prompt=config.prompts, seed=done.seed)
-    for image in done.upscaled:
-        writer.write_image(image, f"final{config.upscale.suffix}.png",
-                           text=png_text(done.config, prompt=config.prompts, seed=done.seed, mode="text-to-image"))
-    return final
+@dataclass
+class RunRecord:
+    """What became of a run; filled in as the driver goes, so it is readable after a stop.
+
+    Attributes:
+        mode: ``text-to-image``, ``sample``, ...
+        status: ``running``, then ``done``, ``stopped`` or ``failed``.
+        folder: the run folder (None until the first file is written).
+        result: the main image (``final.png``), also after a stop.
+        files: every file written, in order.
+        step, total: work done and planned (steps, rows).
+        error: the one-sentence error of a failed run.
+        done: the :class:`Done` event of a finished run.
+    """
+
+    mode: str
+    status: str = "running"
+    folder: Path | None = None
+    result: Path | None = None
+    files: list[Path] = field(default_factory=list)
+    step: int = 0
+    total: int = 0
+    error: str | None = None
+    done: Done | None = None
+
+    @property
+    def videos(self) -> list[Path]:
+        """The videos written for this run."""
+        return [path for path in self.files if path.suffix in (".mp4", ".gif")]
 
 
-def keep_text_to_image(writer: RunWriter, run: GenerationRun, config: GenerationConfig) -> Path | None:
-    """The latest image of a stopped run as ``final.png``, or None if there is none yet."""
-    image = run.latest_image()
-    if image is None:
-        return None
-    return writer.write_final(image, config=run.state.config or config.to_dict(), prompt=config.prompts,
-                              seed=int(run.state.config.get("seed") or config.seed or 0))
+def drive(run: GenerationRun, out_dir: Path, *, record: RunRecord | None = None,
+          parent: Path | None = None) -> Generator[Event, None, RunRecord]:
+    """Iterate ``run`` to its end, yielding its events for the front end to present.
+
+    Frames are written as previews arrive; at the end the mode's files, the video and
+    ``run.json``. On a stop (``close()`` of this generator, Ctrl-C) or a
+    :class:`GeneratorError` the run is closed, its work so far is kept, and the exception
+    goes on. ``record`` (returned too) tells what happened; ``parent`` is recorded in
+    ``run.json`` for a run continued from another.
+    """
+    state = run.state
+    record = record if record is not None else RunRecord(state.mode)
+    writer = RunWriter.new(out_dir, prompt=state.label, seed=state.seed)
+    outputs = OUTPUTS[state.mode]
+    try:
+        for event in run:
+            record.step, record.total = state.step, state.total
+            if isinstance(event, Preview):
+                writer.write_frame(event.step, event.image)
+                record.folder = writer.folder
+            elif isinstance(event, Done):
+                record.done = event
+            yield event
+    except (GeneratorExit, KeyboardInterrupt, GeneratorError) as error:
+        run.close()
+        record.step = state.step
+        failed = isinstance(error, GeneratorError)
+        record.error = str(error) if failed else None
+        try:
+            record.result = outputs.keep(writer, run)
+            if writer.written:
+                _conclude(writer, record, state, "failed" if failed else "stopped", parent)
+        except GeneratorError as second:
+            logger.error("%s", second)
+        record.status = "failed" if failed else "stopped"
+        record.folder, record.files = writer.folder, writer.written
+        raise
+    assert record.done is not None, "a run ended without a Done event"
+    record.result = outputs.finish(writer, record.done, state)
+    _conclude(writer, record, state, "done", parent)
+    return record
 
 
-def sample_label(model: str) -> str:
-    """The 'prompt' of a sampling run (its folder name and PNG text): ``ffhq_transformer sample``."""
-    return f"{Path(model).stem if Path(model).suffix else model} sample"
+def _conclude(writer: RunWriter, record: RunRecord, state: RunState, status: str, parent: Path | None) -> None:
+    """The video of the frames (as the run's output config asks) and ``run.json``."""
+    record.status = status
+    output = build_config(OutputConfig, state.config.get("output", {}))
+    try:
+        writer.write_video(fps=output.fps, mp4=output.video, gif=output.gif)
+    finally:
+        done = record.done
+        summary = {"mode": state.mode, "label": state.label, "status": status, "step": state.step,
+                   "total": state.total, "seed": state.seed, "error": record.error,
+                   "parent": str(parent) if parent else None,
+                   "timings": dict(done.timings) if done is not None else {}}
+        writer.write_json(summary, RUN_RECORD)
+        record.folder, record.files = writer.folder, writer.written
 
 
-def write_samples(writer: RunWriter, images: Sequence[Image.Image], resolved: Mapping[str, Any], config: SampleConfig,
-                  *, upscaled: Sequence[Image.Image] = (), sheet: Image.Image | None = None) -> Path:
+class TextToImageOutputs:
+    """``final.png`` (config embedded) + ``config.json`` (+ ``final_x4.png``)."""
+
+    @staticmethod
+    def finish(writer: RunWriter, done: Done, state: RunState) -> Path:
+        final = writer.write_final(done.images[0], config=done.config, prompt=state.label, seed=done.seed)
+        suffix = build_config(UpscaleConfig, done.config.get("upscale", {})).suffix
+        for image in done.upscaled:
+            writer.write_image(image, f"final{suffix}.png",
+                               text=png_text(done.config, prompt=state.label, seed=done.seed, mode=state.mode))
+        return final
+
+    @staticmethod
+    def keep(writer: RunWriter, run: GenerationRun) -> Path | None:
+        """The latest image of a stopped run as ``final.png``, with a config that repeats it."""
+        image = run.latest_image()
+        if image is None:
+            return None
+        config = config_at_step(run.state.config, run.state.step)
+        return writer.write_final(image, config=config, prompt=run.state.label, seed=run.state.seed)
+
+
+def config_at_step(config: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """The text-to-image config that reproduces a run stopped after ``step`` steps: ``steps``
+    becomes ``step``, and a story split evenly over the planned steps keeps its phrase length."""
+    config = dict(config)
+    planned = int(config.get("steps", step))
+    if not 0 < step < planned:
+        return config
+    phrases = len(parse_story(config["prompts"])) if str(config.get("prompts", "")).strip() else 1
+    if phrases > 1 and not config.get("change_prompt_every"):
+        config["change_prompt_every"] = math.ceil(planned / phrases)
+    config["steps"] = step
+    return config
+
+
+class SampleOutputs:
+    """``sample-NNN.png`` (+ upscaled copies), ``final.png`` (a contact sheet) + ``config.json``."""
+
+    @staticmethod
+    def finish(writer: RunWriter, done: Done, state: RunState) -> Path:
+        return write_samples(writer, done.images, done.config, state.label, upscaled=done.upscaled)
+
+    @staticmethod
+    def keep(writer: RunWriter, run: GenerationRun) -> Path | None:
+        """The finished samples of a stopped run, or the partial sheet of the first batch."""
+        state = run.state
+        partial = run.latest_image()
+        if not state.images and partial is None:
+            return None
+        config = dict(state.config)
+        if state.images:
+            config["n"] = len(state.images)
+        return write_samples(writer, state.images, config, state.label, sheet=partial if not state.images else None)
+
+
+def write_samples(writer: RunWriter, images: Sequence[Image.Image], resolved: Mapping[str, Any], label: str, *,
+                  upscaled: Sequence[Image.Image] = (), sheet: Image.Image | None = None) -> Path:
     """``sample-NNN.png`` (+ upscaled copies) and ``final.png`` (a contact sheet, or ``sheet``)."""
-    label = sample_label(str(resolved.get("model", config.model)))
-    seed = int(resolved.get("seed") or config.seed or 0)
-    for suffix, series in (("", images), (config.upscale.suffix, upscaled)):
+    seed = int(resolved["seed"])
+    suffix = build_config(SampleConfig, resolved).upscale.suffix
+    for ending, series in (("", images), (suffix, upscaled)):
         for index, image in enumerate(series):
             text = {**png_text(resolved, prompt=label, seed=seed, mode="sample"), "index": str(index)}
-            writer.write_image(image, f"sample-{index:03d}{suffix}.png", text=text)
+            writer.write_image(image, f"sample-{index:03d}{ending}.png", text=text)
     return writer.write_final(sheet or contact_sheet(list(images)), config=resolved, prompt=label, seed=seed,
                               mode="sample")
 
 
-def keep_samples(writer: RunWriter, run: GenerationRun, config: SampleConfig) -> Path | None:
-    """The finished samples of a stopped run, or the partial sheet of the first batch."""
-    partial = run.latest_image()
-    if not run.state.images and partial is None:
-        return None
-    return write_samples(writer, run.state.images, run.state.config or config.to_dict(), config,
-                         sheet=partial if not run.state.images else None)
+OUTPUTS: dict[str, Any] = {"text-to-image": TextToImageOutputs, "sample": SampleOutputs}
+"""How each mode's finished and stopped runs are written."""
 
 
 def write_upscaled(folder: Path, source: Path, image: ImageData, result: ImageData, config: UpscaleConfig,

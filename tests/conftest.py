@@ -41,7 +41,7 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_files):
-    """A Generator loaded from the tiny files through the real loading path, on the CPU."""
-    from generator.guidance.pipeline import Generator
+    """A TextToImage loaded from the tiny files through the real loading path, on the CPU."""
+    from generator.guidance.pipeline import TextToImage
 
-    return Generator.from_pretrained(tiny_files.models(), device="cpu")
+    return TextToImage.from_pretrained(tiny_files.models(), device="cpu")

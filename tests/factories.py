@@ -14,7 +14,8 @@ from typing import Any
 import torch
 import yaml
 
-from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig, merge
+from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
+from generator.config_schema import merge
 from models.vqgan import VQGAN, VQGANConfig
 
 

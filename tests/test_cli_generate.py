@@ -96,7 +96,10 @@ def test_ctrl_c_keeps_the_frames_and_writes_the_latest_image(tiny_files, tmp_pat
     assert "interrupted at step" in stderr and str(folder) in stderr
     assert (folder / "final.png").is_file() and (folder / "video.mp4").is_file()
     assert len(list((folder / "frames").iterdir())) >= 2
-    assert json.loads(read_png_text(folder / "final.png")[CONFIG_KEY])["steps"] == 100000
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "stopped" and record["total"] == 100000 and record["step"] >= 10
+    # the kept image records the step it reached, so --from repeats exactly that image
+    assert json.loads(read_png_text(folder / "final.png")[CONFIG_KEY])["steps"] == record["step"]
 
 
 @pytest.mark.parametrize(
@@ -149,9 +152,9 @@ def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
 
 
 def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny_files, tmp_path: Path, capsys) -> None:
-    from generator.guidance.pipeline import Generator
+    from generator.guidance.pipeline import TextToImage
 
-    generator = Generator.from_pretrained(tiny_files.models(), device="cpu")
+    generator = TextToImage.from_pretrained(tiny_files.models(), device="cpu")
     decode, calls = generator.vqgan.decode, {"n": 0}
 
     def decode_then_run_out(z_q):
@@ -162,7 +165,7 @@ def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny
 
     generator.vqgan.decode = decode_then_run_out
     code = main(["city", *tiny_files.cli_args(), *FAST, "--steps", "50", "--save-every", "3", "--video",
-                 "--seed", "1", "--out", str(tmp_path)], make_generator=lambda *a, **k: generator)
+                 "--seed", "1", "--out", str(tmp_path)], make_pipeline=lambda *a, **k: generator)
     err = capsys.readouterr().err
     assert code == 1
     assert "error: the CPU ran out of memory at 32x32 with 4 cutouts; try a smaller --size, fewer --cutn or --preset low-memory" in err

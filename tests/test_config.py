@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.config import GenerationConfig, field_paths, merge
+from generator.config import GenerationConfig
+from generator.config_schema import field_paths, merge
 from generator.errors import ConfigError
 from generator.presets import list_presets, load_preset
 
@@ -53,7 +54,7 @@ def test_bad_values_get_one_sentence_naming_the_key(data: object, message: str) 
 
 
 def test_field_paths_are_unique_leaf_names() -> None:
-    paths = field_paths()
+    paths = field_paths(GenerationConfig)
     assert paths["cutn"] == "cutouts.cutn" and paths["init_image"] == "init.init_image"
     assert paths["clip_models"] == "models.clip_models" and paths["steps"] == "steps"
 

@@ -7,18 +7,18 @@ import pytest
 import torch
 
 from generator.events import Done
-from generator.guidance.pipeline import Generator
+from generator.guidance.pipeline import TextToImage
 from tests.factories import tiny_run_config
 
 pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(scope="module")
-def cuda_generator(tiny_files) -> Generator:
-    return Generator.from_pretrained(tiny_files.models(), device="cuda")
+def cuda_generator(tiny_files) -> TextToImage:
+    return TextToImage.from_pretrained(tiny_files.models(), device="cuda")
 
 
-def test_text_to_image_on_cuda_is_finite_and_reproducible(cuda_generator: Generator, tiny_files) -> None:
+def test_text_to_image_on_cuda_is_finite_and_reproducible(cuda_generator: TextToImage, tiny_files) -> None:
     config = tiny_run_config(tiny_files, steps=8, cutouts={"augments": ["jitter", "erasing", "noise"]})
     first = cuda_generator(config)
     again = cuda_generator(config)
@@ -27,7 +27,7 @@ def test_text_to_image_on_cuda_is_finite_and_reproducible(cuda_generator: Genera
 
 
 @pytest.mark.parametrize("precision", ["auto", "bf16", "fp16", "fp32"])
-def test_every_precision_runs_on_cuda(cuda_generator: Generator, tiny_files, precision: str) -> None:
+def test_every_precision_runs_on_cuda(cuda_generator: TextToImage, tiny_files, precision: str) -> None:
     done = cuda_generator(tiny_run_config(tiny_files, steps=3, precision=precision))
     assert np.isfinite(np.asarray(done.images[0], dtype=np.float32)).all()
 

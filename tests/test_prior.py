@@ -23,7 +23,7 @@ from generator.prior.sampling import (
     sliding_order,
     window_origin,
 )
-from generator.sample_config import SampleConfig
+from generator.config import SampleConfig
 from tests.factories import save_lightning_checkpoint, upstream_vqgan_yaml, write_yaml
 from tests.prior_factories import N_CLASSES, SEG_LABELS, save_tiny_prior
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from generator.config import GenerationConfig
 from generator.errors import InputError
-from generator.sample_config import SampleConfig
+from generator.config import SampleConfig
 from generator.webui.forms import from_form, to_form
 from generator.webui.gallery import list_runs
 from generator.webui.jobs import sample_job, text_to_image_job, upscale_job
@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def studio(tiny_generator, tmp_path: Path) -> Studio:
-    return Studio(outputs_dir=tmp_path / "outputs", generator=tiny_generator)
+    return Studio(outputs_dir=tmp_path / "outputs", text_to_image=tiny_generator)
 
 
 def test_importing_app_loads_no_model(tmp_path: Path) -> None:
-    code = ("import app, sys; from generator.guidance.pipeline import Generator; "
-            "assert not any(isinstance(v, Generator) for v in vars(app).values()); print('ok')")
+    code = ("import app, sys; from generator.guidance.pipeline import TextToImage; "
+            "assert not any(isinstance(v, TextToImage) for v in vars(app).values()); print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={"GENERATOR_OFFLINE": "1", "GENERATOR_WEIGHTS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin",
                                  "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"})
@@ -51,7 +51,7 @@ def test_text_to_image_job_streams_previews_and_writes_every_download(studio: St
     final = updates[-1]
     assert final.result.endswith("final.png") and Path(final.result).is_file()
     names = {Path(f).name for f in final.files}
-    assert {"final.png", "frames.zip", "video.mp4"} <= names and final.video.endswith("video.mp4")
+    assert {"final.png", "video.mp4", f"{session.folder.name}-frames.zip"} <= names and final.video.endswith("video.mp4")
     assert final.status.startswith("done in") and session.finished.is_set() and session.result == Path(final.result)
 
 
@@ -68,8 +68,11 @@ def test_stop_closes_the_run_within_a_step_and_keeps_the_latest_image(studio: St
     assert session.finished.is_set()
     assert session.result is not None and session.result.name == "final.png"
     kept = json.loads((session.folder / "config.json").read_text())
-    assert kept["steps"] == 10_000 and kept["seed"] == 3
+    assert kept["steps"] == session.record.step == 3 and kept["seed"] == 3
     assert Image.open(session.result).size == (32, 32)
+    # the kept config repeats exactly the kept image
+    again = studio.text_to_image(GenerationConfig.from_dict(kept)).images[0]
+    assert np.array_equal(np.asarray(again), np.asarray(Image.open(session.result).convert("RGB")))
 
 
 def test_errors_reach_the_ui_as_one_sentence(studio: Studio, tiny_files) -> None:

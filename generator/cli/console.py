@@ -1,21 +1,22 @@
-"""The console sink shared by the commands: drive a run with a tqdm bar, write frames as they
-come, print notices, and keep the work on Ctrl-C or an error."""
+"""The console presentation of a run: a tqdm bar, notices, and the outcome on stderr.
+
+The work itself (frames, final files, keeping the work on Ctrl-C or an error) is done by
+the one driver, :func:`generator.sinks.drive`; this module only shows it.
+"""
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import sys
-from collections.abc import Callable
+from pathlib import Path
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from generator.config import OutputConfig
-from generator.errors import GeneratorError
-from generator.events import Done, Notice, Preview, Progress
-from generator.io.outputs import RunWriter
+from generator.events import Notice, Progress
 from generator.runs import GenerationRun
+from generator.sinks import RunRecord, drive
 
-logger = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 130
 
 
@@ -23,52 +24,39 @@ class Interrupted(Exception):
     """Ctrl-C ended the run; the work so far was kept."""
 
 
-def drive(run: GenerationRun, writer: RunWriter, output: OutputConfig, *, total: int, unit: str, desc: str,
-          keep: Callable[[GenerationRun], None]) -> Done:
-    """Iterate ``run`` to its :class:`Done`.
+def present(run: GenerationRun, out_dir: Path, *, unit: str, parent: Path | None = None) -> RunRecord:
+    """Drive ``run`` into a new folder under ``out_dir`` with a progress bar on stderr.
 
-    On Ctrl-C or a :class:`GeneratorError` the run is closed, ``keep(run)`` writes what it
-    produced, the frames become a video as asked, and :class:`Interrupted` (Ctrl-C) or the
-    error is raised.
+    Each stage (the prior's rows, the optimisation steps, the upscaler's tiles) gets the bar
+    to itself; log lines and notices are printed above it, never into it.
+
+    Raises:
+        Interrupted: Ctrl-C; what was produced is kept and its folder named.
+        GeneratorError: the run failed; what was produced is kept.
     """
-    bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
-    stage = desc
-    done: Done | None = None
+    record = RunRecord(run.state.mode)
+    bar = tqdm(total=run.state.total or None, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    stage = None
     try:
-        for event in run:
-            if isinstance(event, Progress):
-                if event.stage != stage:  # e.g. the prior's rows, then the optimisation steps
-                    stage = event.stage
-                    bar.reset(total=event.total)
-                    bar.set_description(stage)
-                bar.total = event.total
-                bar.update(event.step - bar.n)
-                if event.loss is not None:
-                    bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
-            elif isinstance(event, Preview):
-                writer.write_frame(event.step, event.image)
-            elif isinstance(event, Notice):
-                tqdm.write(f"note: {event.message}", file=sys.stderr)
-            elif isinstance(event, Done):
-                done = event
-    except (KeyboardInterrupt, GeneratorError) as error:
+        with logging_redirect_tqdm(), contextlib.closing(drive(run, out_dir, record=record, parent=parent)) as events:
+            for event in events:
+                if isinstance(event, Progress):
+                    if event.stage != stage:  # a new stage: its own bar, no stale loss or unit
+                        stage = event.stage
+                        bar.reset(total=event.total)
+                        bar.set_description(stage)
+                        bar.set_postfix_str("", refresh=False)
+                    bar.total = event.total
+                    bar.update(event.step - bar.n)
+                    if event.loss is not None:
+                        bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
+                elif isinstance(event, Notice):
+                    tqdm.write(f"note: {event.message}", file=sys.stderr)
+    except KeyboardInterrupt:
         bar.close()
-        run.close()
-        try:
-            keep(run)
-            write_video(writer, output)
-        except GeneratorError as second:
-            logger.error("%s", second)
-        if isinstance(error, KeyboardInterrupt):
-            print(f"interrupted at {unit} {run.state.step}; what was produced is in {writer.folder}", file=sys.stderr)
-            raise Interrupted from None
-        raise
-    bar.close()
-    assert done is not None, "a run ended without a Done event"
-    write_video(writer, output)
-    return done
-
-
-def write_video(writer: RunWriter, output: OutputConfig) -> None:
-    """The frames as video.mp4 and/or video.gif, as the output config asks."""
-    writer.write_video(fps=output.fps, mp4=output.video, gif=output.gif)
+        where = f"; what was produced is in {record.folder}" if record.folder else "; nothing was produced yet"
+        print(f"interrupted at {unit} {record.step}{where}", file=sys.stderr)
+        raise Interrupted from None
+    finally:
+        bar.close()
+    return record

@@ -17,22 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings
-from generator.cli.console import EXIT_INTERRUPTED, Interrupted, drive
+from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.config import (
     INIT_MODES,
     OPTIMISERS,
     PRECISIONS,
     GenerationConfig,
     clip_model_spec,
-    field_paths,
-    merge,
 )
-from generator.devices import random_seed
+from generator.config_schema import field_paths, merge, nest
 from generator.guidance.cutouts import AUGMENTATIONS
-from generator.guidance.pipeline import Generator
-from generator.io.outputs import RunWriter, create_run_folder
+from generator.guidance.pipeline import TextToImage
 from generator.presets import DEFAULT_PRESET
-from generator.sinks import keep_text_to_image, write_text_to_image
 
 logger = logging.getLogger(__name__)
 DEFAULT_OUT = "outputs"
@@ -107,43 +103,30 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    paths = field_paths()
-    overrides: dict[str, Any] = {}
-    given = {k: v for k, v in vars(args).items() if k in paths}
+    given = {k: v for k, v in vars(args).items() if k in field_paths(GenerationConfig)}
     if "clip_models" in given:
         given["clip_models"] = [clip_model_spec(values) for values in given["clip_models"]]
     if "init_image" in given and "init" not in given:
         given["init"] = "image"
     if "prior" in given and "init" not in given:
         given["init"] = "prior"
-    for name, value in given.items():
-        node = overrides
-        *parents, leaf = paths[name].split(".")
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return overrides
+    return nest(GenerationConfig, given)
 
 
-def run(args: argparse.Namespace, make_generator: Callable[..., Generator] | None = None) -> int:
+def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | None = None) -> int:
     """Run text to image from parsed arguments; return the exit code.
 
-    ``make_generator(models, device=..., weights_dir=..., offline=...)`` builds the Generator
-    (``Generator.from_pretrained`` by default; tests pass tiny models).
+    ``make_pipeline(models, device=..., weights_dir=..., offline=...)`` builds the pipeline
+    (``TextToImage.from_pretrained`` by default; tests pass tiny models).
     """
     config = config_from_args(args)
-    if config.seed is None:
-        config = config.replace(seed=random_seed())
-    make_generator = make_generator or Generator.from_pretrained
-    generator = make_generator(config.models, device=args.device, weights_dir=args.weights_dir, offline=args.offline)
-    writer = RunWriter(create_run_folder(Path(args.out), prompt=config.prompts or "image", seed=config.seed))
-
+    make_pipeline = make_pipeline or TextToImage.from_pretrained
+    pipeline = make_pipeline(config.models, device=args.device, weights_dir=args.weights_dir, offline=args.offline)
     try:
-        done = drive(generator.run(config), writer, config.output, total=config.steps, unit="step", desc="optimise",
-                     keep=lambda run: keep_text_to_image(writer, run, config))
+        record = present(pipeline.run(config), Path(args.out), unit="step")
     except Interrupted:
         return EXIT_INTERRUPTED
-    final = write_text_to_image(writer, done, config)
-    print(f"done in {done.timings.get('total', 0):.1f}s: {final}", file=sys.stderr)
-    print(final)
+    assert record.done is not None
+    print(f"done in {record.done.timings.get('total', 0):.1f}s: {record.result}", file=sys.stderr)
+    print(record.result)
     return 0

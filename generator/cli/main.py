@@ -37,12 +37,12 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None, *, make_generator: Callable | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, make_pipeline: Callable | None = None) -> int:
     """Run the CLI and return its exit code (0 on success).
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
-        make_generator: builds the Generator for text to image (tests pass tiny models).
+        make_pipeline: builds the TextToImage pipeline (tests pass tiny models).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None, *, make_generator: Callable | None =
     parsed = module.build_parser(prog).parse_args(rest)
     try:
         if name == "generate":
-            return module.run(parsed, make_generator=make_generator)
+            return module.run(parsed, make_pipeline=make_pipeline)
         return module.run(parsed)
     except GeneratorError as error:
         print(f"error: {error}", file=sys.stderr)

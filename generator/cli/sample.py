@@ -18,13 +18,10 @@ import sys
 from pathlib import Path
 
 from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings
-from generator.cli.console import EXIT_INTERRUPTED, Interrupted, drive
-from generator.config import PRECISIONS, merge
-from generator.devices import random_seed
-from generator.io.outputs import RunWriter, create_run_folder
+from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
+from generator.config import PRECISIONS, SampleConfig
+from generator.config_schema import merge
 from generator.prior.pipeline import Sampler
-from generator.sample_config import SampleConfig
-from generator.sinks import keep_samples, sample_label, write_samples
 
 _S = argparse.SUPPRESS
 _OUTPUT_FIELDS = ("save_every", "video", "gif", "fps")
@@ -81,19 +78,16 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
 def run(args: argparse.Namespace) -> int:
     """Sample from parsed arguments; return the exit code."""
     config = config_from_args(args)
-    if config.seed is None:
-        config = config.replace(seed=random_seed())
     sampler = Sampler.from_pretrained(config.model, config.transformer_config, device=args.device,
                                       weights_dir=args.weights_dir, offline=args.offline)
-    writer = RunWriter(create_run_folder(Path(args.out), prompt=sample_label(sampler.model), seed=config.seed))
     try:
-        done = drive(sampler.run(config), writer, config.output, total=config.n, unit="row", desc="sample",
-                     keep=lambda run: keep_samples(writer, run, config))
+        record = present(sampler.run(config), Path(args.out), unit="row")
     except Interrupted:
         return EXIT_INTERRUPTED
-    final = write_samples(writer, done.images, done.config, config, upscaled=done.upscaled)
+    done = record.done
+    assert done is not None
     tokens = done.timings.get("tokens_per_second", 0)
-    print(f"sampled {len(done.images)} images in {done.timings.get('sample', 0):.1f}s ({tokens:.0f} tokens/s): {final}",
-          file=sys.stderr)
-    print(final)
+    print(f"sampled {len(done.images)} images in {done.timings.get('sample', 0):.1f}s ({tokens:.0f} tokens/s): "
+          f"{record.result}", file=sys.stderr)
+    print(record.result)
     return 0

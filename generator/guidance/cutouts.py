@@ -7,7 +7,8 @@ through the chosen kornia augmentations and given per-cutout Gaussian noise.
 Cropping and resampling are one matrix product per axis (an antialiased triangle filter),
 so the operation is differentiable, exact at any scale and deterministic on the GPU, unlike
 ``interpolate``/``adaptive_avg_pool2d`` whose CUDA backward passes use atomics. Crop geometry
-comes from an explicit generator; kornia and the noise use torch's seeded global generators.
+comes from an explicit generator; kornia and the noise use torch's global generators, which
+the guidance loop swaps per image (see ``SeedStreams`` in :mod:`generator.guidance.loop`).
 """
 
 from __future__ import annotations
@@ -99,30 +100,31 @@ class MakeCutouts(nn.Module):
         cut_pow: crop-size exponent (> 1 favours small crops).
         augments: canonical augmentation names (see :func:`canonical_augments`).
         noise_fac: maximum per-cutout noise strength (0 for none).
-        generator: CPU generator for the crop geometry.
     """
 
     def __init__(self, cut_size: int, cutn: int, *, cut_pow: float = 1.0, augments: Sequence[str] = (),
-                 noise_fac: float = 0.0, generator: torch.Generator | None = None):
+                 noise_fac: float = 0.0):
         super().__init__()
         self.cut_size, self.cutn, self.cut_pow, self.noise_fac = cut_size, cutn, cut_pow, noise_fac
-        self.generator = generator
         self.augment = nn.Sequential(*(AUGMENTATIONS[name](cut_size) for name in canonical_augments(augments)))
 
-    def geometry(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sizes, ys, xs) of ``cutn`` random square crops of an image of this size."""
+    def geometry(self, height: int, width: int, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sizes, ys, xs) of ``cutn`` random square crops of an image of this size, drawn
+        from the CPU ``generator`` (torch's global one when None)."""
         max_size = min(height, width)
         min_size = min(max_size, self.cut_size)
-        draws = torch.rand(self.cutn, generator=self.generator)
+        draws = torch.rand(self.cutn, generator=generator)
         sizes = (draws.pow(self.cut_pow) * (max_size - min_size) + min_size).long().clamp(1, max_size)
-        ys = (torch.rand(self.cutn, generator=self.generator) * (height - sizes + 1)).long()
-        xs = (torch.rand(self.cutn, generator=self.generator) * (width - sizes + 1)).long()
+        ys = (torch.rand(self.cutn, generator=generator) * (height - sizes + 1)).long()
+        xs = (torch.rand(self.cutn, generator=generator) * (width - sizes + 1)).long()
         return sizes, ys, xs
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) image in [0, 1] -> (cutn, 3, cut_size, cut_size) cutouts."""
+    def forward(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(1, 3, H, W) image in [0, 1] -> (cutn, 3, cut_size, cut_size) cutouts; the crop
+        geometry comes from ``generator``."""
         _, channels, height, width = image.shape
-        sizes, ys, xs = self.geometry(height, width)
+        sizes, ys, xs = self.geometry(height, width, generator)
         rows = resample_matrices(ys, sizes, height, self.cut_size, image.device).to(image.dtype)  # (N, S, H)
         cols = resample_matrices(xs, sizes, width, self.cut_size, image.device).to(image.dtype)  # (N, S, W)
         cutouts = rows[:, None] @ image @ cols.transpose(1, 2)[:, None]  # (N, 3, S, S)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from generator.devices import SeedStreams
 from generator.guidance.clip import ClipModel
 from generator.guidance.cutouts import MakeCutouts
 
@@ -97,36 +98,49 @@ class GuideMember:
 
 
 class ClipGuide:
-    """Scores an image against per-model prompt targets.
+    """Scores images against per-model prompt targets.
 
     Members that share an input size share their cutouts, so the expensive augmentation runs
-    once per size.
+    once per size. Images are scored together (one CLIP batch per member) but each image's
+    cutouts draw from its own :class:`SeedStreams`, so its loss is what it would be alone.
     """
 
     def __init__(self, members: Sequence[GuideMember]):
         self.members = list(members)
 
-    def embed_cutouts(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """(1, 3, H, W) image in [0, 1] -> each member's (cutn, D) cutout embeddings.
+    def cutouts(self, member: GuideMember, pixels: torch.Tensor, streams: Sequence[SeedStreams]) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> (B * cutn, 3, S, S) cutouts, image by image.
 
         Cutting and augmenting run in float32 with autocast off (kornia's geometry is not
         written for half precision); only the CLIP encoders run under the caller's autocast.
         """
+        with torch.autocast(device_type=pixels.device.type, enabled=False):
+            pieces = []
+            for index, stream in enumerate(streams):
+                with stream.active():
+                    pieces.append(member.cutouts(pixels[index : index + 1].float(), stream.generator))
+        return torch.cat(pieces)
+
+    def embed_cutouts(self, pixels: torch.Tensor, streams: Sequence[SeedStreams]) -> list[torch.Tensor]:
+        """(B, 3, H, W) images in [0, 1] -> each member's (B, cutn, D) cutout embeddings."""
         by_size: dict[int, torch.Tensor] = {}
         embeds = []
         for member in self.members:
             size = member.clip.input_size
             if size not in by_size:
-                with torch.autocast(device_type=image.device.type, enabled=False):
-                    by_size[size] = member.cutouts(image.float())
-            embeds.append(member.clip.encode_image(by_size[size]))
+                by_size[size] = self.cutouts(member, pixels, streams)
+            encoded = member.clip.encode_image(by_size[size])  # (B * cutn, D)
+            embeds.append(encoded.view(len(streams), -1, encoded.shape[-1]))
         return embeds
 
-    def losses(self, image: torch.Tensor, targets: Sequence[Sequence[PromptTarget]]) -> dict[str, torch.Tensor]:
-        """Weighted prompt losses by label; ``targets[i]`` are member i's targets."""
-        out: dict[str, torch.Tensor] = {}
-        for member, member_targets, embeds in zip(self.members, targets, self.embed_cutouts(image), strict=True):
-            for target in member_targets:
-                value = member.weight * target.loss(embeds)
-                out[target.label] = out[target.label] + value if target.label in out else value
-        return out
+    def losses(self, pixels: torch.Tensor, targets: Sequence[Sequence[Sequence[PromptTarget]]],
+               streams: Sequence[SeedStreams]) -> list[dict[str, torch.Tensor]]:
+        """Per image, the weighted prompt losses by label; ``targets[b][i]`` are image b's
+        targets for member i."""
+        per_image: list[dict[str, torch.Tensor]] = [{} for _ in streams]
+        for index, (member, embeds) in enumerate(zip(self.members, self.embed_cutouts(pixels, streams), strict=True)):
+            for image, out in enumerate(per_image):
+                for target in targets[image][index]:
+                    value = member.weight * target.loss(embeds[image])
+                    out[target.label] = out[target.label] + value if target.label in out else value
+        return per_image

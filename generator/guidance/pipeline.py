@@ -1,11 +1,11 @@
-"""The public pipeline: a :class:`Generator` holds loaded models; ``run(config)`` yields events.
+"""The text-to-image pipeline: a :class:`TextToImage` holds loaded models; ``run(config)`` yields events.
 
 The pipeline never writes files. A sink (the CLI, the web UI, a script) iterates the run,
 shows progress, saves previews and results; closing the run cancels it within one step.
 
 Example:
-    >>> gen = Generator.from_pretrained()                       # default VQGAN + CLIP ViT-B/32
-    >>> run = gen.run(GenerationConfig(prompts="city at night", steps=200, seed=7))
+    >>> pipe = TextToImage.from_pretrained()                     # default VQGAN + CLIP ViT-B/32
+    >>> run = pipe.run(GenerationConfig(prompts="city at night", steps=200, seed=7))
     >>> for event in run:
     ...     if isinstance(event, Done):
     ...         event.images[0].save("city.png")
@@ -17,18 +17,23 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
-from generator.devices import pick_device
-from generator.events import Done, Event, Notice
+from generator.devices import SeedStreams, auto_size, autocast_dtype, pick_device, seed_everything
+from generator.errors import ConfigError, InputError, OutOfMemoryError
+from generator.events import Done, Event, Notice, Preview, Progress
 from generator.guidance.clip import ClipModel, load_clip
-from generator.guidance.loop import run_text_to_image
-from generator.prior.loader import Prior
-from generator.prior.pipeline import load_prior_by_name
+from generator.guidance.cutouts import MakeCutouts
+from generator.guidance.latents import initial_latent
+from generator.guidance.loop import GuidanceLoop
+from generator.guidance.losses import ClipGuide, GuideMember
+from generator.guidance.targets import PromptSpec, build_targets
+from generator.prior.loader import Prior, load_prior_by_name
+from generator.prior.sampling import SamplingSettings, prior_codes
 from generator.runs import GenerationRun, RunState
 from generator.upscale.loader import UpscalerCache
 from generator.upscale.tiles import finish_with_upscale
@@ -40,8 +45,51 @@ from models.vqgan import VQGAN, VQGANConfig
 logger = logging.getLogger(__name__)
 
 
-class Generator:
-    """Loaded models plus the runs that use them.
+def resolve_size(config: GenerationConfig, factor: int, device: torch.device) -> tuple[tuple[int, int], str | None]:
+    """The run's (width, height), rounded down to the VQGAN factor, and a notice if it changed."""
+    width, height = config.size or auto_size(device)
+    rounded = (width // factor * factor, height // factor * factor)
+    if min(rounded) < factor:
+        raise InputError(f"size {width}x{height} is smaller than one VQGAN cell ({factor} pixels); use a larger --size.")
+    if rounded == (width, height):
+        return rounded, None
+    return rounded, (f"size {width}x{height} is not a multiple of the VQGAN's factor {factor}; "
+                     f"using {rounded[0]}x{rounded[1]}.")
+
+
+def prompt_spec(config: GenerationConfig) -> PromptSpec:
+    """The prompts of a config."""
+    return PromptSpec(config.prompts, config.image_prompts, config.noise_prompts, config.change_prompt_every)
+
+
+def optimise(loop: GuidanceLoop, steps: int, state: RunState, *, save_every: int = 0, stage: str = "optimise",
+             what: str = "") -> Iterator[Event]:
+    """Step ``loop`` ``steps`` times: Progress every step (image 0's loss), a Preview of image 0
+    every ``save_every`` steps; ``state.step`` counts on from where it stood.
+
+    Raises:
+        OutOfMemoryError: the device ran out of memory; ``what`` (e.g. ``at 512x512 with 32
+            cutouts``) says what was being done.
+    """
+    started = time.perf_counter()
+    first = state.step
+    try:
+        for done in range(1, steps + 1):
+            report = loop.step()
+            state.step = first + done
+            total, parts = report.values(0)
+            yield Progress(stage, done, steps, time.perf_counter() - started, loss=total, losses=parts)
+            if save_every and done % save_every == 0:
+                yield Preview(stage, state.step, loop.decode([0])[0])
+    except torch.OutOfMemoryError:
+        raise OutOfMemoryError(
+            f"the {loop.device.type.upper()} ran out of memory {what}; try a smaller --size, fewer --cutn "
+            "or --preset low-memory."
+        ) from None
+
+
+class TextToImage:
+    """Loaded models plus the text-to-image runs that use them.
 
     Args:
         vqgan: the VQGAN whose latent is optimised.
@@ -55,9 +103,9 @@ class Generator:
     def __init__(self, vqgan: VQGAN, clips: Sequence[ClipModel], *, models: ModelsConfig | None = None,
                  device: str | torch.device | None = None, prior: Prior | None = None):
         if not clips:
-            raise ValueError("a Generator needs at least one CLIP model")
+            raise ValueError("TextToImage needs at least one CLIP model")
         if prior is not None and prior.vqgan is not vqgan:
-            raise ValueError("with a prior, the Generator's VQGAN must be the prior's own")
+            raise ValueError("with a prior, the VQGAN must be the prior's own")
         self.vqgan = vqgan
         self.clips = list(clips)
         self.prior = prior
@@ -81,7 +129,7 @@ class Generator:
         weights_dir: str | os.PathLike[str] | None = None,
         offline: bool | None = None,
         progress: ProgressCallback | None = None,
-    ) -> Generator:
+    ) -> TextToImage:
         """Load (downloading on first use) the VQGAN and CLIP models that ``models`` names.
 
         With ``models.prior`` the transformer is loaded too, and its own VQGAN is used (the
@@ -110,20 +158,24 @@ class Generator:
             vqgan = vqgan.to(memory_format=torch.channels_last)
         clips = [load_clip(spec.model, spec.pretrained, device=device, weights_dir=weights_dir,
                            offline=offline, progress=progress) for spec in models.clip_models]
-        generator = cls(vqgan, clips, models=models, device=device, prior=prior)
-        generator.requested = requested
-        generator.upscalers = UpscalerCache(device, weights_dir, offline)
-        generator.load_seconds = time.perf_counter() - started
-        return generator
+        pipeline = cls(vqgan, clips, models=models, device=device, prior=prior)
+        pipeline.requested = requested
+        pipeline.upscalers = UpscalerCache(device, weights_dir, offline)
+        pipeline.load_seconds = time.perf_counter() - started
+        return pipeline
 
     def run(self, config: GenerationConfig) -> GenerationRun:
         """Start a text-to-image run. Nothing happens until the run is iterated.
 
-        Progress comes every step, a Preview every ``output.save_every`` steps, and a final
-        :class:`Done` with the image, the resolved config, the seed and timings.
+        The seed is resolved here (``run.state.config["seed"]``). Progress comes every step, a
+        Preview every ``output.save_every`` steps, and a final :class:`Done` with the image,
+        the resolved config, the seed and timings.
         """
-        state = RunState()
-        return GenerationRun(self._events(config, state), state)
+        clip_weights, models = self._clip_weights(config)
+        config = config.with_seed()
+        state = RunState(mode="text-to-image", label=config.prompts or "image",
+                         config=config.replace(models=models).to_dict(), total=config.steps)
+        return GenerationRun(self._events(config, clip_weights, state), state)
 
     def __call__(self, config: GenerationConfig) -> Done:
         """Run to the end and return the :class:`Done` event."""
@@ -135,28 +187,68 @@ class Generator:
         assert done is not None
         return done
 
-    def _events(self, config: GenerationConfig, state: RunState) -> Iterator[Event]:
-        clip_weights, models = self._clip_weights(config)
-        state.config.update(config.replace(models=models).to_dict())
+    def new_loop(self, config: GenerationConfig, clip_weights: Sequence[float] | None = None) -> GuidanceLoop:
+        """An empty :class:`GuidanceLoop` with the cutouts, optimiser and precision of ``config``."""
+        weights = clip_weights if clip_weights is not None else self._clip_weights(config)[0]
+        cutouts = config.cutouts
+        members = [GuideMember(clip, weight, MakeCutouts(clip.input_size, cutouts.cutn, cut_pow=cutouts.cut_pow,
+                                                         augments=cutouts.augments, noise_fac=cutouts.noise_fac))
+                   for clip, weight in zip(self.clips, weights, strict=True)]
+        return GuidanceLoop(self.vqgan, ClipGuide(members), optimiser=config.optim.optimiser, device=self.device,
+                            dtype=autocast_dtype(self.device, config.precision))
+
+    def start_image(self, loop: GuidanceLoop, config: GenerationConfig,
+                    size: tuple[int, int]) -> Generator[Event, None, int]:
+        """Add the image ``config`` describes (its prompts, seed and initial latent) to ``loop``;
+        the image's index is the return value. Sampling a prior start yields its progress."""
+        streams = SeedStreams.from_seed(config.seed, self.device)
+        targets = build_targets(loop.guide, prompt_spec(config), steps=config.steps, size=size, streams=streams)
+        if config.init.init == "prior":
+            if self.prior is None:
+                raise ConfigError("init=prior needs a pipeline loaded with a prior (models.prior).")
+            init, factor = config.init, self.vqgan.downsample_factor
+            codes = yield from prior_codes(self.prior, (size[1] // factor, size[0] // factor),
+                                           SamplingSettings(init.prior_temperature, init.prior_top_k, init.prior_top_p),
+                                           torch.Generator(self.device).manual_seed(config.seed), init.prior_class)
+            latent = self.vqgan.indices_to_latent(codes)
+        else:
+            latent = initial_latent(self.vqgan, config.init.init, size, streams.generator, config.init.init_image)
+        return loop.add_image(latent, targets, streams, config.optim)
+
+    def _events(self, config: GenerationConfig, clip_weights: list[float], state: RunState) -> Iterator[Event]:
+        started = time.perf_counter()
         if config.models.identity not in (self.models.identity, self.requested.identity):
-            yield Notice(f"the config names other models than this Generator holds; using {_describe(self.models)}.")
-        for event in run_text_to_image(self.vqgan, self.clips, clip_weights, config, state, self.device, self.prior):
-            if isinstance(event, Done):
-                yield (yield from finish_with_upscale(event, config.upscale, self.upscalers, self.load_seconds))
-            else:
-                yield event
+            yield Notice(f"the config names other models than this pipeline holds; using {describe_models(self.models)}.")
+        # 1. Check inputs and resolve what the config left open.
+        size, notice = resolve_size(config, self.vqgan.downsample_factor, self.device)
+        if notice:
+            yield Notice(notice)
+        state.config.update(size=list(size))
+        seed_everything(config.seed, self.device)
+        # 2. The loop: prompt targets (once, without gradients) and the initial latent.
+        loop = self.new_loop(config, clip_weights)
+        yield from self.start_image(loop, config, size)
+        state.decode = lambda: loop.decode()[0]
+        prepared = time.perf_counter()
+        # 3. Exactly `steps` steps.
+        yield from optimise(loop, config.steps, state, save_every=config.output.save_every,
+                            what=f"at {size[0]}x{size[1]} with {config.cutouts.cutn} cutouts")
+        final = loop.decode()[0]
+        finished = time.perf_counter()
+        timings = {"prepare": prepared - started, "optimise": finished - prepared, "total": finished - started,
+                   "steps_per_second": config.steps / max(finished - prepared, 1e-9)}
+        done = Done(images=(final,), config=dict(state.config), seed=config.seed, timings=timings)
+        yield (yield from finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds))
 
     def _clip_weights(self, config: GenerationConfig) -> tuple[list[float], ModelsConfig]:
         """Loss weights of the loaded CLIP models: the config's where it names the same models."""
         asked = config.models.clip_models
         mine = self.models.clip_models
-        if [c.identity for c in asked] == [c.identity for c in mine]:
-            specs = asked
-        else:
-            specs = mine
+        specs = asked if [c.identity for c in asked] == [c.identity for c in mine] else mine
         return [spec.weight for spec in specs], dataclasses.replace(self.models, clip_models=tuple(specs))
 
 
-def _describe(models: ModelsConfig) -> str:
+def describe_models(models: ModelsConfig) -> str:
+    """``vqgan_imagenet_f16_16384.ckpt with ViT-B-32/openai``, for messages."""
     clips = ", ".join(f"{c.model}/{c.pretrained}" for c in models.clip_models)
     return f"{Path(models.vqgan).name} with {clips}"

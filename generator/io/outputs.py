@@ -15,7 +15,7 @@ import os
 import re
 import unicodedata
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -167,14 +167,23 @@ class RunWriter:
     ``OutputError`` naming the run folder, whose files are kept.
     """
 
-    def __init__(self, folder: Path) -> None:
-        """Write into ``folder`` (normally from ``create_run_folder``; created if missing)."""
-        self._folder = Path(folder)
+    def __init__(self, folder: Path | Callable[[], Path]) -> None:
+        """Write into ``folder`` (created if missing), or into the folder that ``folder()``
+        creates on the first write, so a run that fails its checks leaves nothing behind
+        (see :meth:`new`)."""
+        self._folder = Path(folder) if not callable(folder) else None
+        self._create = folder if callable(folder) else None
         self._written: list[Path] = []
 
+    @classmethod
+    def new(cls, out_dir: Path, *, prompt: str, seed: int) -> RunWriter:
+        """A writer whose run folder ``<out_dir>/<date>-<time>-<slug>-<seed>`` is created by
+        its first write (see :func:`create_run_folder`)."""
+        return cls(lambda: create_run_folder(Path(out_dir), prompt=prompt, seed=seed))
+
     @property
-    def folder(self) -> Path:
-        """The run folder."""
+    def folder(self) -> Path | None:
+        """The run folder, or None while nothing has been written by a lazy writer."""
         return self._folder
 
     @property
@@ -182,11 +191,17 @@ class RunWriter:
         """Every file written so far, in order (a copy)."""
         return list(self._written)
 
+    def _root(self) -> Path:
+        if self._folder is None:
+            assert self._create is not None
+            self._folder = self._create()
+        return self._folder
+
     def write_frame(self, step: int, image: Image.Image) -> Path:
         """Save an animation frame as ``frames/<step as 6 digits>.png``; returns its path."""
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
-        frames_dir = self._make_dir(self._folder / FRAMES_DIR)
+        frames_dir = self._make_dir(self._root() / FRAMES_DIR)
         return self._record(save_png(image, frames_dir / f"{step:06d}.png", folder=self._folder))
 
     def write_final(self, image: Image.Image, *, config: Mapping[str, Any], prompt: str,
@@ -207,21 +222,26 @@ class RunWriter:
         try:
             final = self.write_image(image, name, text=text)
         except OutputError:
-            if not os.path.lexists(self._folder / name):
+            if not os.path.lexists(self._root() / name):
                 self._save_config_best_effort(config, config_name)
             raise
-        self._record(save_json(config, self._folder / config_name, folder=self._folder))
+        self.write_json(config, config_name)
         return final
+
+    def write_json(self, data: Mapping[str, Any], name: str) -> Path:
+        """Save a JSON file (e.g. ``run.json``) in the run folder; returns its path."""
+        path = self._make_dir(self._root()) / _check_name(name, ".json")
+        return self._record(save_json(data, path, folder=self._folder))
 
     def write_image(self, image: Image.Image, name: str, *,
                     text: Mapping[str, str] | None = None) -> Path:
         """Save an extra PNG (e.g. ``final_x4.png``) in the run folder; returns its path."""
-        path = self._make_dir(self._folder) / _check_name(name, ".png")
+        path = self._make_dir(self._root()) / _check_name(name, ".png")
         return self._record(save_png(image, path, text=text, folder=self._folder))
 
     def frames(self) -> list[Path]:
         """The frame files in ``frames/``, sorted by step number."""
-        return _frame_files(self._folder)
+        return _frame_files(self._folder) if self._folder is not None else []
 
     def write_video(self, *, fps: int = 10, mp4: bool = True, gif: bool = False) -> list[Path]:
         """Encode ``frames/`` into ``video.mp4`` and/or ``video.gif``; ``[]`` if no frames.
@@ -232,8 +252,8 @@ class RunWriter:
         if not (mp4 or gif):
             return []
         frames = self.frames()
-        if not frames:
-            logger.info("no frames in %s (give --save-every N), so no video was made", self._folder)
+        if not frames or self._folder is None:
+            logger.info("no frames were saved (give --save-every N), so no video was made")
             return []
         written = []
         if mp4:
@@ -255,7 +275,7 @@ class RunWriter:
 
     def _save_config_best_effort(self, config: Mapping[str, Any], config_name: str) -> None:
         try:
-            self._record(save_json(config, self._folder / config_name, folder=self._folder))
+            self.write_json(config, config_name)
         except OutputError as error:
             logger.warning("could not save %s either: %s", config_name, error)
         else:

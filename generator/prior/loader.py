@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from generator.vqgan_loader import (
     vqgan_config_from_mapping,
     vqgan_from_state,
 )
+from generator.weights import store
 from generator.weights.checkpoints import (
     StateDict,
     load_strict,
@@ -37,6 +39,7 @@ from generator.weights.checkpoints import (
     with_prefix,
     without,
 )
+from generator.weights.download import ProgressCallback
 from models.gpt import GPT, GPTConfig
 from models.vqgan import VQGAN, VQGANConfig
 
@@ -248,3 +251,19 @@ def _gpt_cause(given: GPTConfig, state: Mapping[str, torch.Tensor]) -> str | Non
         return None
     return ("this checkpoint was trained with " + ", ".join(f"{n}={trained[n]}" for n in differ)
             + "; its yaml says " + ", ".join(f"{n}={getattr(given, n)}" for n in differ))
+
+
+def transformer_registry_name(model: str) -> str:
+    """``ffhq`` -> ``ffhq_transformer`` where that is a registry entry; anything else as is."""
+    if model not in store.REGISTRY and f"{model}_transformer" in store.REGISTRY:
+        return f"{model}_transformer"
+    return model
+
+
+def load_prior_by_name(model: str, transformer_config: str | None = None, *, device: torch.device,
+                       weights_dir: str | os.PathLike[str] | None = None, offline: bool | None = None,
+                       progress: ProgressCallback | None = None) -> tuple[str, Prior]:
+    """(registry name or path, loaded prior) for ``ffhq``, ``ffhq_transformer`` or a checkpoint path."""
+    name = transformer_registry_name(model)
+    path = store.resolve(name, kind="transformer", weights_dir=weights_dir, offline=offline, progress=progress)
+    return name, load_prior(path, transformer_config, device=device)

@@ -10,30 +10,23 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from PIL import Image
 
-from generator.devices import autocast, autocast_dtype, pick_device, random_seed, seed_everything
+from generator.config import SampleConfig
+from generator.devices import autocast, autocast_dtype, pick_device, seed_everything
 from generator.errors import InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress
 from generator.io.images import contact_sheet, cover, open_image, pil_to_tensor, tensor_to_pil
 from generator.prior.conditioning import coordinate_tokens, map_size, map_tokens, start_tokens
-from generator.prior.loader import Prior, load_prior
-from generator.prior.sampling import SamplingSettings, sample_in_window, sample_sliding
+from generator.prior.loader import Prior, load_prior_by_name
+from generator.prior.sampling import SamplingSettings, check_grid, sample_rows
 from generator.runs import GenerationRun, RunState
-from generator.sample_config import SampleConfig
 from generator.upscale.loader import UpscalerCache
 from generator.upscale.tiles import finish_with_upscale
-from generator.weights import store
 from generator.weights.download import ProgressCallback
-
-
-def registry_name(model: str) -> str:
-    """``ffhq`` -> ``ffhq_transformer`` where that is a registry entry; anything else as is."""
-    if model not in store.REGISTRY and f"{model}_transformer" in store.REGISTRY:
-        return f"{model}_transformer"
-    return model
 
 
 def plan_size(prior: Prior, config: SampleConfig) -> tuple[tuple[int, int], tuple[int, int], str | None]:
@@ -54,56 +47,6 @@ def plan_size(prior: Prior, config: SampleConfig) -> tuple[tuple[int, int], tupl
     grid = (size[1] // factor, size[0] // factor)
     check_grid(prior, grid)
     return size, grid, notice
-
-
-def load_prior_by_name(model: str, transformer_config: str | None = None, *, device: torch.device,
-                       weights_dir: str | os.PathLike[str] | None = None, offline: bool | None = None,
-                       progress: ProgressCallback | None = None) -> tuple[str, Prior]:
-    """(registry name or path, loaded prior) for ``ffhq``, ``ffhq_transformer`` or a checkpoint path."""
-    name = registry_name(model)
-    path = store.resolve(name, kind="transformer", weights_dir=weights_dir, offline=offline, progress=progress)
-    return name, load_prior(path, transformer_config, device=device)
-
-
-def sample_rows(prior: Prior, cond: torch.Tensor, tokens: torch.Tensor, start: int, settings: SamplingSettings,
-                generator: torch.Generator, use_cache: bool = True) -> Iterator[int]:
-    """Fill ``tokens`` (B, H, W): with the cache when the grid is the training window, else with
-    the sliding window. Yields each finished row."""
-    grid = tuple(tokens.shape[1:])
-    if grid == prior.spec.window:
-        flat = tokens.view(tokens.shape[0], -1)
-        yield from sample_in_window(prior.gpt, cond.reshape(cond.shape[0], -1), flat, grid[1], start=start,
-                                    settings=settings, generator=generator, use_cache=use_cache)
-    else:
-        yield from sample_sliding(prior.gpt, cond, tokens, prior.spec.window, start=start, settings=settings,
-                                  generator=generator)
-
-
-def prior_codes(prior: Prior, grid: tuple[int, int], settings: SamplingSettings, generator: torch.Generator,
-                class_label: int | None = None) -> Iterator[Event]:
-    """Sample one (1, H, W) code grid as a starting point for CLIP guidance, yielding
-    ``Progress("prior", ...)`` per row; the codes are the generator's return value."""
-    check_grid(prior, grid)
-    kind = prior.spec.conditioning
-    if kind in ("segmentation", "depth"):
-        raise InputError(f"a {kind}-conditioned prior needs a map, so it cannot start a text-to-image run; use the sample command.")
-    cond = coordinate_tokens(prior, grid, 1) if kind == "coord" else start_tokens(prior, 1, class_label)
-    tokens = torch.zeros(1, *grid, dtype=torch.long, device=prior.device)
-    started = time.perf_counter()
-    for row in sample_rows(prior, cond, tokens, 0, settings, generator):
-        yield Progress("prior", row + 1, grid[0], time.perf_counter() - started)
-    return tokens
-
-
-def check_grid(prior: Prior, grid: tuple[int, int]) -> None:
-    """A grid smaller than the training window cannot be sampled: one clear sentence."""
-    rows, cols = prior.spec.window
-    if grid[0] < rows or grid[1] < cols:
-        factor = prior.vqgan.downsample_factor
-        raise InputError(
-            f"size {grid[1] * factor}x{grid[0] * factor} gives a {grid[0]}x{grid[1]} token grid, smaller than this "
-            f"model's {rows}x{cols} training window; use at least {cols * factor}x{rows * factor}."
-        )
 
 
 class Sampler:
@@ -134,22 +77,26 @@ class Sampler:
         sampler.load_seconds = time.perf_counter() - started
         return sampler
 
+    @property
+    def label(self) -> str:
+        """What its runs are called (folder names, PNG text): ``ffhq_transformer sample``."""
+        return f"{Path(self.model).stem if Path(self.model).suffix else self.model} sample"
+
     def run(self, config: SampleConfig) -> GenerationRun:
-        """Start a sampling run; nothing happens until it is iterated."""
-        state = RunState()
+        """Start a sampling run; nothing happens until it is iterated. The seed is resolved here."""
+        config = config.with_seed().replace(model=self.model, transformer_config=self.transformer_config)
+        state = RunState(mode="sample", label=self.label, config=config.to_dict())
         return GenerationRun(self._events(config, state), state)
 
     def _events(self, config: SampleConfig, state: RunState) -> Iterator[Event]:
-        config = config.replace(model=self.model, transformer_config=self.transformer_config)
-        state.config.update(config.to_dict())
         started = time.perf_counter()
         prior = self.prior
         # 1. Check inputs and resolve what the config left open.
         size, grid, notice = plan_size(prior, config)
         if notice:
             yield Notice(notice)
-        seed = config.seed if config.seed is not None else random_seed()
-        state.config.update(seed=seed, size=list(size))
+        seed = config.seed
+        state.config.update(size=list(size))
         seed_everything(seed, prior.device)
         generator = torch.Generator(prior.device).manual_seed(seed)
         dtype = autocast_dtype(prior.device, config.precision)
@@ -158,7 +105,7 @@ class Sampler:
         start = round(config.keep * grid[0] * grid[1]) if start_from is not None else 0
         rows_per_batch = grid[0] - start // grid[1]
         batches = [min(config.batch_size, config.n - first) for first in range(0, config.n, config.batch_size)]
-        total_rows = rows_per_batch * len(batches)
+        total_rows = state.total = rows_per_batch * len(batches)
         tokens_sampled, rows_done, sampling_started = 0, 0, time.perf_counter()
 
         # 2. Sample batch by batch; every finished row is a progress step.

@@ -13,16 +13,24 @@ in place, so callers can report progress and show previews (``yield from`` forwa
   prepended), and the cell is sampled from the logits at its position in the window, as in
   taming-transformers' ``scripts/sample_conditional.py``. Only the tokens before the target
   are fed: causal attention makes the later ones irrelevant, so this is exact and cheaper.
+
+:func:`sample_rows` picks the strategy for a prior and a grid; :func:`prior_codes` samples
+one grid as the starting point of a text-to-image run.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from generator.errors import InputError
+from generator.events import Event, Progress
+from generator.prior.conditioning import coordinate_tokens, start_tokens
+from generator.prior.loader import Prior
 from models.gpt import GPT, KVCache
 
 
@@ -135,3 +143,44 @@ def sample_sliding(
         tokens[:, i, j] = draw(logits[:, -1], settings, generator)
         if j == width - 1:
             yield i
+
+
+def sample_rows(prior: Prior, cond: torch.Tensor, tokens: torch.Tensor, start: int, settings: SamplingSettings,
+                generator: torch.Generator, use_cache: bool = True) -> Iterator[int]:
+    """Fill ``tokens`` (B, H, W): with the cache when the grid is the training window, else with
+    the sliding window. Yields each finished row."""
+    grid = tuple(tokens.shape[1:])
+    if grid == prior.spec.window:
+        flat = tokens.view(tokens.shape[0], -1)
+        yield from sample_in_window(prior.gpt, cond.reshape(cond.shape[0], -1), flat, grid[1], start=start,
+                                    settings=settings, generator=generator, use_cache=use_cache)
+    else:
+        yield from sample_sliding(prior.gpt, cond, tokens, prior.spec.window, start=start, settings=settings,
+                                  generator=generator)
+
+
+def prior_codes(prior: Prior, grid: tuple[int, int], settings: SamplingSettings, generator: torch.Generator,
+                class_label: int | None = None) -> Iterator[Event]:
+    """Sample one (1, H, W) code grid as a starting point for CLIP guidance, yielding
+    ``Progress("prior", ...)`` per row; the codes are the generator's return value."""
+    check_grid(prior, grid)
+    kind = prior.spec.conditioning
+    if kind in ("segmentation", "depth"):
+        raise InputError(f"a {kind}-conditioned prior needs a map, so it cannot start a text-to-image run; use the sample command.")
+    cond = coordinate_tokens(prior, grid, 1) if kind == "coord" else start_tokens(prior, 1, class_label)
+    tokens = torch.zeros(1, *grid, dtype=torch.long, device=prior.device)
+    started = time.perf_counter()
+    for row in sample_rows(prior, cond, tokens, 0, settings, generator):
+        yield Progress("prior", row + 1, grid[0], time.perf_counter() - started)
+    return tokens
+
+
+def check_grid(prior: Prior, grid: tuple[int, int]) -> None:
+    """A grid smaller than the training window cannot be sampled: one clear sentence."""
+    rows, cols = prior.spec.window
+    if grid[0] < rows or grid[1] < cols:
+        factor = prior.vqgan.downsample_factor
+        raise InputError(
+            f"size {grid[1] * factor}x{grid[0] * factor} gives a {grid[0]}x{grid[1]} token grid, smaller than this "
+            f"model's {rows}x{cols} training window; use at least {cols * factor}x{rows * factor}."
+        )

@@ -5,13 +5,12 @@ need a widget-friendly shape (``size`` as width and height, optional numbers as 
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from collections.abc import Mapping
 from typing import Any
 
-from generator.config import GenerationConfig, clip_model_spec, field_paths
-from generator.sample_config import SampleConfig
+from generator.config import GenerationConfig, SampleConfig, clip_model_spec
+from generator.config_schema import field_paths, flatten, leaf_hints, nest
 
 # Optional integers shown as a number where this value means "not set".
 _UNSET_NUMBERS = {"seed": -1, "class_label": -1, "prior_class": -1, "upscale_tile_pad": -1}
@@ -30,19 +29,9 @@ def parse_clip_models(text: str) -> list[dict[str, Any]]:
     return [clip_model_spec(line.split()) for line in text.splitlines() if line.strip()]
 
 
-def _leaves(config_cls: type) -> dict[str, str]:
-    return field_paths(config_cls)
-
-
 def to_form(config: GenerationConfig | SampleConfig) -> dict[str, Any]:
     """Widget values for a config."""
-    plain = config.to_dict()
-    values: dict[str, Any] = {}
-    for leaf, path in _leaves(type(config)).items():
-        node: Any = plain
-        for part in path.split("."):
-            node = node[part]
-        values[leaf] = node
+    values = flatten(type(config), config.to_dict())
     size = values.pop("size")
     values["width"], values["height"] = size if size else (0, 0)
     for name, unset in {**_UNSET_NUMBERS, **_UNSET_FLOATS}.items():
@@ -55,18 +44,10 @@ def to_form(config: GenerationConfig | SampleConfig) -> dict[str, Any]:
 
 def from_form(config_cls: type, values: Mapping[str, Any]) -> Any:
     """A config from widget values (unknown names are ignored; missing ones keep defaults)."""
-    paths = _leaves(config_cls)
-    hints = _leaf_hints(config_cls)
-    nested: dict[str, Any] = {}
-    for name, value in values.items():
-        if name not in paths:
-            continue
-        value = _from_widget(name, value, hints[name])
-        node = nested
-        *parents, leaf = paths[name].split(".")
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
+    paths = field_paths(config_cls)
+    hints = leaf_hints(config_cls)
+    nested = nest(config_cls, {name: _from_widget(name, value, hints[name])
+                               for name, value in values.items() if name in paths})
     width, height = int(values.get("width") or 0), int(values.get("height") or 0)
     if "width" in values or "height" in values:
         nested["size"] = [width, height] if width and height else None
@@ -90,14 +71,3 @@ def _from_widget(name: str, value: Any, hint: Any) -> Any:
         return list(value)
     return value
 
-
-def _leaf_hints(config_cls: type, hints: dict[str, Any] | None = None) -> dict[str, Any]:
-    hints = {} if hints is None else hints
-    types_ = typing.get_type_hints(config_cls)
-    for item in dataclasses.fields(config_cls):
-        hint = types_[item.name]
-        if dataclasses.is_dataclass(hint):
-            _leaf_hints(hint, hints)
-        else:
-            hints[item.name] = hint
-    return hints

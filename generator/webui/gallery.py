@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from generator.errors import InputError
+from generator.io.outputs import MODE_KEY, PROMPT_KEY, read_png_text
+from generator.sinks import RUN_RECORD
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,10 +49,23 @@ def _read(folder: Path) -> PastRun | None:
         return None  # a run whose config is missing cannot be reloaded; skip it
     if not isinstance(config, dict):
         return None
-    if "top_k" in config and "model" in config:
-        model = str(config["model"])
-        return PastRun(folder, image, "sample", f"{Path(model).stem if Path(model).suffix else model} sample", config)
-    return PastRun(folder, image, "text-to-image", str(config.get("prompts") or "(image prompts)"), config)
+    mode, label = _recorded_mode(folder, image)
+    return PastRun(folder, image, mode, label or str(config.get("prompts") or "(image prompts)"), config)
+
+
+def _recorded_mode(folder: Path, image: Path) -> tuple[str, str | None]:
+    """(mode, label) as the run recorded them: ``run.json``, else the final PNG's text chunks
+    (runs made before run.json existed)."""
+    try:
+        record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
+        return str(record["mode"]), str(record.get("label") or "") or None
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        text = read_png_text(image)
+    except InputError:
+        return "text-to-image", None
+    return text.get(MODE_KEY, "text-to-image"), text.get(PROMPT_KEY)
 
 
 def list_runs(outputs_dir: Path, limit: int = 60) -> list[PastRun]:

@@ -8,29 +8,21 @@ closes the run and keeps what it produced, exactly like Ctrl-C on the command li
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from generator.config import GenerationConfig, OutputConfig, UpscaleConfig
-from generator.devices import random_seed
-from generator.errors import GeneratorError
-from generator.events import Done, Event, Notice, Preview, Progress, relay
+from generator.config import GenerationConfig, SampleConfig, UpscaleConfig
+from generator.events import Event, Preview, Progress, relay
 from generator.io.image_data import read_image_data
-from generator.io.outputs import RunWriter, create_run_folder, zip_frames
+from generator.io.outputs import FRAMES_DIR, zip_frames
 from generator.runs import GenerationRun
-from generator.sample_config import SampleConfig
-from generator.sinks import (
-    keep_samples,
-    keep_text_to_image,
-    sample_label,
-    write_samples,
-    write_text_to_image,
-    write_upscaled,
-)
+from generator.sinks import RunRecord, drive, write_upscaled
 from generator.upscale.tiles import upscale_with
 from generator.webui.studio import Session, Studio
 
@@ -66,77 +58,57 @@ def describe(event: Progress) -> str:
     return text
 
 
-def _drive(run: GenerationRun, writer: RunWriter, output: OutputConfig, session: Session,
-           finish: Callable[[Done], Path], keep: Callable[[GenerationRun], Path | None]) -> Iterator[Update]:
-    session.folder = writer.folder
-    done: Done | None = None
-    try:
-        for event in run:
-            if isinstance(event, Progress):
-                yield Update(progress=(event.step, event.total, describe(event)))
-            elif isinstance(event, Preview):
-                writer.write_frame(event.step, event.image)
+def _present(run: GenerationRun, studio: Studio, session: Session) -> Iterator[Update]:
+    """The web UI's presentation of the one driver (:func:`generator.sinks.drive`): it writes
+    the files, this turns events into updates. A Stop closes this generator at a ``yield``,
+    which closes the driver, which keeps the work."""
+    record = session.record = RunRecord(run.state.mode)
+    with contextlib.closing(drive(run, studio.outputs_dir, record=record)) as events:
+        for event in events:
+            if isinstance(event, Preview):
                 yield Update(preview=event.image)
-            elif isinstance(event, Notice):
-                yield Update(notice=event.message)
-            elif isinstance(event, Done):
-                done = event
-        assert done is not None, "a run ended without a Done event"
-        session.result = finish(done)
-        yield _final_update(writer, output, session.result, done)
-    except (GeneratorExit, GeneratorError):  # Stop, or an error with one sentence for the user
-        run.close()
-        try:
-            session.result = keep(run)
-            writer.write_video(fps=output.fps, mp4=output.video, gif=output.gif)
-        except GeneratorError as second:
-            logger.error("%s", second)
-        raise
+            else:
+                yield _as_update(event)
+    yield _final_update(record)
 
 
-def _final_update(writer: RunWriter, output: OutputConfig, result: Path, done: Done) -> Update:
-    videos = writer.write_video(fps=output.fps, mp4=output.video, gif=output.gif)
-    files = [result] + [p for p in writer.folder.glob("*.png") if p != result] + videos
-    if writer.frames():
-        files.append(zip_frames(writer.folder, writer.folder / "frames.zip"))
-    seconds = sum(v for k, v in done.timings.items() if k in ("total", "upscale", "load"))
-    return Update(status=f"done in {seconds:.1f}s · {writer.folder.name}", result=str(result),
-                  video=str(next((v for v in videos if v.suffix == ".mp4"), "")) or None,
-                  files=[str(p) for p in sorted(set(files), key=files.index)])
+def _final_update(record: RunRecord) -> Update:
+    assert record.folder is not None and record.result is not None and record.done is not None
+    images = [record.result] + [p for p in record.files if p.suffix == ".png" and p.parent == record.folder
+                                and p != record.result]
+    files = images + record.videos
+    frames = sorted((record.folder / FRAMES_DIR).glob("*.png"))
+    if frames:
+        files.append(frames_download(record.folder))
+    seconds = sum(v for k, v in record.done.timings.items() if k in ("total", "upscale", "load"))
+    mp4 = next((v for v in record.videos if v.suffix == ".mp4"), None)
+    return Update(status=f"done in {seconds:.1f}s · {record.folder.name}", result=str(record.result),
+                  video=str(mp4) if mp4 else None, files=[str(p) for p in files])
+
+
+def frames_download(folder: Path) -> Path:
+    """The frames of a run folder as a zip in a temporary folder (the run folder itself
+    holds the same files as a command-line run)."""
+    destination = Path(tempfile.mkdtemp(prefix="vqgan-studio-")) / f"{folder.name}-frames.zip"
+    return zip_frames(folder, destination)
 
 
 def text_to_image_job(studio: Studio, config: GenerationConfig, session: Session) -> Iterator[Update]:
-    """Generate from text, writing ``final.png``, frames, video and a frames zip."""
-    if config.seed is None:
-        config = config.replace(seed=random_seed())
+    """Generate from text, writing ``final.png``, frames and video; frames also as a zip."""
     with session.running():
         yield Update(status="loading models…")
-        generator = studio.generator_for(config.models)
-        writer = RunWriter(create_run_folder(studio.outputs_dir, prompt=config.prompts or "image", seed=config.seed))
-        yield from _drive(generator.run(config), writer, config.output, session,
-                          finish=lambda done: write_text_to_image(writer, done, config),
-                          keep=lambda run: keep_text_to_image(writer, run, config))
+        pipeline = studio.text_to_image_for(config.models)
+        yield from _present(pipeline.run(config), studio, session)
 
 
 def sample_job(studio: Studio, config: SampleConfig, session: Session) -> Iterator[Update]:
     """Sample from a prior, writing ``sample-NNN.png``, a contact sheet, frames and video."""
-    if config.seed is None:
-        config = config.replace(seed=random_seed())
-    samples: list[str] = []
     with session.running():
         yield Update(status="loading the prior…")
         sampler = studio.sampler_for(config.model, config.transformer_config)
-        writer = RunWriter(create_run_folder(studio.outputs_dir, prompt=sample_label(sampler.model), seed=config.seed))
-
-        def finish(done: Done) -> Path:
-            final = write_samples(writer, done.images, done.config, config, upscaled=done.upscaled)
-            samples.extend(str(p) for p in sorted(writer.folder.glob("sample-*.png")))
-            return final
-
-        for update in _drive(sampler.run(config), writer, config.output, session, finish=finish,
-                             keep=lambda run: keep_samples(writer, run, config)):
-            if update.result is not None:
-                update.results = samples
+        for update in _present(sampler.run(config), studio, session):
+            if update.result is not None and session.record is not None:
+                update.results = [str(p) for p in session.record.files if p.name.startswith("sample-")]
             yield update
 
 
@@ -149,6 +121,6 @@ def upscale_job(studio: Studio, image_path: str, config: UpscaleConfig, session:
         result = yield from relay(upscale_with(upscaler, image, config), _as_update)
         path = write_upscaled(studio.outputs_dir / "upscaled", Path(image_path), image, result, config,
                               upscaler.name, config.upscale or upscaler.scale)
-        session.result = path
+        session.record = RunRecord("upscale", status="done", folder=path.parent, result=path, files=[path])
         yield Update(status=f"{image.size[0]}x{image.size[1]} → {result.size[0]}x{result.size[1]} · {path.name}",
                      result=str(path), files=[str(path)])

@@ -20,8 +20,10 @@ import torch
 
 from generator.config import ModelsConfig
 from generator.devices import pick_device
-from generator.guidance.pipeline import Generator
-from generator.prior.pipeline import Sampler, registry_name
+from generator.guidance.pipeline import TextToImage
+from generator.prior.loader import transformer_registry_name
+from generator.prior.pipeline import Sampler
+from generator.sinks import RunRecord
 from generator.upscale.loader import UpscalerCache
 
 logger = logging.getLogger(__name__)
@@ -37,18 +39,28 @@ def _idle() -> threading.Event:
 class Session:
     """What the Stop and "use the latest result" buttons need to know about a browser session.
 
-    ``finished`` is set whenever no job of this session is running.
+    ``record`` tells what became of the latest job (its folder and main image, also after a
+    Stop); ``finished`` is set whenever no job of this session is running.
     """
 
-    folder: Path | None = None
-    result: Path | None = None
+    record: RunRecord | None = None
     finished: threading.Event = field(default_factory=_idle)
+
+    @property
+    def folder(self) -> Path | None:
+        """The run folder of the latest job (None until it wrote something)."""
+        return self.record.folder if self.record is not None else None
+
+    @property
+    def result(self) -> Path | None:
+        """The main image of the latest job (None until there is one)."""
+        return self.record.result if self.record is not None else None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Session]:
         """Mark a job as running until it ends, however it ends (done, error or Stop)."""
         self.finished.clear()
-        self.folder = self.result = None
+        self.record = None
         try:
             yield self
         finally:
@@ -62,7 +74,7 @@ class Studio:
     Args:
         outputs_dir: run folders are created here; the server serves files from here only.
         models: the text-to-image models used unless a run asks for others.
-        generator, sampler: already-loaded pipelines (tests pass tiny ones).
+        text_to_image, sampler: already-loaded pipelines (tests pass tiny ones).
     """
 
     outputs_dir: Path
@@ -70,16 +82,16 @@ class Studio:
     device: torch.device | None = None
     weights_dir: str | os.PathLike[str] | None = None
     offline: bool | None = None
-    generator: Generator | None = None
+    text_to_image: TextToImage | None = None
     sampler: Sampler | None = None
     upscalers: UpscalerCache | None = None
     sessions: dict[str, Session] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)
-        if self.generator is not None:
-            self.models = self.generator.models
-            self.device = self.device or self.generator.device
+        if self.text_to_image is not None:
+            self.models = self.text_to_image.models
+            self.device = self.device or self.text_to_image.device
         self.device = pick_device(self.device) if self.device is None or isinstance(self.device, str) else self.device
         self.upscalers = self.upscalers or UpscalerCache(self.device, self.weights_dir, self.offline)
 
@@ -88,22 +100,22 @@ class Studio:
         key = str(getattr(request, "session_hash", None) or "default")
         return self.sessions.setdefault(key, Session())
 
-    def generator_for(self, models: ModelsConfig) -> Generator:
-        """The Generator for ``models``, loading it (and dropping another) if needed."""
-        current = self.generator
+    def text_to_image_for(self, models: ModelsConfig) -> TextToImage:
+        """The text-to-image pipeline for ``models``, loading it (and dropping another) if needed."""
+        current = self.text_to_image
         if current is not None and models.identity in (current.models.identity, current.requested.identity):
             return current
-        self.generator = None
+        self.text_to_image = None
         _free(self.device)
         logger.info("loading models for %s", models.vqgan)
-        self.generator = Generator.from_pretrained(models, device=self.device, weights_dir=self.weights_dir,
-                                                   offline=self.offline)
-        return self.generator
+        self.text_to_image = TextToImage.from_pretrained(models, device=self.device, weights_dir=self.weights_dir,
+                                                         offline=self.offline)
+        return self.text_to_image
 
     def sampler_for(self, model: str, transformer_config: str | None = None) -> Sampler:
         """The Sampler for a prior, loading it (and dropping another) if needed."""
         current = self.sampler
-        if current is not None and current.model in (model, registry_name(model)) \
+        if current is not None and current.model in (model, transformer_registry_name(model)) \
                 and current.transformer_config == transformer_config:
             return current
         self.sampler = None
