@@ -24,7 +24,7 @@ from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig  # 
 from generator.devices import pick_device  # noqa: E402
 from generator.events import Progress  # noqa: E402
 from generator.guidance.clip import load_clip  # noqa: E402
-from generator.guidance.pipeline import Generator  # noqa: E402
+from generator.guidance.pipeline import TextToImage  # noqa: E402
 from models.vqgan import VQGAN, VQGANConfig  # noqa: E402
 
 
@@ -34,13 +34,13 @@ def measure(device: torch.device, size: int, cutn: int, steps: int, warmup: int,
         vqgan = vqgan.to(memory_format=torch.channels_last)
     clip = load_clip("ViT-B-32", None, device=device, quick_gelu=True)
     models = ModelsConfig(vqgan="random f16-16384", clip_models=(ClipModelConfig("ViT-B-32", None),))
-    generator = Generator(vqgan, [clip], models=models, device=device)
+    pipeline = TextToImage(vqgan, [clip], models=models, device=device)
     config = GenerationConfig(prompts="city at night", size=(size, size), steps=warmup + steps, seed=0,
                               precision=precision, models=models).replace()
     config = GenerationConfig.from_dict({**config.to_dict(), "cutouts": {"cutn": cutn}})
     reset_peak(device)
     stamps = []
-    for event in generator.run(config):
+    for event in pipeline.run(config):
         if isinstance(event, Progress):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

@@ -40,7 +40,7 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def tiny_generator(tiny_files):
+def tiny_pipeline(tiny_files):
     """A TextToImage loaded from the tiny files through the real loading path, on the CPU."""
     from generator.guidance.pipeline import TextToImage
 

@@ -154,8 +154,8 @@ def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
 def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny_files, tmp_path: Path, capsys) -> None:
     from generator.guidance.pipeline import TextToImage
 
-    generator = TextToImage.from_pretrained(tiny_files.models(), device="cpu")
-    decode, calls = generator.vqgan.decode, {"n": 0}
+    pipeline = TextToImage.from_pretrained(tiny_files.models(), device="cpu")
+    decode, calls = pipeline.vqgan.decode, {"n": 0}
 
     def decode_then_run_out(z_q):
         calls["n"] += 1
@@ -163,9 +163,9 @@ def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return decode(z_q)
 
-    generator.vqgan.decode = decode_then_run_out
+    pipeline.vqgan.decode = decode_then_run_out
     code = main(["city", *tiny_files.cli_args(), *FAST, "--steps", "50", "--save-every", "3", "--video",
-                 "--seed", "1", "--out", str(tmp_path)], make_pipeline=lambda *a, **k: generator)
+                 "--seed", "1", "--out", str(tmp_path)], make_pipeline=lambda *a, **k: pipeline)
     err = capsys.readouterr().err
     assert code == 1
     assert "error: the CPU ran out of memory at 32x32 with 4 cutouts; try a smaller --size, fewer --cutn or --preset low-memory" in err

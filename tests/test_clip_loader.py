@@ -243,7 +243,10 @@ class _TagFixture:
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         config_path, self.weights_path = write_tiny_clip(tmp_path / "src", seed=21)
-        self.arch, _ = clip_loader._architecture(config_path)
+        # the tiny config plays a built-in open_clip architecture that has a pretrained tag
+        self.arch = "tiny-test-arch"
+        model_cfg = json.loads(config_path.read_text())
+        monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, self.arch, model_cfg.get("model_cfg", model_cfg))
         cfg = {"url": "https://example.invalid/tiny-clip-abc.pt", "hf_hub": "", "quick_gelu": True,
                "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.2, 0.2)}
         monkeypatch.setitem(open_clip.pretrained._PRETRAINED, self.arch, {"tinytag": cfg})

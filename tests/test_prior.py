@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from generator.config import SampleConfig
 from generator.errors import CheckpointError, ConfigError, InputError
 from generator.events import Done, Preview, Progress
 from generator.prior.conditioning import coordinate_tokens, start_tokens
@@ -23,7 +24,6 @@ from generator.prior.sampling import (
     sliding_order,
     window_origin,
 )
-from generator.config import SampleConfig
 from tests.factories import save_lightning_checkpoint, upstream_vqgan_yaml, write_yaml
 from tests.prior_factories import N_CLASSES, SEG_LABELS, save_tiny_prior
 

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator.config import GenerationConfig
+from generator.config import GenerationConfig, SampleConfig
 from generator.errors import InputError
-from generator.config import SampleConfig
 from generator.webui.forms import from_form, to_form
 from generator.webui.gallery import list_runs
 from generator.webui.jobs import sample_job, text_to_image_job, upscale_job
@@ -27,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def studio(tiny_generator, tmp_path: Path) -> Studio:
-    return Studio(outputs_dir=tmp_path / "outputs", text_to_image=tiny_generator)
+def studio(tiny_pipeline, tmp_path: Path) -> Studio:
+    return Studio(outputs_dir=tmp_path / "outputs", text_to_image=tiny_pipeline)
 
 
 def test_importing_app_loads_no_model(tmp_path: Path) -> None:

@@ -40,11 +40,21 @@ class _Formatter(logging.Formatter):
         return message
 
 
+def _not_open_clip_random_init(record: logging.LogRecord) -> bool:
+    """open_clip warns that a model "initialized randomly" (or found "no CLIP weights") every
+    time the CLIP loader builds one; the loader loads the weights itself right after, so the
+    lines only mislead."""
+    message = record.getMessage()
+    return not message.startswith(("No pretrained weights loaded for model", "Local config loaded, but no CLIP"))
+
+
 def configure_logging(verbose: bool = False) -> None:
     """Diagnostics go to stderr through ``logging``: this package's at INFO (DEBUG when
-    verbose), other libraries' only from WARNING up."""
+    verbose), other libraries' only from WARNING up. Front ends call this; the library
+    never touches the logging configuration."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(message)s"))
+    handler.addFilter(_not_open_clip_random_init)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("generator").setLevel(logging.DEBUG if verbose else logging.INFO)
 

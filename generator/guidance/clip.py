@@ -11,7 +11,6 @@ strictly. Input size, mean and std are read back from the built model, never fro
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import json
@@ -19,6 +18,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,8 @@ def load_clip(
         WeightsError: weights missing and not downloadable (offline) or the download failed.
         CheckpointError: the file is not a CLIP checkpoint or does not fit the architecture.
     """
-    arch, preprocess = _architecture(model)
+    architecture = _architecture(model)
+    arch, preprocess = architecture.name, architecture.preprocess
     path, tag_cfg, auto_quick, label = _weights_source(arch, pretrained, weights_dir, offline, progress)
     checkpoint = read_checkpoint(path) if path is not None else None
     if isinstance(checkpoint, Stub) and auto_quick is None:
@@ -157,23 +158,41 @@ def load_clip(
     if tag_cfg:
         preprocess = {**preprocess, "mean": tag_cfg["mean"], "std": tag_cfg["std"]}
     quick = quick_gelu if quick_gelu is not None else auto_quick
-    network = _build(arch, quick, preprocess, force_off=quick_gelu is False)
+    network, tokenizer = _build(architecture, quick, preprocess, force_off=quick_gelu is False)
     if checkpoint is not None:
         state = _clip_state_dict(checkpoint, network, source=Path(path).name)
         load_strict(network, state, source=Path(path).name, what=f"CLIP {arch}",
                     likely_cause=f"these weights are for a different CLIP architecture than {arch}",
                     remedy="pass the architecture (or model-config JSON) the weights were trained with")
     network = network.float().to(device)
-    embed_dim = open_clip.get_model_config(arch)["embed_dim"]
-    return ClipModel(network, open_clip.get_tokenizer(arch), name=f"{arch}/{label}", embed_dim=embed_dim)
+    return ClipModel(network, tokenizer, name=f"{arch}/{label}", embed_dim=architecture.embed_dim)
 
 
-def _architecture(model: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
-    """(open_clip model name, preprocess overrides) for an architecture name or a JSON file."""
+@dataclass(frozen=True)
+class _Architecture:
+    """What network to build: an open_clip architecture, or the model config of a JSON file.
+
+    Attributes:
+        name: the open_clip name, or ``<stem>-<hash of the config>`` for a file.
+        cfg: a file's model config (None for a built-in architecture).
+        preprocess: mean and std a file's ``preprocess_cfg`` sets.
+    """
+
+    name: str
+    cfg: dict[str, Any] | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embed_dim(self) -> int:
+        return int((self.cfg or open_clip.get_model_config(self.name))["embed_dim"])
+
+
+def _architecture(model: str | os.PathLike[str]) -> _Architecture:
+    """The architecture an architecture name or a model-config JSON file names."""
     text = os.fspath(model).strip()
     path = Path(text).expanduser()
     if path.is_file() or text.lower().endswith(".json"):
-        return _register_config(path)
+        return _read_config(path)
     known = open_clip.list_models()
     name = {k.lower(): k for k in known}.get(text.replace("/", "-").lower(), text)
     if name not in known:
@@ -183,12 +202,12 @@ def _architecture(model: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
             f"{text!r} is not an open_clip architecture; {hint}use a name from "
             "open_clip.list_models() or the path of a model-config JSON file."
         )
-    return name, {}
+    return _Architecture(name)
 
 
-def _register_config(path: Path) -> tuple[str, dict[str, Any]]:
-    """Register a config JSON under ``<stem>-<hash of its contents>``, so that two files with
-    the same stem never shadow each other and loading the same file twice is idempotent."""
+def _read_config(path: Path) -> _Architecture:
+    """A model-config JSON, named ``<stem>-<hash of its contents>`` in labels. It is never
+    added to open_clip's global registry: the network is built from a private copy."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -203,13 +222,7 @@ def _register_config(path: Path) -> tuple[str, dict[str, Any]]:
         )
     preprocess = {k: v for k, v in (data.get("preprocess_cfg") or {}).items() if k in ("mean", "std")}
     canonical = json.dumps(cfg, sort_keys=True)
-    name = f"{path.stem}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
-    if name not in open_clip.list_models():
-        with tempfile.TemporaryDirectory(prefix="clip-config-") as tmp:
-            copy = Path(tmp) / f"{name}.json"
-            copy.write_text(canonical, encoding="utf-8")
-            open_clip.add_model_config(copy)  # read at once; the file is not needed afterwards
-    return name, preprocess
+    return _Architecture(f"{path.stem}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}", cfg, preprocess)
 
 
 def _weights_source(
@@ -281,28 +294,23 @@ def _fetch_tag(arch: str, tag: str, cfg: Mapping[str, Any], weights_dir: Any, of
     return cached
 
 
-def _build(arch: str, quick: bool | None, preprocess: Mapping[str, Any], *, force_off: bool) -> nn.Module:
+def _build(architecture: _Architecture, quick: bool | None, preprocess: Mapping[str, Any], *,
+           force_off: bool) -> tuple[nn.Module, Any]:
+    """(network with random weights, tokenizer). open_clip logs "No pretrained weights loaded"
+    here: the weights are loaded right after (the command line's log handler leaves that out)."""
     kwargs: dict[str, Any] = {"quick_gelu": False} if force_off else {}
+    options = dict(pretrained=None, force_quick_gelu=bool(quick), pretrained_text=False,
+                   force_preprocess_cfg=dict(preprocess) or None, **kwargs)
     try:
-        with _quiet_random_init_warning():
-            return open_clip.create_model(
-                arch, pretrained=None, force_quick_gelu=bool(quick), pretrained_text=False,
-                force_preprocess_cfg=dict(preprocess) or None, **kwargs)
+        if architecture.cfg is None:
+            return open_clip.create_model(architecture.name, **options), open_clip.get_tokenizer(architecture.name)
+        with tempfile.TemporaryDirectory(prefix="clip-config-") as folder:
+            (Path(folder) / "open_clip_config.json").write_text(json.dumps({"model_cfg": architecture.cfg}))
+            source = f"local-dir:{folder}"
+            return open_clip.create_model(source, **options), open_clip.get_tokenizer(source)
     except (RuntimeError, OSError, ValueError, ImportError) as error:
-        raise ConfigError(f"open_clip could not build {arch} ({summary(error)}); check the architecture.") from None
-
-
-@contextlib.contextmanager
-def _quiet_random_init_warning() -> Iterator[None]:
-    """open_clip warns "initialized randomly" because we load the weights ourselves afterwards."""
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No pretrained weights loaded")
-
-    logging.getLogger().addFilter(keep)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeFilter(keep)
+        raise ConfigError(f"open_clip could not build {architecture.name} ({summary(error)}); "
+                          "check the architecture.") from None
 
 
 def _clip_state_dict(checkpoint: Any, model: nn.Module, *, source: str) -> StateDict:
