@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Tests never reach the network: no analytics, no hub lookups, no telemetry.
 TEST_ENV := GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: install install-dev run app test bench clean-venv
+.PHONY: install install-dev run app test lint bench clean-venv
 
 $(VENV)/.torch-installed:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,13 @@ run: install
 app: install
 	$(BIN)/python app.py $(ARGS)
 
+# Lint first (ruff: style, import sorting, likely bugs), then the suite.
 test: install-dev
+	$(BIN)/python -m ruff check .
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/python -m ruff check .
 
 bench: install
 	$(BIN)/python bench/clip_loop.py $(ARGS)

@@ -65,14 +65,17 @@ def _widgets_text_to_image(values: dict[str, Any]) -> dict[str, gr.components.Co
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             w["image_prompts"] = gr.Textbox(values["image_prompts"], label="Image prompts (path:weight | ...)")
-            w["image_prompt_files"] = gr.File(label="Image prompts (upload)", file_count="multiple", file_types=["image"])
+            w["image_prompt_files"] = gr.File(label="Image prompts (upload)", file_count="multiple",
+                                              file_types=["image"])
             w["noise_prompts"] = gr.Textbox(values["noise_prompts"], label="Noise prompts (seed:weight | ...)")
-            w["change_prompt_every"] = gr.Number(values["change_prompt_every"], label="Steps per ^ phrase (0: split)", precision=0)
+            w["change_prompt_every"] = gr.Number(values["change_prompt_every"], label="Steps per ^ phrase (0: split)",
+                                                 precision=0)
         with gr.Row():
             w["init"] = gr.Dropdown(list(INIT_MODES), value=values["init"], label="Start from")
             w["init_image"] = gr.Image(label="Init image", type="filepath", height=160)
             w["init_weight"] = gr.Number(values["init_weight"], label="Init weight (MSE toward the start)")
-            w["init_weight_decay_steps"] = gr.Number(values["init_weight_decay_steps"], label="Init weight reaches 0 at step", precision=0)
+            w["init_weight_decay_steps"] = gr.Number(values["init_weight_decay_steps"],
+                                                     label="Init weight reaches 0 at step", precision=0)
         with gr.Row():
             w["cutn"] = gr.Slider(1, 256, values["cutn"], step=1, label="Cutouts")
             w["cut_pow"] = gr.Number(values["cut_pow"], label="Cutout size power")
@@ -84,7 +87,8 @@ def _widgets_text_to_image(values: dict[str, Any]) -> dict[str, gr.components.Co
             w["tv_weight"] = gr.Number(values["tv_weight"], label="Smoothness (TV) weight")
             w["precision"] = gr.Dropdown(list(PRECISIONS), value=values["precision"], label="Precision")
         with gr.Row():
-            w["save_every"] = gr.Number(values["save_every"], label="Preview/frame every N steps (0: none)", precision=0)
+            w["save_every"] = gr.Number(values["save_every"], label="Preview/frame every N steps (0: none)",
+                                        precision=0)
             w["video"] = gr.Checkbox(values["video"], label="Video (mp4)")
             w["gif"] = gr.Checkbox(values["gif"], label="Gif")
             w["fps"] = gr.Number(values["fps"], label="Frames per second", precision=0)
@@ -96,7 +100,8 @@ def _widgets_text_to_image(values: dict[str, Any]) -> dict[str, gr.components.Co
         with gr.Row():
             w["vqgan"] = gr.Textbox(values["vqgan"], label="VQGAN (registry name or file)")
             w["vqgan_config"] = gr.Textbox(values["vqgan_config"], label="VQGAN yaml (optional)")
-            w["clip_models"] = gr.Textbox(values["clip_models"], label="CLIP models (MODEL PRETRAINED WEIGHT per line)", lines=2)
+            w["clip_models"] = gr.Textbox(values["clip_models"], label="CLIP models (MODEL PRETRAINED WEIGHT per line)",
+                                          lines=2)
         with gr.Row():
             w["prior"] = gr.Textbox(values["prior"], label="Prior for 'Start from: prior'")
             w["prior_top_k"] = gr.Number(values["prior_top_k"], label="Prior top-k", precision=0)
@@ -122,7 +127,8 @@ def _widgets_sample(values: dict[str, Any]) -> dict[str, gr.components.Component
         w["temperature"] = gr.Number(values["temperature"], label="Temperature")
         w["seed"] = gr.Number(values["seed"], label="Seed (-1: random)", precision=0, minimum=-1)
     with gr.Row():
-        w["class_label"] = gr.Number(values["class_label"], label="Class (class-conditional priors; -1: none)", precision=0)
+        w["class_label"] = gr.Number(values["class_label"], label="Class (class-conditional priors; -1: none)",
+                                     precision=0)
         w["condition"] = gr.File(label="Condition map (segmentation or depth)", file_types=["image"])
         w["complete"] = gr.Image(label="Complete this image (optional)", type="filepath", height=160)
         w["keep"] = gr.Slider(0, 0.95, values["keep"], step=0.05, label="Keep this fraction")
@@ -143,7 +149,7 @@ def _named(handler: Callable[[dict[str, Any], gr.Request, gr.Progress], Iterator
 
     def wrapper(*args: Any) -> Iterator[tuple]:
         *values, request, progress = args
-        yield from handler(dict(zip(names, values)), request, progress)
+        yield from handler(dict(zip(names, values, strict=True)), request, progress)
 
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -204,8 +210,8 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                     t2i_stop = gr.Button("Stop", variant="stop", elem_id="stop")
                 t2i_status = gr.Markdown(elem_id="status")
                 with gr.Row():
-                    t2i_preview = gr.Image(label="Preview", type="pil", elem_id="preview", interactive=False, format="png",
-                                           height=420)
+                    t2i_preview = gr.Image(label="Preview", type="pil", elem_id="preview", interactive=False,
+                                           format="png", height=420)
                     t2i_result = gr.Image(label="Result", type="filepath", elem_id="result", interactive=False,
                                           format="png", height=420)
                 with gr.Row():
@@ -269,7 +275,8 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
             denoise, alpha = form["upscale_denoise"], form["upscale_alpha"]
             if not path:
                 raise gr.Error("no image to upscale; upload one or use the latest result.")
-            config = _guard(lambda: UpscaleConfig(upscale=scale or 0.0, upscale_model=model, upscale_tile=int(tile or 0),
+            config = _guard(lambda: UpscaleConfig(upscale=scale or 0.0, upscale_model=model,
+                                                  upscale_tile=int(tile or 0),
                                                   upscale_denoise=None if denoise is None or denoise < 0 else denoise,
                                                   upscale_alpha=alpha))
             yield from _stream(upscale_job(studio, str(path), config, studio.session(request)),
@@ -297,7 +304,8 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                              [t2i[n] for n in t2i_names], queue=False)
 
         smp_evt = smp_run.click(_named(sample, smp_names), [smp[n] for n in smp_names],
-                                [smp_status, smp_preview, smp_results, smp_video, smp_files], api_name="sample", **heavy)
+                                [smp_status, smp_preview, smp_results, smp_video, smp_files],
+                                api_name="sample", **heavy)
         smp_stop.click(lambda: "Stopping…", None, smp_status, cancels=[smp_evt], queue=False).then(
             stopped, None, [smp_status, smp_preview], queue=False)
 
@@ -317,20 +325,24 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
             run = runs[event.index] if event.index < len(runs) else None
             if run is None:
                 return "", None, None
-            return f"**{run.title}** — {run.mode}, `{run.folder.name}`", run.config, {"mode": run.mode, "config": run.config}
+            selected = {"mode": run.mode, "config": run.config}
+            return f"**{run.title}** — {run.mode}, `{run.folder.name}`", run.config, selected
 
         def load(selected: dict | None) -> tuple:
             if not selected:
                 raise gr.Error("select a run in the gallery first.")
             if selected["mode"] == "sample":
                 values = to_form(_guard(lambda: SampleConfig.from_dict(selected["config"])))
-                return (gr.Tabs(selected="prior"), *[gr.skip()] * len(t2i_names), *[values.get(n, gr.skip()) for n in smp_names])
+                return (gr.Tabs(selected="prior"), *[gr.skip()] * len(t2i_names),
+                        *[values.get(n, gr.skip()) for n in smp_names])
             values = to_form(_guard(lambda: GenerationConfig.from_dict(selected["config"])))
-            return (gr.Tabs(selected="t2i"), *[values.get(n, gr.skip()) for n in t2i_names], *[gr.skip()] * len(smp_names))
+            return (gr.Tabs(selected="t2i"), *[values.get(n, gr.skip()) for n in t2i_names],
+                    *[gr.skip()] * len(smp_names))
 
         gal_refresh.click(refresh, None, gallery, queue=False)
         gallery.select(select, None, [gal_title, gal_config, gal_selected], queue=False)
-        gal_load.click(load, gal_selected, [tabs, *[t2i[n] for n in t2i_names], *[smp[n] for n in smp_names]], queue=False)
+        gal_load.click(load, gal_selected, [tabs, *[t2i[n] for n in t2i_names], *[smp[n] for n in smp_names]],
+                       queue=False)
         for event in (run_evt, submit_evt, smp_evt):
             event.then(refresh, None, gallery, queue=False)
         demo.load(refresh, None, gallery, queue=False)
@@ -363,11 +375,13 @@ def _preset_values(name: str, studio: Studio, names: Sequence[str]) -> list[Any]
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the VQGAN Studio web UI.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     parser.add_argument("--out", default="outputs", metavar="DIR", help="where run folders go; the only files served")
-    parser.add_argument("--preset", default="default", metavar="NAME|JSON", help="the preset that fills the form at first")
+    parser.add_argument("--preset", default="default", metavar="NAME|JSON",
+                        help="the preset that fills the form at first")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--vqgan", default=ModelsConfig().vqgan, metavar="NAME|PATH")
     parser.add_argument("--vqgan-config", default=None, metavar="YAML")

@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from bench.common import emit, machine, peak_mb, reset_peak, run_isolated  # noqa: E402
-from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig  # noqa: E402
-from generator.devices import pick_device  # noqa: E402
-from generator.events import Progress  # noqa: E402
-from generator.guidance.clip import load_clip  # noqa: E402
-from generator.guidance.pipeline import TextToImage  # noqa: E402
-from models.vqgan import VQGAN, VQGANConfig  # noqa: E402
+from bench.common import emit, machine, peak_mb, reset_peak, run_isolated
+from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
+from generator.devices import pick_device
+from generator.events import Progress
+from generator.guidance.clip import load_clip
+from generator.guidance.pipeline import TextToImage
+from models.vqgan import VQGAN, VQGANConfig
 
 
 def measure(device: torch.device, size: int, cutn: int, steps: int, warmup: int, precision: str) -> dict:
@@ -46,7 +46,10 @@ def measure(device: torch.device, size: int, cutn: int, steps: int, warmup: int,
                 torch.cuda.synchronize(device)
             stamps.append(time.perf_counter())
     timed = stamps[warmup:]
-    seconds = (timed[-1] - stamps[warmup - 1]) / len(timed) if warmup else (timed[-1] - timed[0]) / max(len(timed) - 1, 1)
+    if warmup:
+        seconds = (timed[-1] - stamps[warmup - 1]) / len(timed)
+    else:
+        seconds = (timed[-1] - timed[0]) / max(len(timed) - 1, 1)
     return {"bench": "clip_loop", **machine(device), "size": size, "cutn": cutn, "precision": precision,
             "steps_timed": len(timed), "seconds_per_step": round(seconds, 4),
             "steps_per_second": round(1 / seconds, 3), "peak_memory_mb": round(peak_mb(device), 1)}
@@ -70,8 +73,9 @@ def main() -> int:
     status = 0
     for size in args.sizes:
         for cutn in args.cutn:
-            status |= run_isolated(__file__, ["--one", "--device", str(device), "--sizes", str(size), "--cutn", str(cutn),
-                                              "--steps", str(steps), "--warmup", str(args.warmup), "--precision", args.precision])
+            flags = ["--one", "--device", str(device), "--sizes", str(size), "--cutn", str(cutn),
+                     "--steps", str(steps), "--warmup", str(args.warmup), "--precision", args.precision]
+            status |= run_isolated(__file__, flags)
     return status
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from bench.common import emit, machine, peak_mb, reset_peak  # noqa: E402
-from generator.devices import autocast, autocast_dtype, pick_device  # noqa: E402
-from generator.prior.sampling import SamplingSettings, sample_in_window, sample_sliding  # noqa: E402
-from models.gpt import GPT, GPTConfig  # noqa: E402
+from bench.common import emit, machine, peak_mb, reset_peak
+from generator.devices import autocast, autocast_dtype, pick_device
+from generator.prior.sampling import SamplingSettings, sample_in_window, sample_sliding
+from models.gpt import GPT, GPTConfig
 
 
 def build(layers: int, device: torch.device) -> GPT:
@@ -73,7 +73,10 @@ def main() -> int:
         rates = {}
         results = {}
         for use_cache in (True, False):
-            seconds, results[use_cache] = timed(device, lambda: run_window(batch, use_cache))
+            def work(batch: int = batch, use_cache: bool = use_cache) -> torch.Tensor:
+                return run_window(batch, use_cache)
+
+            seconds, results[use_cache] = timed(device, work)
             rates[use_cache] = batch * 256 / seconds
             emit({**base, "mode": "cached" if use_cache else "recomputed", "batch": batch, "tokens": 256,
                   "seconds": round(seconds, 3), "tokens_per_second": round(rates[use_cache], 1),

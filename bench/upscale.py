@@ -18,15 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from spandrel import ModelLoader  # noqa: E402
-from spandrel.architectures.Compact import Compact  # noqa: E402
-from spandrel.architectures.ESRGAN import ESRGAN  # noqa: E402
+import torch
+from spandrel import ModelLoader
+from spandrel.architectures.Compact import Compact
+from spandrel.architectures.ESRGAN import ESRGAN
 
-from bench.common import emit, machine, peak_mb, reset_peak, run_isolated  # noqa: E402
-from generator.devices import pick_device  # noqa: E402
-from generator.upscale.loader import Upscaler, load_upscaler  # noqa: E402
-from generator.upscale.tiles import upscale_pixels  # noqa: E402
+from bench.common import emit, machine, peak_mb, reset_peak, run_isolated
+from generator.devices import pick_device
+from generator.upscale.loader import Upscaler, load_upscaler
+from generator.upscale.tiles import upscale_pixels
 
 SHARED_GENERAL = Path(__file__).resolve().parents[2] / "shared" / "weights" / "realesr-general-x4v3.fp16.pth"
 MODELS = ("x4plus", "general-x4v3")

@@ -90,7 +90,8 @@ def load_preset(name_or_path: str, directory: Path = PRESETS_DIR, kind: str | No
         raise ConfigError(f"preset {path.stem} has kind {preset_kind!r}; use one of {', '.join(KINDS)}.")
     if kind is not None and preset_kind != kind:
         raise ConfigError(
-            f"preset {path.stem} is for {preset_kind}, not {kind}; choose one of {', '.join(list_presets(directory, kind))}."
+            f"preset {path.stem} is for {preset_kind}, not {kind}; "
+            f"choose one of {', '.join(list_presets(directory, kind))}."
         )
     settings = data.get("config", {})
     try:

@@ -83,7 +83,7 @@ class GenerationRun(Iterator[Event]):
             torch.cuda.empty_cache()
             try:
                 return self.state.decode()
-            except Exception as error:  # noqa: BLE001 - best effort after a failure
+            except Exception as error:  # best effort after a failure
                 logger.warning("could not decode the latest image: %s", error)
                 return None
 

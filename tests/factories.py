@@ -114,7 +114,8 @@ def write_yaml(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def save_tiny_vqgan(directory: Path, *, name: str = "tiny_vqgan", seed: int = 0, **overrides: Any) -> tuple[Path, Path, VQGAN]:
+def save_tiny_vqgan(directory: Path, *, name: str = "tiny_vqgan", seed: int = 0,
+                    **overrides: Any) -> tuple[Path, Path, VQGAN]:
     """A tiny VQGAN as ``<name>.ckpt`` (Lightning layout) plus ``<name>.yaml`` (upstream layout)."""
     model = tiny_vqgan(seed, **overrides)
     ckpt = save_lightning_checkpoint(model.state_dict(), directory / f"{name}.ckpt")

@@ -45,10 +45,10 @@ def _handler(server_state: FileServer) -> type[http.server.BaseHTTPRequestHandle
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             state = server_state
             rng = self.headers.get("Range")
             with state.lock:

@@ -36,7 +36,8 @@ def _cond_stage(conditioning: str) -> tuple[Any, str, torch.nn.Module | None]:
     if conditioning == "class":
         return {"target": "taming.modules.util.Labelator", "params": {"n_classes": N_CLASSES}}, "class_label", None
     if conditioning == "coord":
-        return {"target": "taming.modules.misc.coord.CoordStage", "params": {"n_embed": 15, "down_factor": 2}}, "coord", None
+        coord_stage = {"target": "taming.modules.misc.coord.CoordStage", "params": {"n_embed": 15, "down_factor": 2}}
+        return coord_stage, "coord", None
     channels = SEG_LABELS if conditioning == "segmentation" else 1
     cond = tiny_vqgan(seed=7, in_channels=channels, out_ch=channels)
     config = upstream_vqgan_yaml(cond.config)["model"]

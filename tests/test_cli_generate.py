@@ -34,13 +34,15 @@ def _only_run_folder(out: Path) -> Path:
 
 
 def test_cli_writes_a_reproducible_run_folder(tiny_files, tmp_path: Path) -> None:
-    args = ["city at night", *tiny_files.cli_args(), "--steps", "20", "--save-every", "5", "--video", "--seed", "3", *FAST]
+    args = ["city at night", *tiny_files.cli_args(), "--steps", "20", "--save-every", "5", "--video", "--seed", "3",
+            *FAST]
     first = _cli(*args, "--out", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr
     folder = _only_run_folder(tmp_path / "a")
     assert folder.name.endswith("-city-at-night-3")
     assert first.stdout.strip() == str(folder / "final.png")
-    assert sorted(p.name for p in (folder / "frames").iterdir()) == ["000005.png", "000010.png", "000015.png", "000020.png"]
+    frame_names = sorted(p.name for p in (folder / "frames").iterdir())
+    assert frame_names == ["000005.png", "000010.png", "000015.png", "000020.png"]
     frames = iio.imread(folder / "video.mp4", plugin="pyav" if _has_pyav() else "FFMPEG", index=None)
     assert len(frames) == 4
     text = read_png_text(folder / "final.png")
@@ -148,7 +150,8 @@ def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
     assert config.steps == 100 and config.cutouts.cutn == 3  # fast sets 100 steps and cutn 16
     assert config.init.init == "image"
     clip = config_from_args(parser.parse_args(["x", "--clip-model", "a.json", "none", "0.5", "--clip-model", "RN50"]))
-    assert [(c.model, c.pretrained, c.weight) for c in clip.models.clip_models] == [("a.json", None, 0.5), ("RN50", "openai", 1.0)]
+    clip_models = [(c.model, c.pretrained, c.weight) for c in clip.models.clip_models]
+    assert clip_models == [("a.json", None, 0.5), ("RN50", "openai", 1.0)]
 
 
 def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny_files, tmp_path: Path, capsys) -> None:
@@ -168,7 +171,9 @@ def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny
                  "--seed", "1", "--out", str(tmp_path)], make_pipeline=lambda *a, **k: pipeline)
     err = capsys.readouterr().err
     assert code == 1
-    assert "error: the CPU ran out of memory at 32x32 with 4 cutouts; try a smaller --size, fewer --cutn or --preset low-memory" in err
+    expected = ("error: the CPU ran out of memory at 32x32 with 4 cutouts; "
+                "try a smaller --size, fewer --cutn or --preset low-memory")
+    assert expected in err
     folder = _only_run_folder(tmp_path)
     assert sorted(p.name for p in (folder / "frames").iterdir()) == ["000003.png", "000006.png"]
     assert (folder / "final.png").is_file() and (folder / "video.mp4").is_file()

@@ -45,14 +45,16 @@ def test_sample_writes_images_with_the_config_embedded(sos_prior, tmp_path: Path
     text = read_png_text(samples[1])
     assert text[MODE_KEY] == "sample" and text["index"] == "1"
     config = json.loads(text[CONFIG_KEY])
-    assert config["seed"] == 0 and config["size"] == [grid[1] * 2, grid[0] * 2] and config["model"] == str(sos_prior.checkpoint)
+    assert config["seed"] == 0 and config["size"] == [grid[1] * 2, grid[0] * 2]
+    assert config["model"] == str(sos_prior.checkpoint)
     assert json.loads((folder / "config.json").read_text()) == config
     assert (folder / "final.png").is_file() and (folder / "video.mp4").is_file()
     assert len(list((folder / "frames").iterdir())) == grid[0] // 8
 
 
 def test_sample_from_repeats_the_same_images(sos_prior, tmp_path: Path, capsys) -> None:
-    assert main(["sample", "--transformer", str(sos_prior.checkpoint), "-n", "1", "--seed", "4", "--out", str(tmp_path / "a")]) == 0
+    assert main(["sample", "--transformer", str(sos_prior.checkpoint), "-n", "1", "--seed", "4",
+                 "--out", str(tmp_path / "a")]) == 0
     first = _folder(tmp_path / "a") / "sample-000.png"
     assert main(["sample", "--from", str(first), "--out", str(tmp_path / "b")]) == 0
     again = _folder(tmp_path / "b") / "sample-000.png"

@@ -254,7 +254,8 @@ class _TagFixture:
         monkeypatch.setenv("GENERATOR_WEIGHTS_DIR", str(tmp_path / "weights"))
 
 
-def test_open_clip_tag_offline_without_cache_is_a_weights_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_clip_tag_offline_without_cache_is_a_weights_error(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _TagFixture(tmp_path, monkeypatch)
     with pytest.raises(WeightsError, match=f"{fake.arch}/tinytag.*offline.*local weights file"):
         load_clip(fake.arch, "tinytag")

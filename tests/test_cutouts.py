@@ -78,6 +78,7 @@ def test_same_seeds_give_identical_cutouts() -> None:
 
 
 def test_augmentation_names_and_aliases() -> None:
-    assert canonical_augments(["Af", "pe", "colour", "affine", " Er "]) == ("affine", "perspective", "jitter", "erasing")
+    names = canonical_augments(["Af", "pe", "colour", "affine", " Er "])
+    assert names == ("affine", "perspective", "jitter", "erasing")
     with pytest.raises(ConfigError, match="unknown augmentation 'perspektive'; did you mean perspective"):
         canonical_augments(["perspektive"])

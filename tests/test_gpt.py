@@ -69,7 +69,9 @@ def test_cached_equals_recomputed_and_last_only() -> None:
     cache = KVCache(model.config, batch=3, max_length=24, device="cpu")
     with torch.no_grad():
         full = model(idx)
-        cached = torch.cat([model(idx[:, :5], cache=cache)] + [model(idx[:, p : p + 1], cache=cache) for p in range(5, 24)], dim=1)
+        chunks = [model(idx[:, :5], cache=cache)]
+        chunks += [model(idx[:, p : p + 1], cache=cache) for p in range(5, 24)]
+        cached = torch.cat(chunks, dim=1)
         torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model(idx, last_only=True), full[:, -1:], rtol=1e-6, atol=1e-6)
 

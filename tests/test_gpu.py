@@ -42,8 +42,9 @@ def test_cached_equals_recomputed_on_cuda(tmp_path) -> None:
     results = []
     for use_cache in (True, False):
         tokens = torch.zeros(2, 256, dtype=torch.long, device="cuda")
-        list(sample_in_window(prior.gpt, start_tokens(prior, 2, None), tokens, 16, start=0, settings=SamplingSettings(top_k=8),
-                              generator=torch.Generator("cuda").manual_seed(3), use_cache=use_cache))
+        list(sample_in_window(prior.gpt, start_tokens(prior, 2, None), tokens, 16, start=0,
+                              settings=SamplingSettings(top_k=8), generator=torch.Generator("cuda").manual_seed(3),
+                              use_cache=use_cache))
         results.append(tokens.cpu())
     assert torch.equal(results[0], results[1])
 

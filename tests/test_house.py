@@ -184,13 +184,15 @@ def test_the_package_installs_and_works_from_any_folder(tmp_path: Path, tiny_fil
         from generator.weights.store import weights_dir
         assert str(weights_dir()).endswith("vqgan-studio/weights"), weights_dir()
         models = {{"vqgan": {str(tiny_files.vqgan)!r}, "vqgan_config": {str(tiny_files.vqgan_config)!r},
-                  "clip_models": [{{"model": {str(tiny_files.clip_config)!r}, "pretrained": {str(tiny_files.clip_weights)!r}}}]}}
+                  "clip_models": [{{"model": {str(tiny_files.clip_config)!r},
+                                    "pretrained": {str(tiny_files.clip_weights)!r}}}]}}
         config = GenerationConfig.from_dict({{"prompts": "city at night", "size": [32, 32], "steps": 2, "seed": 7,
                                               "cutouts": {{"cutn": 2}}, "models": models}})
         pipe = TextToImage.from_pretrained(config.models, device="cpu")
         done = [e for e in pipe.run(config) if isinstance(e, Done)][0]
         print(done.images[0].size, done.seed)
     """)
-    result = subprocess.run([str(python), "-c", api], cwd=elsewhere, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run([str(python), "-c", api], cwd=elsewhere, capture_output=True, text=True, timeout=300,
+                            env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "(32, 32) 7"

@@ -72,11 +72,13 @@ def test_clip_similarity_to_the_prompt_rises(tiny_pipeline: TextToImage, tiny_fi
     assert first_progress.step == 1
     start = run.latest_image()  # after one step; decode before the optimisation went far
     done = next(e for e in run if isinstance(e, Done))
-    assert _similarity(tiny_pipeline, done.images[0], "city at night") > _similarity(tiny_pipeline, start, "city at night") + 0.01
+    final = _similarity(tiny_pipeline, done.images[0], "city at night")
+    assert final > _similarity(tiny_pipeline, start, "city at night") + 0.01
 
 
 def test_prompt_loss_falls(tiny_pipeline: TextToImage, tiny_files) -> None:
-    config = tiny_run_config(tiny_files, steps=30, optim={"lr": 0.2}, cutouts={"cutn": 8, "augments": [], "noise_fac": 0})
+    config = tiny_run_config(tiny_files, steps=30, optim={"lr": 0.2},
+                             cutouts={"cutn": 8, "augments": [], "noise_fac": 0})
     losses = [e.loss for e in _events(tiny_pipeline, config) if isinstance(e, Progress)]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
@@ -91,7 +93,8 @@ def test_negative_weights_push_away_and_weights_scale(tiny_pipeline: TextToImage
     config = tiny_run_config(tiny_files, prompts="city:2 | fog:-0.5", steps=1)
     progress = next(e for e in tiny_pipeline.run(config) if isinstance(e, Progress))
     assert progress.losses["text:fog"] < 0 < progress.losses["text:city"]
-    single = next(e for e in tiny_pipeline.run(tiny_run_config(tiny_files, prompts="city", steps=1)) if isinstance(e, Progress))
+    single_config = tiny_run_config(tiny_files, prompts="city", steps=1)
+    single = next(e for e in tiny_pipeline.run(single_config) if isinstance(e, Progress))
     assert progress.losses["text:city"] == pytest.approx(2 * single.losses["text:city"], rel=1e-5)
 
 
@@ -131,7 +134,8 @@ def test_initialisations(tiny_pipeline: TextToImage, tiny_files, init: str) -> N
 def test_init_image_starts_close_to_the_image(tiny_pipeline: TextToImage, tiny_files, tmp_path: Path) -> None:
     source = Image.new("RGB", (64, 48), (200, 30, 30))
     source.save(tmp_path / "red.png")
-    config = tiny_run_config(tiny_files, steps=1, optim={"lr": 1e-6}, init={"init": "image", "init_image": str(tmp_path / "red.png")})
+    config = tiny_run_config(tiny_files, steps=1, optim={"lr": 1e-6},
+                             init={"init": "image", "init_image": str(tmp_path / "red.png")})
     run = tiny_pipeline.run(config)
     next(e for e in run if isinstance(e, Progress))
     z = tiny_pipeline.vqgan.encode(pil_to_tensor(source.resize((32, 32))) * 2 - 1)
@@ -148,7 +152,8 @@ def test_size_is_rounded_down_with_a_notice(tiny_pipeline: TextToImage, tiny_fil
 
 def test_image_and_noise_prompts(tiny_pipeline: TextToImage, tiny_files, tmp_path: Path) -> None:
     Image.new("RGB", (40, 40), (0, 90, 200)).save(tmp_path / "blue.png")
-    config = tiny_run_config(tiny_files, prompts="", image_prompts=f"{tmp_path / 'blue.png'}:2", noise_prompts="7:0.5", steps=2)
+    config = tiny_run_config(tiny_files, prompts="", image_prompts=f"{tmp_path / 'blue.png'}:2",
+                             noise_prompts="7:0.5", steps=2)
     progress = next(e for e in tiny_pipeline.run(config) if isinstance(e, Progress))
     assert set(progress.losses) == {f"image:{tmp_path / 'blue.png'}", "noise:7"}
 
@@ -170,7 +175,8 @@ def test_closing_a_run_stops_it_and_keeps_the_latest_image(tiny_pipeline: TextTo
         ({"prompts": ""}, InputError, "the prompt is empty"),
         ({"prompts": "a || b"}, InputError, "is empty"),
         ({"image_prompts": "/nonexistent/cat.png"}, InputError, "does not exist"),
-        ({"init": {"init": "image", "init_image": "/nonexistent/x.png"}}, InputError, "init image /nonexistent/x.png does not exist"),
+        ({"init": {"init": "image", "init_image": "/nonexistent/x.png"}}, InputError,
+         "init image /nonexistent/x.png does not exist"),
         ({"cutouts": {"augments": ["wobble"]}}, ConfigError, "unknown augmentation 'wobble'"),
         ({"size": [1, 1]}, ConfigError, "out of range"),
     ],

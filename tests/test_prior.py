@@ -106,8 +106,8 @@ def test_cached_and_recomputed_sampling_give_identical_tokens(priors: dict) -> N
     for use_cache in (True, False):
         tokens = torch.zeros(3, 256, dtype=torch.long)
         rows = list(sample_in_window(prior.gpt, start_tokens(prior, 3, None), tokens, 16, start=0,
-                                     settings=SamplingSettings(1.0, 8, 0.95), generator=torch.Generator().manual_seed(5),
-                                     use_cache=use_cache))
+                                     settings=SamplingSettings(1.0, 8, 0.95),
+                                     generator=torch.Generator().manual_seed(5), use_cache=use_cache))
         assert rows == list(range(16))
         results.append(tokens)
     assert torch.equal(results[0], results[1])
@@ -166,7 +166,7 @@ def test_sliding_window_feeds_the_same_window_of_the_condition(priors: dict) -> 
     list(sample_sliding(recorder, cond, tokens, (16, 16), start=0, settings=SamplingSettings(),
                         generator=torch.Generator().manual_seed(0)))
     assert len(recorder.inputs) == 24 * 40
-    for (i, j, i0, j0), sequence in zip(sliding_order(24, 40, (16, 16)), recorder.inputs):
+    for (i, j, i0, j0), sequence in zip(sliding_order(24, 40, (16, 16)), recorder.inputs, strict=True):
         local = (i - i0) * 16 + (j - j0)
         assert torch.equal(sequence[0, :256], cond[0, i0 : i0 + 16, j0 : j0 + 16].reshape(-1))
         assert torch.equal(sequence[0, 256:], tokens[0, i0 : i0 + 16, j0 : j0 + 16].reshape(-1)[:local])
@@ -208,7 +208,7 @@ def test_window_sized_grid_uses_the_cache_and_reports_rows(priors: dict) -> None
     assert isinstance(done, Done) and [im.size for im in done.images] == [(32, 32)] * 2
     assert done.config["size"] == [32, 32] and done.config["seed"] == 0
     again = _run(sampler, use_cache=False)[-1]
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(done.images, again.images))
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(done.images, again.images, strict=True))
 
 
 @pytest.mark.parametrize("kind", ["sos", "class", "coord", "segmentation", "depth"])
@@ -227,9 +227,14 @@ def test_image_completion_keeps_the_first_tokens(priors: dict, tmp_path: Path) -
     photo = Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
     photo.save(tmp_path / "photo.png")
     done = _run(Sampler(prior), complete=str(tmp_path / "photo.png"), keep=0.5, n=1, batch_size=1)[-1]
+
+    def codes(image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.asarray(image) / 127.5 - 1).permute(2, 0, 1)[None].float()
+        return prior.vqgan.encode_to_indices(pixels)
+
     with torch.no_grad():
-        original = prior.vqgan.encode_to_indices(torch.from_numpy(np.asarray(photo) / 127.5 - 1).permute(2, 0, 1)[None].float())
-        sampled = prior.vqgan.encode_to_indices(torch.from_numpy(np.asarray(done.images[0]) / 127.5 - 1).permute(2, 0, 1)[None].float())
+        original = codes(photo)
+        sampled = codes(done.images[0])
     kept_rows = original[0, :8]
     assert (sampled[0, :8] == kept_rows).float().mean() > 0.6  # decoded and re-encoded: mostly the same codes
 
@@ -237,7 +242,8 @@ def test_image_completion_keeps_the_first_tokens(priors: dict, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("kind", "settings", "message"),
     [
-        ("sos", {"size": [16, 16]}, "gives a 8x8 token grid, smaller than this model's 16x16 training window; use at least 32x32"),
+        ("sos", {"size": [16, 16]},
+         "gives a 8x8 token grid, smaller than this model's 16x16 training window; use at least 32x32"),
         ("sos", {"size": [200, 20]}, "smaller than this model's 16x16 training window"),
         ("class", {}, "this model is class-conditional; give --class N"),
         ("class", {"class_label": 10}, "class 10 is out of range; this model has 10 classes"),
@@ -263,7 +269,8 @@ def test_a_condition_map_of_the_wrong_shape(priors: dict, tmp_path: Path) -> Non
 
 
 def test_a_map_sets_the_size_when_none_is_given(priors: dict, tmp_path: Path) -> None:
-    done = _run(Sampler(load_prior(priors["depth"].checkpoint)), condition=str(_label_map(tmp_path / "d.png", (64, 34))), n=1)[-1]
+    sampler = Sampler(load_prior(priors["depth"].checkpoint))
+    done = _run(sampler, condition=str(_label_map(tmp_path / "d.png", (64, 34))), n=1)[-1]
     assert done.images[0].size == (64, 34)
 
 

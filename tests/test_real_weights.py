@@ -62,7 +62,8 @@ def test_realesrgan_x4plus_tiles_have_no_visible_seams() -> None:
     _require(store.DEFAULT_UPSCALER)
     upscaler = load_upscaler(store.DEFAULT_UPSCALER, weights_dir=WEIGHTS, offline=True)
     rng = np.random.default_rng(0)
-    photo = np.asarray(Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8)).resize((96, 80), Image.BICUBIC))
+    noise = Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8))
+    photo = np.asarray(noise.resize((96, 80), Image.BICUBIC))
     pixels = torch.from_numpy(photo.transpose(2, 0, 1).copy()).float()[None] / 255
     tiled = run_to_end(upscale_pixels(upscaler, pixels, tile=40, precision="fp32"))
     whole = run_to_end(upscale_pixels(upscaler, pixels, tile=0, precision="fp32"))

@@ -91,7 +91,8 @@ def test_alpha_greyscale_and_output_scale(files: dict) -> None:
     rgba[:6, :, 3] = 0.0
     result = run_to_end(upscale_image(upscaler, ImageData(rgba), tile=0))
     assert result.pixels.shape == (24, 20, 4)
-    colour = run_to_end(upscale_pixels(upscaler, torch.from_numpy(rgba[..., :3].transpose(2, 0, 1).copy())[None], tile=0))
+    rgb = torch.from_numpy(rgba[..., :3].transpose(2, 0, 1).copy())[None]
+    colour = run_to_end(upscale_pixels(upscaler, rgb, tile=0))
     mask = torch.from_numpy(np.repeat(rgba[..., 3:], 3, axis=2).transpose(2, 0, 1).copy())[None]
     alpha = run_to_end(upscale_pixels(upscaler, mask, tile=0))[0].mean(dim=0).clamp(0, 1)
     assert np.allclose(result.pixels[..., :3], colour[0].permute(1, 2, 0).clamp(0, 1).numpy(), atol=1e-6)
@@ -165,7 +166,8 @@ def test_denoise_strength_blends_general_and_wdn_weights(tmp_path: Path, monkeyp
     general, wdn = compact_state(1, num_conv=2), compact_state(2, num_conv=2)
     for name, state in (("realesr_general_x4v3", general), ("realesr_general_wdn_x4v3", wdn)):
         path = save_upscaler(state, tmp_path / f"{name}.pth", "params")
-        monkeypatch.setitem(store.REGISTRY, name, WeightFile(name, path.name, ("https://example.invalid/x",), "upscaler"))
+        entry = WeightFile(name, path.name, ("https://example.invalid/x",), "upscaler")
+        monkeypatch.setitem(store.REGISTRY, name, entry)
     upscaler = load_upscaler("realesr_general_x4v3", denoise=0.3, weights_dir=tmp_path)
     blended = upscaler.descriptor.model.state_dict()
     for key in general:
@@ -192,7 +194,8 @@ def test_bad_files_get_one_sentence(files: dict, tmp_path: Path) -> None:
         read_image_data(tmp_path / "notes.png")
 
 
-def test_upscale_command_writes_beside_never_overwrites_and_reports_bad_files(files: dict, tmp_path: Path, capsys) -> None:
+def test_upscale_command_writes_beside_never_overwrites_and_reports_bad_files(files: dict, tmp_path: Path,
+                                                                              capsys) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray((_image(10, 14) * 255).astype(np.uint8)).save(inputs / "a.png")
@@ -209,7 +212,8 @@ def test_upscale_command_writes_beside_never_overwrites_and_reports_bad_files(fi
     first = a.read_bytes()
     assert main(["upscale", str(inputs / "a.png"), "--model", str(files["compact"]), "--scale", "3",
                  "--out", str(tmp_path / "out")]) == 0
-    assert main(["upscale", str(inputs / "a.png"), "--model", str(files["compact"]), "--out", str(tmp_path / "out")]) == 0
+    assert main(["upscale", str(inputs / "a.png"), "--model", str(files["compact"]),
+                 "--out", str(tmp_path / "out")]) == 0
     assert a.read_bytes() == first and (tmp_path / "out" / "a_x2-2.png").is_file()
     assert Image.open(tmp_path / "out" / "a_x3.png").size == (42, 30)
     assert main(["upscale", str(tmp_path / "missing.png"), "--model", str(files["compact"])]) == 1

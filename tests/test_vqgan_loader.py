@@ -73,8 +73,10 @@ def test_plain_state_dict_files(tmp_path: Path, suffix: str) -> None:
 
 
 def test_config_inferred_from_shapes_equals_the_yaml_config(tmp_path: Path) -> None:
-    for overrides in (dict(ch=32, norm_num_groups=32), dict(ch=32, ch_mult=(1, 2, 2), attn_resolutions=(64,), norm_num_groups=32),
-                      dict(ch=32, quantizer="gumbel", norm_num_groups=32), dict(ch=32, attn_resolutions=(), norm_num_groups=32)):
+    for overrides in (dict(ch=32, norm_num_groups=32),
+                      dict(ch=32, ch_mult=(1, 2, 2), attn_resolutions=(64,), norm_num_groups=32),
+                      dict(ch=32, quantizer="gumbel", norm_num_groups=32),
+                      dict(ch=32, attn_resolutions=(), norm_num_groups=32)):
         ckpt, config_file, original = save_tiny_vqgan(tmp_path, **overrides)
         from generator.vqgan_loader import read_yaml, vqgan_state_dict
         from generator.weights.checkpoints import read_checkpoint
@@ -99,7 +101,8 @@ def test_a_checkpoint_for_another_codebook_size_names_the_cause(tmp_path: Path) 
 def test_a_checkpoint_for_another_depth_names_every_differing_field(tmp_path: Path) -> None:
     ckpt, _, original = save_tiny_vqgan(tmp_path)
     other = original.config.__class__(**{**original.config.to_dict(), "ch_mult": (1, 2, 2), "n_embed": 32})
-    with pytest.raises(CheckpointError, match=r"trained with n_embed=16, ch_mult=\[1, 2\]; its yaml says n_embed=32, ch_mult=\[1, 2, 2\]"):
+    expected = r"trained with n_embed=16, ch_mult=\[1, 2\]; its yaml says n_embed=32, ch_mult=\[1, 2, 2\]"
+    with pytest.raises(CheckpointError, match=expected):
         load_vqgan(ckpt, write_yaml(upstream_vqgan_yaml(other), tmp_path / "other.yaml"))
 
 
@@ -113,7 +116,8 @@ def test_a_checkpoint_that_is_not_a_vqgan(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["model"].update(target="ldm.models.autoencoder.AutoencoderKL"), "describes a AutoencoderKL, not a VQGAN"),
+        (lambda d: d["model"].update(target="ldm.models.autoencoder.AutoencoderKL"),
+         "describes a AutoencoderKL, not a VQGAN"),
         (lambda d: d["model"]["params"].pop("ddconfig"), "has no VQGAN parameters"),
         (lambda d: d["model"]["params"].update(remap="used.npy"), "remapped codebook"),
         (lambda d: d["model"]["params"]["ddconfig"].update(attn_type="linear"), "attn_type='linear'"),

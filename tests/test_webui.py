@@ -34,8 +34,8 @@ def test_importing_app_loads_no_model(tmp_path: Path) -> None:
     code = ("import app, sys; from generator.guidance.pipeline import TextToImage; "
             "assert not any(isinstance(v, TextToImage) for v in vars(app).values()); print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={"GENERATOR_OFFLINE": "1", "GENERATOR_WEIGHTS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin",
-                                 "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"})
+                            env={"GENERATOR_OFFLINE": "1", "GENERATOR_WEIGHTS_DIR": str(tmp_path),
+                                 "PATH": "/usr/bin:/bin", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
@@ -50,7 +50,8 @@ def test_text_to_image_job_streams_previews_and_writes_every_download(studio: St
     final = updates[-1]
     assert final.result.endswith("final.png") and Path(final.result).is_file()
     names = {Path(f).name for f in final.files}
-    assert {"final.png", "video.mp4", f"{session.folder.name}-frames.zip"} <= names and final.video.endswith("video.mp4")
+    assert {"final.png", "video.mp4", f"{session.folder.name}-frames.zip"} <= names
+    assert final.video.endswith("video.mp4")
     assert final.status.startswith("done in") and session.finished.is_set() and session.result == Path(final.result)
 
 
@@ -86,7 +87,8 @@ def test_sample_and_upscale_jobs(tmp_path: Path) -> None:
     from tests.upscaler_factories import compact_state, save_upscaler
 
     prior = save_tiny_prior(tmp_path / "prior", "sos")
-    studio = Studio(outputs_dir=tmp_path / "out", device="cpu", sampler=Sampler(load_prior(prior.checkpoint), model=str(prior.checkpoint)))
+    sampler = Sampler(load_prior(prior.checkpoint), model=str(prior.checkpoint))
+    studio = Studio(outputs_dir=tmp_path / "out", device="cpu", sampler=sampler)
     config = SampleConfig(model=str(prior.checkpoint), n=2, batch_size=2, seed=0)
     updates = list(sample_job(studio, config, studio.session()))
     final = updates[-1]

@@ -40,7 +40,7 @@ def _entry(server: FileServer, name: str = "test_vqgan", *, kind: str = "vqgan",
 
 
 @pytest.fixture
-def entry(file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> WeightFile:  # noqa: F811
+def entry(file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> WeightFile:
     item = _entry(file_server)
     monkeypatch.setitem(store.REGISTRY, item.name, item)
     return item

@@ -13,7 +13,8 @@ from spandrel.architectures.Compact import Compact
 
 def compact_state(seed: int = 0, *, num_feat: int = 4, num_conv: int = 2, upscale: int = 2) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    return {k: v.clone() for k, v in Compact(num_feat=num_feat, num_conv=num_conv, upscale=upscale).state_dict().items()}
+    model = Compact(num_feat=num_feat, num_conv=num_conv, upscale=upscale)
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def rrdb_state(seed: int = 0, *, num_feat: int = 8, num_blocks: int = 1, scale: int = 4) -> dict[str, torch.Tensor]:

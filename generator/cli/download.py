@@ -128,7 +128,8 @@ def _print_table(names: list[str], root: Path) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     print(f"weights directory: {root}")
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]  # the last column is not padded
+        # the last column is not padded
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
         print("  ".join([*cells, row[-1]]))
     print(f"fetch with `{store.DOWNLOAD_COMMAND} NAME`; files marked manual must be "
           "downloaded by hand (run the command with their name for instructions).")

@@ -41,8 +41,10 @@ def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
     return [
         (["--image-prompts"], dict(metavar="PATHS", help="image prompts: 'a.png:weight | b.png'")),
         (["--noise-prompts"], dict(metavar="SEEDS", help="noise prompts: 'seed:weight | seed'")),
-        (["--change-prompt-every"], dict(type=int, metavar="N", help="steps per ^-separated story phrase (0: split evenly)")),
-        (["--size"], dict(type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), help="image size in pixels (rounded down to the VQGAN factor)")),
+        (["--change-prompt-every"], dict(type=int, metavar="N",
+                                         help="steps per ^-separated story phrase (0: split evenly)")),
+        (["--size"], dict(type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
+                          help="image size in pixels (rounded down to the VQGAN factor)")),
         (["--steps"], dict(type=int, metavar="N", help="optimisation steps")),
         (["--seed"], dict(type=int, metavar="N", help="seed of every random draw (default: a random one, recorded)")),
         (["--precision"], dict(choices=PRECISIONS, help="autocast precision (auto: bf16 on GPUs that have it)")),
@@ -59,11 +61,14 @@ def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
         (["--optimiser"], dict(choices=OPTIMISERS, help="optimiser")),
         (["--lr"], dict(type=float, metavar="LR", help="learning rate")),
         (["--init-weight"], dict(type=float, metavar="W", help="MSE weight toward the initial latent")),
-        (["--init-weight-decay-steps"], dict(type=int, metavar="N", help="the init weight falls to zero at step N (0: constant)")),
+        (["--init-weight-decay-steps"], dict(type=int, metavar="N",
+                                             help="the init weight falls to zero at step N (0: constant)")),
         (["--tv-weight"], dict(type=float, metavar="W", help="total-variation (smoothness) weight")),
-        (["--init"], dict(choices=INIT_MODES, help="initial latent (--init-image implies image, --prior implies prior)")),
+        (["--init"], dict(choices=INIT_MODES,
+                          help="initial latent (--init-image implies image, --prior implies prior)")),
         (["--init-image"], dict(metavar="PATH", help="start from this image")),
-        (["--prior"], dict(metavar="NAME|PATH", help="transformer prior for --init prior (implies it); its VQGAN is used")),
+        (["--prior"], dict(metavar="NAME|PATH",
+                           help="transformer prior for --init prior (implies it); its VQGAN is used")),
         (["--prior-config"], dict(metavar="YAML", help="the prior's project yaml (default: beside it)")),
         (["--prior-top-k"], dict(type=int, metavar="K", help="top-k of the prior's sampling (0: off)")),
         (["--prior-top-p"], dict(type=float, metavar="P", help="top-p of the prior's sampling")),
@@ -84,7 +89,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("prompts", nargs="?", default=_S, metavar="PROMPT",
                         help="'text:weight:stop | more text' ; '^' separates story phrases")
-    parser.add_argument("--preset", metavar="NAME|JSON", help=f"named settings (default: {DEFAULT_PRESET}); see `presets`")
+    parser.add_argument("--preset", metavar="NAME|JSON",
+                        help=f"named settings (default: {DEFAULT_PRESET}); see `presets`")
     parser.add_argument("--from", dest="from_output", metavar="PNG|JSON",
                         help="repeat a run from the config embedded in its final.png (or its config.json)")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for run folders (default: outputs)")

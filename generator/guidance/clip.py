@@ -270,7 +270,7 @@ def _fetch_tag(arch: str, tag: str, cfg: Mapping[str, Any], weights_dir: Any, of
         logger.info("fetching open_clip weights %s/%s into %s", arch, tag, cache)
         try:
             return Path(download_pretrained(dict(cfg), cache_dir=str(cache)))
-        except Exception as error:  # noqa: BLE001 - urllib, huggingface_hub and OS errors alike
+        except Exception as error:  # urllib, huggingface_hub and OS errors alike
             raise WeightsError(
                 f"downloading the open_clip weights {arch}/{tag} failed ({summary(error)}); "
                 "check the network and try again, or pass a local weights file."

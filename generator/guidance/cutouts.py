@@ -82,7 +82,8 @@ def resample_matrices(starts: torch.Tensor, lengths: torch.Tensor, source: int, 
     """
     starts, lengths = starts.to(device), lengths.to(device)
     scale = lengths.float() / target  # (N,) source pixels per output pixel
-    centres = starts.float()[:, None] + (torch.arange(target, device=device) + 0.5)[None] * scale[:, None]  # (N, target)
+    offsets = torch.arange(target, device=device) + 0.5  # (target,) output pixel centres
+    centres = starts.float()[:, None] + offsets[None] * scale[:, None]  # (N, target)
     positions = torch.arange(source, device=device) + 0.5  # (source,)
     support = scale.clamp(min=1.0)[:, None, None]
     weights = (1 - (positions[None, None] - centres[..., None]).abs() / support).clamp(min=0)  # (N, target, source)

@@ -47,7 +47,9 @@ def synthesize(vqgan: VQGAN, z: torch.Tensor) -> torch.Tensor:
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean squared difference between neighbouring pixels."""
-    return (image[..., 1:, :] - image[..., :-1, :]).pow(2).mean() + (image[..., :, 1:] - image[..., :, :-1]).pow(2).mean()
+    vertical = (image[..., 1:, :] - image[..., :-1, :]).pow(2).mean()
+    horizontal = (image[..., :, 1:] - image[..., :, :-1]).pow(2).mean()
+    return vertical + horizontal
 
 
 @dataclass
@@ -125,7 +127,8 @@ class GuidanceLoop:
         Every image of a loop must have the latent shape of the first.
         """
         if self.images and latent.shape != self.images[0].latent.shape:
-            raise ValueError(f"latent {tuple(latent.shape)} differs from the loop's {tuple(self.images[0].latent.shape)}")
+            raise ValueError(f"latent {tuple(latent.shape)} differs from the loop's "
+                             f"{tuple(self.images[0].latent.shape)}")
         leaf = latent.detach().float().to(self.device).clone().requires_grad_(True)
         self.images.append(GuidedImage(leaf, leaf.detach().clone(), targets, streams, optim))
         group = {"params": [leaf], "lr": optim.lr}

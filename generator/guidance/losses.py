@@ -24,12 +24,12 @@ class _ReplaceGrad(torch.autograd.Function):
     """Forward ``x_forward``, backward through ``x_backward``."""
 
     @staticmethod
-    def forward(ctx, x_forward: torch.Tensor, x_backward: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x_forward: torch.Tensor, x_backward: torch.Tensor) -> torch.Tensor:
         ctx.shape = x_backward.shape
         return x_forward
 
     @staticmethod
-    def backward(ctx, grad_in: torch.Tensor) -> tuple[None, torch.Tensor]:  # noqa: ANN001
+    def backward(ctx, grad_in: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, grad_in.sum_to_size(ctx.shape)
 
 
@@ -40,13 +40,13 @@ def replace_grad(x_forward: torch.Tensor, x_backward: torch.Tensor) -> torch.Ten
 
 class _ClampWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
         ctx.low, ctx.high = low, high
         ctx.save_for_backward(x)
         return x.clamp(low, high)
 
     @staticmethod
-    def backward(ctx, grad_in: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
+    def backward(ctx, grad_in: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
         # Pass the gradient except where it would push a clamped value further out.
         return grad_in * (grad_in * (x - x.clamp(ctx.low, ctx.high)) >= 0), None, None

@@ -50,7 +50,8 @@ def resolve_size(config: GenerationConfig, factor: int, device: torch.device) ->
     width, height = config.size or auto_size(device)
     rounded = (width // factor * factor, height // factor * factor)
     if min(rounded) < factor:
-        raise InputError(f"size {width}x{height} is smaller than one VQGAN cell ({factor} pixels); use a larger --size.")
+        raise InputError(f"size {width}x{height} is smaller than one VQGAN cell ({factor} pixels); "
+                         "use a larger --size.")
     if rounded == (width, height):
         return rounded, None
     return rounded, (f"size {width}x{height} is not a multiple of the VQGAN's factor {factor}; "
@@ -149,7 +150,8 @@ class TextToImage:
             models = dataclasses.replace(models, prior=name, vqgan=name, vqgan_config=models.prior_config)
             vqgan = prior.vqgan
         else:
-            path = store.resolve(models.vqgan, kind="vqgan", weights_dir=weights_dir, offline=offline, progress=progress)
+            path = store.resolve(models.vqgan, kind="vqgan", weights_dir=weights_dir, offline=offline,
+                                 progress=progress)
             vqgan_config: VQGANConfig | str | None = models.vqgan_config
             if vqgan_config is None and models.vqgan in store.REGISTRY:
                 vqgan_config = VQGANConfig(**store.REGISTRY[models.vqgan].config)
@@ -218,7 +220,8 @@ class TextToImage:
     def _events(self, config: GenerationConfig, clip_weights: list[float], state: RunState) -> Iterator[Event]:
         started = time.perf_counter()
         if config.models.identity not in (self.models.identity, self.requested.identity):
-            yield Notice(f"the config names other models than this pipeline holds; using {describe_models(self.models)}.")
+            yield Notice("the config names other models than this pipeline holds; "
+                         f"using {describe_models(self.models)}.")
         # 1. Check inputs and resolve what the config left open.
         size, notice = resolve_size(config, self.vqgan.downsample_factor, self.device)
         if notice:

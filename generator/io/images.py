@@ -43,7 +43,8 @@ def open_image(path: str | Path, *, what: str = "image") -> Image.Image:
     except InputError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise InputError(f"{what} {path} is not an image this tool can read ({error}); use a PNG, JPEG or WebP file.") from None
+        raise InputError(f"{what} {path} is not an image this tool can read ({error}); "
+                         "use a PNG, JPEG or WebP file.") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{what} {path} could not be read ({error}); it may be truncated or corrupt.") from None
 

@@ -32,7 +32,8 @@ def start_tokens(prior: Prior, batch: int, class_label: int | None) -> torch.Ten
             raise InputError(f"this model is class-conditional; give --class N with N from 0 to {spec.n_classes - 1}.")
         if not 0 <= class_label < min(spec.n_classes, spec.gpt.vocab_size):
             raise InputError(
-                f"class {class_label} is out of range; this model has {spec.n_classes} classes (0 to {spec.n_classes - 1})."
+                f"class {class_label} is out of range; "
+                f"this model has {spec.n_classes} classes (0 to {spec.n_classes - 1})."
             )
         token = class_label
     else:
@@ -59,11 +60,15 @@ def map_size(path: str | Path) -> tuple[int, int]:
 def _segmentation(image: Image.Image, size: tuple[int, int], n_labels: int, path: Path) -> torch.Tensor:
     if image.mode not in ("L", "P", "I", "I;16"):
         raise InputError(
-            f"segmentation map {path} is a {image.mode} image; give a label map (one class id per pixel, PNG mode L or P)."
+            f"segmentation map {path} is a {image.mode} image; "
+            "give a label map (one class id per pixel, PNG mode L or P)."
         )
     labels = np.asarray(image.resize(size, Image.Resampling.NEAREST), dtype=np.int64)
     if labels.max() >= n_labels:
-        raise InputError(f"segmentation map {path} holds class {labels.max()}, but this model knows {n_labels} classes (0 to {n_labels - 1}).")
+        raise InputError(
+            f"segmentation map {path} holds class {labels.max()}, "
+            f"but this model knows {n_labels} classes (0 to {n_labels - 1})."
+        )
     onehot = F.one_hot(torch.from_numpy(labels), n_labels).permute(2, 0, 1).float()  # (n_labels, H, W)
     return onehot[None]
 
@@ -79,7 +84,8 @@ def _depth(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(scaled)[None, None]  # (1, 1, H, W)
 
 
-def map_tokens(prior: Prior, path: str | Path, size: tuple[int, int], grid: tuple[int, int], batch: int) -> torch.Tensor:
+def map_tokens(prior: Prior, path: str | Path, size: tuple[int, int], grid: tuple[int, int],
+               batch: int) -> torch.Tensor:
     """(B, H, W) tokens of a segmentation or depth map resized to ``size`` (width, height)."""
     path = Path(path)
     assert prior.cond_vqgan is not None

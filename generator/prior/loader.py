@@ -123,7 +123,8 @@ def _gpt_config(params: Mapping[str, Any], source: str) -> GPTConfig:
     try:
         return GPTConfig(**{k: int(v) for k, v in params.items() if k in known})
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{source} has no usable transformer_config ({error}); give the prior's project yaml.") from None
+        raise ConfigError(f"{source} has no usable transformer_config ({error}); "
+                          "give the prior's project yaml.") from None
 
 
 def prior_spec_from_yaml(data: Mapping[str, Any], *, source: str) -> PriorSpec:
@@ -228,7 +229,8 @@ def load_prior(
     cond_vqgan = None
     if spec.conditioning in ("segmentation", "depth"):
         if spec.cond_stage is None or not parts["cond_stage_model"]:
-            raise CheckpointError(f"{source} has no condition VQGAN (cond_stage_model.*) for its {spec.conditioning} maps.")
+            raise CheckpointError(f"{source} has no condition VQGAN (cond_stage_model.*) "
+                                  f"for its {spec.conditioning} maps.")
         cond_vqgan = vqgan_from_state(without(parts["cond_stage_model"], names=EXTRA_NAMES), spec.cond_stage,
                                       source=source, label="its yaml", what="the condition VQGAN")
     prior = Prior(gpt=gpt, vqgan=vqgan, spec=spec, cond_vqgan=cond_vqgan, source=str(checkpoint))

@@ -125,7 +125,8 @@ class Sampler:
                             yield Preview("sample", rows_done, _sheet(prior, tokens, dtype))
             except torch.OutOfMemoryError:
                 raise OutOfMemoryError(
-                    f"the {prior.device.type.upper()} ran out of memory sampling {batch} images of {size[0]}x{size[1]}; "
+                    f"the {prior.device.type.upper()} ran out of memory sampling {batch} images "
+                    f"of {size[0]}x{size[1]}; "
                     "try a smaller --batch-size or --size."
                 ) from None
             tokens_sampled += batch * (grid[0] * grid[1] - start)
@@ -137,7 +138,8 @@ class Sampler:
         yield (yield from finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds))
 
 
-def _condition(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: tuple[int, int], batch: int) -> torch.Tensor:
+def _condition(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: tuple[int, int],
+               batch: int) -> torch.Tensor:
     kind = prior.spec.conditioning
     if kind == "coord":
         return coordinate_tokens(prior, grid, batch)
@@ -146,11 +148,13 @@ def _condition(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: 
             raise InputError(f"this model is conditioned on {kind} maps; give --condition MAP.png.")
         return map_tokens(prior, config.condition, size, grid, batch)
     if config.condition:
-        raise InputError(f"this model is conditioned on {'a class' if kind == 'class' else 'nothing'}, not on a map; leave --condition out.")
+        conditioned_on = "a class" if kind == "class" else "nothing"
+        raise InputError(f"this model is conditioned on {conditioned_on}, not on a map; leave --condition out.")
     return start_tokens(prior, batch, config.class_label)
 
 
-def _completion_tokens(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor | None:
+def _completion_tokens(prior: Prior, config: SampleConfig, size: tuple[int, int],
+                       grid: tuple[int, int]) -> torch.Tensor | None:
     """The image to complete, encoded to (H, W) tokens, or None."""
     if not config.complete:
         return None

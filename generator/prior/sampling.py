@@ -76,7 +76,8 @@ def window_origin(position: int, length: int, window: int) -> int:
     return min(max(position - window // 2, 0), length - window)
 
 
-def sliding_order(height: int, width: int, window: tuple[int, int], start: int = 0) -> Iterator[tuple[int, int, int, int]]:
+def sliding_order(height: int, width: int, window: tuple[int, int],
+                  start: int = 0) -> Iterator[tuple[int, int, int, int]]:
     """(i, j, i0, j0) for every cell from raster position ``start`` on, with its window origin."""
     for flat in range(start, height * width):
         i, j = divmod(flat, width)
@@ -166,7 +167,8 @@ def prior_codes(prior: Prior, grid: tuple[int, int], settings: SamplingSettings,
     check_grid(prior, grid)
     kind = prior.spec.conditioning
     if kind in ("segmentation", "depth"):
-        raise InputError(f"a {kind}-conditioned prior needs a map, so it cannot start a text-to-image run; use the sample command.")
+        raise InputError(f"a {kind}-conditioned prior needs a map, so it cannot start a text-to-image run; "
+                         "use the sample command.")
     cond = coordinate_tokens(prior, grid, 1) if kind == "coord" else start_tokens(prior, 1, class_label)
     tokens = torch.zeros(1, *grid, dtype=torch.long, device=prior.device)
     started = time.perf_counter()

@@ -111,11 +111,14 @@ def _describe(state: StateDict, source: str) -> ImageModelDescriptor:
         ) from None
     except (RuntimeError, KeyError, ValueError) as error:
         raise CheckpointError(f"{source} could not be built as an upscaler ({summary(error)}); give a "
-                              "super-resolution model's file (this one may be truncated or another kind of model).") from None
+                              "super-resolution model's file (this one may be truncated or another kind "
+                              "of model).") from None
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.purpose not in ("SR", "Restoration"):
-        raise CheckpointError(f"{source} is a {descriptor.architecture.name} model for {descriptor.purpose}, not an upscaler.")
+        raise CheckpointError(f"{source} is a {descriptor.architecture.name} model for {descriptor.purpose}, "
+                              "not an upscaler.")
     if descriptor.input_channels != 3 or descriptor.output_channels != 3:
-        raise CheckpointError(f"{source} works on {descriptor.input_channels}-channel images; only RGB upscalers are supported.")
+        raise CheckpointError(f"{source} works on {descriptor.input_channels}-channel images; "
+                              "only RGB upscalers are supported.")
     return descriptor
 
 
@@ -143,7 +146,8 @@ def load_upscaler(name_or_path: str, *, denoise: float | None = None, device: st
         partner = _state(store.resolve(DNI_PARTNERS[name], kind="upscaler", weights_dir=weights_dir,
                                          offline=offline, progress=progress))
         if partner.keys() != state.keys() or any(partner[k].shape != state[k].shape for k in state):
-            raise CheckpointError(f"{DNI_PARTNERS[name]} does not have the layout of {name}, so they cannot be blended.")
+            raise CheckpointError(f"{DNI_PARTNERS[name]} does not have the layout of {name}, "
+                                  "so they cannot be blended.")
         state = {k: denoise * state[k].float() + (1 - denoise) * partner[k].float() for k in state}
     descriptor = _describe(state, Path(path).name)
     descriptor.model.requires_grad_(False)

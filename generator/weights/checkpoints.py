@@ -77,7 +77,7 @@ def read_checkpoint(path: str | Path) -> Any:
     except RuntimeError as error:
         if not (is_zip and "TorchScript" in str(error)):
             raise _corrupt(path, error) from None
-    except Exception as error:  # noqa: BLE001 - any other failure means a damaged file
+    except Exception as error:  # any other failure means a damaged file
         raise _corrupt(path, error) from None
     return load_zip_checkpoint(path)
 

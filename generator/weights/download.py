@@ -362,7 +362,7 @@ def _write_error(error: OSError, part: Path) -> WeightsError:
 
 def _open_part(part: Path, mode: str) -> IO[bytes]:
     """Open the partial file for writing (a seam for tests that simulate a full disk)."""
-    return open(part, mode)  # noqa: SIM115
+    return open(part, mode)
 
 
 def _partial_is_complete(part: Path, offset: int, total: int | None, sha256: str | None) -> bool:

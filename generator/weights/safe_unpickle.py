@@ -296,7 +296,7 @@ def refuse_unsafe_pickle(path: Path, max_pickles: int = 4) -> None:
                 _RestrictedUnpickler(handle, read_storage=None).load()
             except _RefusedCall as refused:
                 raise _unsafe(path, refused) from None
-            except Exception:  # noqa: BLE001 - not a readable pickle: nothing more to scan
+            except Exception:  # not a readable pickle: nothing more to scan
                 return
 
 

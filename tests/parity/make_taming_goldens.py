@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.parity.seeded import seeded_image, seeded_state_dict  # noqa: E402
+from tests.parity.seeded import seeded_image, seeded_state_dict
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 F16 = dict(double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128,

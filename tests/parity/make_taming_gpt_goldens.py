@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.parity.seeded import seeded_state_dict  # noqa: E402
+from tests.parity.seeded import seeded_state_dict
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 RELEASED = {
