@@ -16,10 +16,8 @@ from generator.guidance.prompts import (
     make_schedule,
     parse_image_prompts,
     parse_noise_prompts,
-    parse_prompt,
     parse_prompts,
     parse_story,
-    render_story,
 )
 
 INF = math.inf
@@ -88,14 +86,13 @@ def _one_sentence(message: str) -> None:
     ("café ☕ : 1e1 : -1E-1", "café ☕", 10.0, -0.1),
 ])
 def test_parse_prompt(entry: str, text: str, weight: float, stop: float) -> None:
-    assert _triples((parse_prompt(entry),)) == [(text, weight, stop)]
     assert _triples(parse_prompts(entry)) == [(text, weight, stop)]
 
 
 def test_nerdyrodent_rsplit_cases_differ() -> None:
     """The inputs that rsplit(':', 2) mangles come out whole here."""
     for entry in ("C:\\images\\cat.png", "a photo: sunset", "https://x.org/a.png", "a:b:c"):
-        assert parse_prompt(entry).text == entry
+        assert _single(entry).text == entry
         assert entry.rsplit(":", 2)[0] != entry  # what nerdyrodent would have taken as text
 
 
@@ -111,12 +108,10 @@ def test_nerdyrodent_rsplit_cases_differ() -> None:
     ("  :1:2", "no text before its weight"),
     ("", "the prompt is empty"),
     ("   ", "the prompt is empty"),
-    ("a | b", "more than one entry"),
-    ("a ^ b", "more than one entry"),
 ])
 def test_parse_prompt_errors(entry: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as info:
-        parse_prompt(entry)
+        parse_prompts(entry)
     _one_sentence(str(info.value))
     assert isinstance(info.value, ValueError)
 
@@ -187,7 +182,7 @@ def test_parse_story_errors(text: str, message: str) -> None:
 ])
 def test_str_renders_grammar(prompt: WeightedPrompt, rendered: str) -> None:
     assert str(prompt) == rendered
-    assert parse_prompt(rendered) == prompt
+    assert _single(rendered) == prompt
 
 
 TRICKY_TEXTS = [
@@ -204,7 +199,6 @@ WEIGHTS = [(1.0, -INF), (0.5, -INF), (-1.0, -INF), (2.0, 0.1), (1.0, -3.0), (1e-
 def test_round_trip_tricky(text: str) -> None:
     for weight, stop in WEIGHTS:
         prompt = WeightedPrompt(text, weight, stop)
-        assert parse_prompt(str(prompt)) == prompt, str(prompt)
         assert parse_prompts(str(prompt)) == (prompt,), str(prompt)
 
 
@@ -223,10 +217,10 @@ def test_round_trip_random_stories() -> None:
                 weight, stop = rng.choice(WEIGHTS)
                 phrase.append(WeightedPrompt(text, weight * rng.choice([1, -1]), stop))
             story.append(tuple(phrase))
-        rendered = render_story(story)
+        rendered = _render(story)
         assert parse_story(rendered) == tuple(story), rendered
         for prompt in story[0]:
-            assert parse_prompt(str(prompt)) == prompt, str(prompt)
+            assert _single(str(prompt)) == prompt, str(prompt)
 
 
 def test_weighted_prompt_validates_and_strips() -> None:
@@ -240,6 +234,17 @@ def test_weighted_prompt_validates_and_strips() -> None:
         WeightedPrompt("a").text = "b"  # type: ignore[misc]
 
 
+def _single(entry: str) -> WeightedPrompt:
+    """The one prompt an entry parses to."""
+    (prompt,) = parse_prompts(entry)
+    return prompt
+
+
+def _render(phrases) -> str:
+    """Phrases written back in prompt grammar (``str`` of each prompt)."""
+    return " ^ ".join(" | ".join(str(prompt) for prompt in phrase) for phrase in phrases)
+
+
 # --- image prompts --------------------------------------------------------------------------
 
 def test_image_prompts_check_existence(tmp_path) -> None:
@@ -250,7 +255,7 @@ def test_image_prompts_check_existence(tmp_path) -> None:
     text = f"{first}:0.5 | {str(second).replace(':', chr(92) + ':')}:2:0.1"
     got = parse_image_prompts(text)
     assert _triples(got) == [(str(first), 0.5, -INF), (str(second), 2.0, 0.1)]
-    assert parse_image_prompts(render_story([got])) == got
+    assert parse_image_prompts(_render([got])) == got
 
 
 def test_image_prompt_missing_file(tmp_path) -> None:
@@ -314,8 +319,8 @@ def test_even_split_schedule() -> None:
     assert schedule.change_every == 7
     assert schedule.switch_steps() == (0, 7, 14)
     assert _indices(schedule, 20) == [0] * 7 + [1] * 7 + [2] * 6
-    assert schedule.phrase_at(13) == (WeightedPrompt("b"),)
-    assert schedule.phrase_at(10_000) == (WeightedPrompt("c"),)  # holds; no wrap-around
+    assert schedule.phrases[schedule.phrase_index(13)] == (WeightedPrompt("b"),)
+    assert schedule.phrases[schedule.phrase_index(10_000)] == (WeightedPrompt("c"),)  # holds; no wrap-around
 
 
 def test_explicit_change_every_holds_last_phrase() -> None:
@@ -326,7 +331,7 @@ def test_explicit_change_every_holds_last_phrase() -> None:
 
 def test_single_phrase_is_constant() -> None:
     schedule = make_schedule("a:2 | b:-1", steps=9)
-    assert {schedule.phrase_at(step) for step in range(30)} == {parse_prompts("a:2 | b:-1")}
+    assert {schedule.phrases[schedule.phrase_index(step)] for step in range(30)} == {parse_prompts("a:2 | b:-1")}
     assert schedule.switch_steps() == (0,)
     assert _indices(make_schedule("a", steps=1, change_every=1), 5) == [0] * 5
 
@@ -344,11 +349,6 @@ def test_unreached_phrases_warn(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="generator.guidance.prompts"):
         make_schedule("a ^ b ^ c", steps=20)
     assert caplog.text == ""
-
-
-def test_all_texts_distinct_in_order() -> None:
-    schedule = make_schedule("a | b:2 ^ b:-1 | c ^ a | d", steps=3)
-    assert schedule.all_texts() == ("a", "b", "c", "d")
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

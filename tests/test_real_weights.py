@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from generator.config import ModelsConfig, UpscaleConfig
 from generator.weights import store
 
 pytestmark = pytest.mark.weights
@@ -33,8 +34,8 @@ def test_official_vqgan_reconstructs_an_image() -> None:
     from generator.vqgan_loader import load_vqgan
     from models.vqgan import VQGANConfig
 
-    path = _require(store.DEFAULT_VQGAN)
-    vqgan = load_vqgan(path, VQGANConfig(**store.REGISTRY[store.DEFAULT_VQGAN].config))
+    path = _require(ModelsConfig().vqgan)
+    vqgan = load_vqgan(path, VQGANConfig(**store.REGISTRY[ModelsConfig().vqgan].config))
     image = _smooth_image()
     with torch.no_grad():
         rebuilt = vqgan.decode_indices(vqgan.encode_to_indices(image * 2 - 1)).add(1).div(2).clamp(0, 1)
@@ -45,7 +46,7 @@ def test_official_vqgan_reconstructs_an_image() -> None:
 def test_openai_clip_prefers_the_right_caption() -> None:
     from generator.guidance.clip import load_clip
 
-    _require(store.DEFAULT_CLIP)
+    _require("clip_vit_b_32_openai")
     clip = load_clip("ViT-B-32", "openai", weights_dir=WEIGHTS, offline=True)
     red = torch.zeros(1, 3, clip.input_size, clip.input_size)
     red[:, 0] = 1.0
@@ -59,8 +60,8 @@ def test_realesrgan_x4plus_tiles_have_no_visible_seams() -> None:
     from generator.upscale.loader import load_upscaler
     from generator.upscale.tiles import run_to_end, upscale_pixels
 
-    _require(store.DEFAULT_UPSCALER)
-    upscaler = load_upscaler(store.DEFAULT_UPSCALER, weights_dir=WEIGHTS, offline=True)
+    _require(UpscaleConfig().upscale_model)
+    upscaler = load_upscaler(UpscaleConfig().upscale_model, weights_dir=WEIGHTS, offline=True)
     rng = np.random.default_rng(0)
     noise = Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8))
     photo = np.asarray(noise.resize((96, 80), Image.BICUBIC))

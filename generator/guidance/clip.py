@@ -233,19 +233,19 @@ def _weights_source(
     if text is None or text.lower() in _NO_WEIGHTS:
         return None, {}, None, "random"
     tag = text.lower().replace("-", "_")
-    registry_name = text if text in store.REGISTRY else TAG_REGISTRY.get((arch, tag))
-    if registry_name is not None:
-        entry = store.get(registry_name)
+    entry_name = text if text in store.REGISTRY else TAG_REGISTRY.get((arch, tag))
+    if entry_name is not None:
+        entry = store.get(entry_name)
         entry_arch = str(entry.config.get("architecture", "")) if entry.kind == "clip" else ""
         builtin = (Path(open_clip.__file__).parent / "model_configs" / f"{arch}.json").is_file()
         if builtin and entry_arch and arch.removesuffix("-quickgelu") != entry_arch.removesuffix("-quickgelu"):
             raise ConfigError(
-                f"{registry_name} holds weights for {entry_arch}, not {arch}; pass "
+                f"{entry_name} holds weights for {entry_arch}, not {arch}; pass "
                 f"model={entry_arch.removesuffix('-quickgelu')!r} or other weights."
             )
-        path = store.resolve(registry_name, kind="clip", weights_dir=weights_dir, offline=offline,
+        path = store.resolve(entry_name, kind="clip", weights_dir=weights_dir, offline=offline,
                                progress=progress)
-        tag_cfg = next((get_pretrained_cfg(a, t) for (a, t), n in TAG_REGISTRY.items() if n == registry_name), {})
+        tag_cfg = next((get_pretrained_cfg(a, t) for (a, t), n in TAG_REGISTRY.items() if n == entry_name), {})
         return path, tag_cfg, entry_arch.endswith("-quickgelu") or None, text
     tag_cfg = get_pretrained_cfg(arch, tag)
     if tag_cfg:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +75,7 @@ class WeightedPrompt:
                              "switch it off; use a finite stop or -inf for none.")
 
     def __str__(self) -> str:
-        """The entry in prompt grammar; ``parse_prompt(str(p)) == p``."""
+        """The entry in prompt grammar; ``parse_prompts(str(p)) == (p,)``."""
         text = _escape(self.text)
         if self.weight == 1.0 and self.stop == -math.inf:
             return text
@@ -192,20 +191,6 @@ def _require_text(text: str, kind: str) -> None:
         raise InputError(f"the {kind} is empty; give at least one entry or leave it out.")
 
 
-def parse_prompt(entry: str) -> WeightedPrompt:
-    """Parse one entry: ``text``, ``text:weight`` or ``text:weight:stop``.
-
-    Raises:
-        InputError: The entry is empty, holds an unescaped ``|``/``^``, or has a bad weight.
-    """
-    _require_text(entry, "prompt")
-    tokens = _lex(entry)
-    if any(char in "|^" and not escaped for char, escaped in tokens):
-        raise InputError(f"the prompt {_show(entry)} holds more than one entry; escape '|' "
-                         "and '^' as '\\|' and '\\^' to keep them as text.")
-    return _entry(tokens, f"the prompt {_show(entry.strip())}")
-
-
 def parse_prompts(text: str, *, kind: str = "prompt") -> tuple[WeightedPrompt, ...]:
     """Parse one phrase: ``|``-separated entries.
 
@@ -241,11 +226,6 @@ def parse_story(text: str) -> tuple[tuple[WeightedPrompt, ...], ...]:
             f"the prompt {_show(text)}"
         story.append(_phrase(phrase, "prompt", where))
     return tuple(story)
-
-
-def render_story(phrases: Iterable[Iterable[WeightedPrompt]]) -> str:
-    """Write phrases back in prompt grammar; ``parse_story(render_story(s)) == s``."""
-    return " ^ ".join(" | ".join(str(prompt) for prompt in phrase) for phrase in phrases)
 
 
 def parse_image_prompts(text: str) -> tuple[WeightedPrompt, ...]:
@@ -325,17 +305,10 @@ class PromptSchedule:
             raise InputError(f"step {step} is negative; steps count from 0.")
         return min(step // self.change_every, len(self.phrases) - 1)
 
-    def phrase_at(self, step: int) -> tuple[WeightedPrompt, ...]:
-        """The prompts used at ``step`` (counted from 0)."""
-        return self.phrases[self.phrase_index(step)]
-
     def switch_steps(self) -> tuple[int, ...]:
         """The steps at which each phrase starts: ``0, change_every, 2 * change_every, ...``."""
         return tuple(i * self.change_every for i in range(len(self.phrases)))
 
-    def all_texts(self) -> tuple[str, ...]:
-        """Every distinct prompt text, in order of first appearance."""
-        return tuple(dict.fromkeys(p.text for phrase in self.phrases for p in phrase))
 
 
 def make_schedule(text: str, *, steps: int, change_every: int = 0) -> PromptSchedule:

@@ -77,7 +77,7 @@ class Upscaler:
         return torch.float16 if self.descriptor.supports_half else None
 
 
-def registry_name(name: str) -> str:
+def upscaler_registry_name(name: str) -> str:
     """Official file names work too: ``RealESRGAN_x4plus`` -> ``realesrgan_x4plus``."""
     lowered = name.lower().replace("-", "_")
     return lowered if lowered in store.REGISTRY and name not in store.REGISTRY else name
@@ -98,7 +98,7 @@ def _other_kind(state: StateDict) -> str | None:
     return None
 
 
-def _describe(state: StateDict, source: str) -> ImageModelDescriptor:
+def _descriptor_for(state: StateDict, source: str) -> ImageModelDescriptor:
     kind = _other_kind(state)
     if kind is not None:
         raise CheckpointError(f"{source} is {kind} checkpoint, not an upscaler; give an ESRGAN-family model's file.")
@@ -135,7 +135,7 @@ def load_upscaler(name_or_path: str, *, denoise: float | None = None, device: st
         CheckpointError: unsafe, damaged, or not an upscaler.
         ConfigError: a denoise strength for a model that has no denoising partner.
     """
-    name = registry_name(name_or_path)
+    name = upscaler_registry_name(name_or_path)
     path = store.resolve(name, kind="upscaler", weights_dir=weights_dir, offline=offline, progress=progress)
     state = _state(path)
     if denoise is not None:
@@ -149,7 +149,7 @@ def load_upscaler(name_or_path: str, *, denoise: float | None = None, device: st
             raise CheckpointError(f"{DNI_PARTNERS[name]} does not have the layout of {name}, "
                                   "so they cannot be blended.")
         state = {k: denoise * state[k].float() + (1 - denoise) * partner[k].float() for k in state}
-    descriptor = _describe(state, Path(path).name)
+    descriptor = _descriptor_for(state, Path(path).name)
     descriptor.model.requires_grad_(False)
     descriptor.to(torch.device(device)).eval()
     label = name if denoise is None else f"{name} (denoise {denoise:g})"

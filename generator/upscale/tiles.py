@@ -31,7 +31,6 @@ from generator.upscale.loader import Upscaler, UpscalerCache
 
 MIN_TILE = 32
 RETRY_TILE = 512
-ALPHA_MODES = ("network", "resize")
 
 
 def tile_cores(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:

@@ -42,7 +42,6 @@ class WeightFile:
         default: Fetched on first use by the default pipeline.
         manual: The URL is a share page, not a direct file: the user downloads it by hand.
         description: One line for listings.
-        licence: Licence of the weights as far as published.
         source_file: For ``manual`` entries, which file to take from the share page.
     """
 
@@ -57,7 +56,6 @@ class WeightFile:
     default: bool = False
     manual: bool = False
     description: str = ""
-    licence: str = ""
     source_file: str = ""
 
     def __post_init__(self) -> None:
@@ -72,7 +70,6 @@ _HEIBOX = "https://heibox.uni-heidelberg.de"
 _CKPT = "files/?p=%2Fckpts%2Flast.ckpt&dl=1"
 _MEHDIDC = "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1"
 _ESRGAN = "https://github.com/xinntao/Real-ESRGAN/releases/download"
-_TAMING_LICENCE = "MIT code; checkpoint terms not stated"
 
 
 def _vqgan_arch(n_embed: int, ch_mult: list[int], attn: list[int], quantizer: str) -> dict:
@@ -89,7 +86,7 @@ def _vqgan(name: str, folder: str, arch: dict, description: str, *, urls: tuple 
            **facts: Any) -> WeightFile:
     """A taming VQGAN checkpoint; its architecture is recorded here, so no yaml is needed."""
     return WeightFile(name, f"{name}.ckpt", urls or (f"{_HEIBOX}/d/{folder}/{_CKPT}",), "vqgan",
-                      config=arch, description=description, licence=_TAMING_LICENCE, **facts)
+                      config=arch, description=description, **facts)
 
 
 def _esrgan(filename: str, release: str, size: int | None, sha256: str | None,
@@ -98,8 +95,7 @@ def _esrgan(filename: str, release: str, size: int | None, sha256: str | None,
     name = filename.lower().replace("-", "_")
     return WeightFile(name, f"{filename}.pth", (f"{_ESRGAN}/{release}/{filename}.pth",),
                       "upscaler", size=size, sha256=sha256, config={"architecture": arch, **config},
-                      default=name == "realesrgan_x4plus", description=description,
-                      licence="BSD-3-Clause")
+                      default=name == "realesrgan_x4plus", description=description)
 
 
 def _transformer(name: str, share_url: str, config: dict, description: str, *,
@@ -111,10 +107,10 @@ def _transformer(name: str, share_url: str, config: dict, description: str, *,
         WeightFile(name, f"{name}.ckpt", (share_url,), "transformer", size=size,
                    config=config, companions=(yaml_name,), manual=True,
                    source_file=ckpt_in_share or "the checkpoint (last.ckpt)",
-                   description=description, licence=_TAMING_LICENCE),
+                   description=description),
         WeightFile(yaml_name, f"{name}.yaml", (share_url,), "config", manual=True,
                    source_file=yaml_in_share or "the project yaml (configs/*-project.yaml)",
-                   description=f"project yaml of {name}", licence=_TAMING_LICENCE),
+                   description=f"project yaml of {name}"),
     ]
 
 
@@ -154,7 +150,7 @@ _ENTRIES: list[WeightFile] = [
         "clip", size=353_976_522,
         sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
         config={"architecture": "ViT-B-32-quickgelu", "format": "openai-jit"}, default=True,
-        description="OpenAI CLIP ViT-B/32 (TorchScript, fp16)", licence="MIT",
+        description="OpenAI CLIP ViT-B/32 (TorchScript, fp16)",
     ),
     WeightFile(
         "clip_vit_b_32_laion2b_e16", "vit_b_32-laion2b_e16-af8dbd0c.pth",
@@ -162,7 +158,6 @@ _ENTRIES: list[WeightFile] = [
          "vit_b_32-laion2b_e16-af8dbd0c.pth",),
         "clip", config={"architecture": "ViT-B-32", "format": "open_clip"},
         description="open_clip ViT-B/32 trained on LAION-2B, 16 epochs (about 605 MB)",
-        licence="MIT",
     ),
     _esrgan("RealESRGAN_x4plus", "v0.1.0", 67_040_989,
             "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1", _RRDB,
@@ -229,6 +224,3 @@ _ENTRIES: list[WeightFile] = [
 REGISTRY: dict[str, WeightFile] = {entry.name: entry for entry in _ENTRIES}
 """Every known file by registry name."""
 
-DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
-DEFAULT_CLIP = "clip_vit_b_32_openai"
-DEFAULT_UPSCALER = "realesrgan_x4plus"

@@ -19,19 +19,13 @@ from pathlib import Path
 from generator.errors import WeightsError
 from generator.weights import download
 from generator.weights.download import ProgressCallback
-from generator.weights.registry import (  # noqa: F401 - re-exported: the registry's public face
-    DEFAULT_CLIP,
-    DEFAULT_UPSCALER,
-    DEFAULT_VQGAN,
-    KINDS,
-    REGISTRY,
-    WeightFile,
-)
+from generator.weights.registry import KINDS, REGISTRY, WeightFile
+
+# The registry's facts are read through this module, which knows where the files are.
+__all__ = ["KINDS", "REGISTRY", "WeightFile", "default_weights_dir", "ensure", "format_size", "get",
+           "manual_instructions", "names_of_kind", "offline_mode", "resolve", "status", "weights_dir"]
 
 logger = logging.getLogger(__name__)
-
-STATUSES = ("missing", "partial", "verified", "unverified", "corrupt")
-"""What :func:`status` can report."""
 
 WEIGHTS_DIR_ENV = "GENERATOR_WEIGHTS_DIR"
 OFFLINE_ENV = "GENERATOR_OFFLINE"
@@ -99,11 +93,6 @@ def get(name: str) -> WeightFile:
         f"there are no weights called {name!r}; {hint}run `{DOWNLOAD_COMMAND} --list` to see "
         "every registry name."
     )
-
-
-def local_path(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the file of registry entry ``name`` lives (whether or not it exists yet)."""
-    return _root(weights_dir) / get(name).filename
 
 
 def format_size(size: int | None) -> str:
