@@ -12,7 +12,7 @@ that no longer import on current torch (pytorch_lightning and taming.main, used 
 training), builds the official f16-16384, f16-1024 and Gumbel f8 architectures from their
 published ddconfigs, loads seeded random weights, and records the key names and shapes, the
 encoder latents, the code indices and the decoded images for a seeded input.
-``tests/test_vqgan_parity.py`` then checks models/vqgan.py against these outputs.
+``tests/models/test_vqgan_parity.py`` then checks models/vqgan.py against these outputs.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from generator.config import ModelsConfig, UpscaleConfig
 from generator.weights import store
 
 pytestmark = pytest.mark.weights
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 
 
 def _require(name: str) -> Path:

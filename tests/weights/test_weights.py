@@ -1,7 +1,7 @@
 """The weights registry, ensure/resolve and ``python -m generator download``.
 
 Registry-backed tests put a temporary entry into ``store.REGISTRY`` that points at the
-local server of tests/test_download.py, and use ``tmp_path`` as the weights directory.
+local server of tests/weights/test_download.py, and use ``tmp_path`` as the weights directory.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from PIL import Image
 from generator.cli.main import main
 from generator.io.outputs import CONFIG_KEY, read_png_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--size", "32", "32", "--cutn", "4"]
 
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from models.gpt import GPT, GPTConfig, KVCache
 from tests.parity.seeded import seeded_state_dict
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 KEYS = json.loads((DATA / "official_gpt_keys.json").read_text())
 GOLDENS = load_file(str(DATA / "taming_gpt_parity.safetensors"))
 RELEASED = {

@@ -19,7 +19,7 @@ from generator.vqgan_loader import infer_vqgan_config
 from models.vqgan import VQGAN, VQGANConfig
 from tests.parity.seeded import seeded_state_dict
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 KEYS = json.loads((DATA / "official_vqgan_keys.json").read_text())
 GOLDENS = load_file(str(DATA / "taming_parity.safetensors"))
 OFFICIAL = {

@@ -22,7 +22,7 @@ from generator.webui.jobs import sample_job, text_to_image_job, upscale_job
 from generator.webui.studio import Studio
 from tests.factories import tiny_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from generator.cli.main import main
 from generator.io.outputs import CONFIG_KEY, MODE_KEY, read_png_text
 from tests.prior_factories import save_tiny_prior
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
