@@ -21,14 +21,8 @@ import torch
 import yaml
 
 from generator.errors import CheckpointError, ConfigError
-from generator.weights.checkpoints import (
-    StateDict,
-    load_strict,
-    read_checkpoint,
-    state_dict_from,
-    with_prefix,
-    without,
-)
+from generator.weights.checkpoints import read_checkpoint
+from generator.weights.state_dicts import StateDict, build_strict, state_dict_from, with_prefix, without
 from models.vqgan import VQGAN, VQGANConfig
 
 logger = logging.getLogger(__name__)
@@ -215,9 +209,8 @@ def vqgan_from_state(state: Mapping[str, torch.Tensor], config: VQGANConfig, *, 
     Raises:
         CheckpointError: the tensors do not fit; the message names the fields that differ.
     """
-    model = VQGAN(config)
-    load_strict(
-        model, state, source=source, what=what,
+    model = build_strict(
+        lambda: VQGAN(config), state, source=source, what=what,
         likely_cause=_mismatch_cause(config, state, source=source, label=label),
         remedy="pass the yaml that came with this checkpoint, or none to infer the architecture",
     )

@@ -36,10 +36,10 @@ def tiny_vqgan(seed: int = 0, **overrides: Any) -> VQGAN:
 
 
 @contextlib.contextmanager
-def foreign_class(module: str, name: str, **attrs: Any) -> Iterator[type]:
+def foreign_class(module: str, name: str, bases: tuple[type, ...] = (), **attrs: Any) -> Iterator[type]:
     """A class that pickles as ``module.name``, as if it came from a package we lack."""
     fake_module = types.ModuleType(module)
-    cls = type(name, (), dict(attrs))
+    cls = type(name, bases, dict(attrs))
     cls.__module__ = module
     cls.__qualname__ = name
     setattr(fake_module, name, cls)

@@ -37,9 +37,11 @@ from torch import nn
 
 from generator.errors import CheckpointError, ConfigError, WeightsError, summary
 from generator.weights import store
-from generator.weights.checkpoints import StateDict, load_strict, read_checkpoint, state_dict_from
+from generator.weights.checkpoints import read_checkpoint
 from generator.weights.download import ProgressCallback
+from generator.weights.pickle_scan import shown
 from generator.weights.safe_unpickle import Stub
+from generator.weights.state_dicts import StateDict, load_strict, state_dict_from
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +322,7 @@ def _clip_state_dict(checkpoint: Any, model: nn.Module, *, source: str) -> State
     if isinstance(checkpoint, Stub):
         if not type(checkpoint).__qualname__.startswith("__torch__."):
             raise CheckpointError(
-                f"{source} holds a pickled {type(checkpoint).__qualname__} object, not a state dict; "
+                f"{source} holds a pickled {shown(type(checkpoint).__qualname__)} object, not a state dict; "
                 "save the model's state_dict() instead."
             )
         # Tensor attributes become keys, nested modules dotted prefixes.
@@ -352,13 +354,32 @@ def _clip_state_dict(checkpoint: Any, model: nn.Module, *, source: str) -> State
     return state
 
 
-def _archive_items(stub: Stub, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted name, value) of every attribute of a TorchScript module tree, depth first."""
-    state = stub.stub_state if isinstance(stub.stub_state, Mapping) else {}
-    for name, value in state.items():
-        yield f"{prefix}{name}", value
-        if isinstance(value, Stub):
-            yield from _archive_items(value, f"{prefix}{name}.")
+MAX_ARCHIVE_DEPTH = 64  # nested modules; OpenAI's archives nest about eight deep
+
+
+def _archive_items(root: Stub) -> Iterator[tuple[str, Any]]:
+    """(dotted name, value) of every attribute of a TorchScript module tree, depth first.
+
+    Iterative, each module visited once (a crafted archive may nest deeply or refer back
+    to itself); deeper than :data:`MAX_ARCHIVE_DEPTH` is refused.
+    """
+    seen = {id(root)}
+    work: list[tuple[Stub, str, int]] = [(root, "", 0)]
+    while work:
+        stub, prefix, depth = work.pop()
+        state = stub.stub_state if isinstance(stub.stub_state, Mapping) else {}
+        children = []
+        for name, value in state.items():
+            if not isinstance(name, str):
+                continue
+            yield f"{prefix}{name}", value
+            if isinstance(value, Stub) and id(value) not in seen:
+                if depth + 1 > MAX_ARCHIVE_DEPTH:
+                    raise CheckpointError(f"the archive nests modules more than {MAX_ARCHIVE_DEPTH} deep, which no "
+                                          "CLIP model does; give the model's own file.")
+                seen.add(id(value))
+                children.append((value, f"{prefix}{name}.", depth + 1))
+        work.extend(reversed(children))
 
 
 def _archive_quick_gelu(stub: Stub) -> bool:

@@ -31,15 +31,9 @@ from generator.vqgan_loader import (
     vqgan_from_state,
 )
 from generator.weights import store
-from generator.weights.checkpoints import (
-    StateDict,
-    load_strict,
-    read_checkpoint,
-    state_dict_from,
-    with_prefix,
-    without,
-)
+from generator.weights.checkpoints import read_checkpoint
 from generator.weights.download import ProgressCallback
+from generator.weights.state_dicts import StateDict, build_strict, state_dict_from, with_prefix, without
 from models.gpt import GPT, GPTConfig
 from models.vqgan import VQGAN, VQGANConfig
 
@@ -221,10 +215,9 @@ def load_prior(
     vqgan = vqgan_from_state(without(parts["first_stage_model"], names=EXTRA_NAMES), first, source=source,
                              label="its yaml", what="the prior's VQGAN")
     _check_pairing(spec, vqgan, source)
-    gpt = GPT(spec.gpt)
-    load_strict(gpt, parts["transformer"], source=source, what="the transformer",
-                likely_cause=_gpt_cause(spec.gpt, parts["transformer"]),
-                remedy="pass the project yaml that came with this checkpoint")
+    gpt = build_strict(lambda: GPT(spec.gpt), parts["transformer"], source=source, what="the transformer",
+                       likely_cause=_gpt_cause(spec.gpt, parts["transformer"]),
+                       remedy="pass the project yaml that came with this checkpoint")
     gpt.requires_grad_(False).eval()
     cond_vqgan = None
     if spec.conditioning in ("segmentation", "depth"):

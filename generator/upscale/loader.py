@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
 from generator.errors import CheckpointError, ConfigError, summary
 from generator.weights import store
-from generator.weights.checkpoints import StateDict, read_checkpoint, state_dict_from
+from generator.weights.checkpoints import read_checkpoint
 from generator.weights.download import ProgressCallback
+from generator.weights.pickle_scan import shown
+from generator.weights.state_dicts import StateDict, state_dict_from
 
 logger = logging.getLogger(__name__)
 
@@ -98,19 +101,33 @@ def _other_kind(state: StateDict) -> str | None:
     return None
 
 
+def _check_size_on_meta(state: StateDict, source: str) -> None:
+    """spandrel infers the architecture from tensor shapes; build it on the ``meta`` device
+    first, so a file whose shapes imply a far larger network than it holds costs nothing."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, as intended here
+        skeleton = ModelLoader(device=torch.device("meta")).load_from_state_dict(state)
+    implied = sum(t.numel() for t in (*skeleton.model.parameters(), *skeleton.model.buffers()))
+    held = sum(t.numel() for t in state.values())
+    if implied > 2 * held + 2**20:
+        raise CheckpointError(f"{source} implies a network of {implied:,} values but holds {held:,}, which no "
+                              "upscaler file does; give a super-resolution model's own file.")
+
+
 def _descriptor_for(state: StateDict, source: str) -> ImageModelDescriptor:
     kind = _other_kind(state)
     if kind is not None:
         raise CheckpointError(f"{source} is {kind} checkpoint, not an upscaler; give an ESRGAN-family model's file.")
     try:
+        _check_size_on_meta(state, source)
         descriptor = ModelLoader().load_from_state_dict(state)
     except UnsupportedModelError:
         raise CheckpointError(
             f"{source} is not an upscaler spandrel recognises (ESRGAN, Real-ESRGAN, SwinIR, ...); "
             "give a super-resolution model's .pth or .safetensors file."
         ) from None
-    except (RuntimeError, KeyError, ValueError) as error:
-        raise CheckpointError(f"{source} could not be built as an upscaler ({summary(error)}); give a "
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+        raise CheckpointError(f"{source} could not be built as an upscaler ({shown(summary(error))}); give a "
                               "super-resolution model's file (this one may be truncated or another kind "
                               "of model).") from None
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.purpose not in ("SR", "Restoration"):

@@ -1,43 +1,53 @@
-"""Read checkpoints of every supported format into plain state dicts, safely.
+"""Read checkpoints of every supported format, safely: nothing in a file runs, and no file can
+crash the process, poison later loads, exhaust its memory or time, or show its heap.
 
-Formats: Lightning ``.ckpt`` and PyTorch ``.pth``/``.pt``/``.bin`` files (zip archives,
-read with ``torch.load(weights_only=True)`` and, when that refuses a harmless class
-reference, with :mod:`generator.weights.safe_unpickle`), TorchScript archives, and
-``.safetensors``. Nothing in this module ever executes code from a file.
+Formats: Lightning ``.ckpt`` and PyTorch ``.pth``/``.pt``/``.bin`` files (zip archives, or the
+pre-1.6 format), TorchScript archives (OpenAI's CLIP ``.pt``) and ``.safetensors``.
 
-Fitting a state dict to a model is strict: every key must be present with the right shape.
-A mismatch becomes one readable :class:`CheckpointError` naming the differing shapes.
+For pickles the order is: the container is checked first (zip members: one pickle, no
+duplicate names, declared sizes within :data:`SIZE_FACTOR` times the file's size plus
+:data:`ALLOWANCE`, checked before anything is inflated); the pickle is scanned statically
+(:mod:`generator.weights.pickle_scan`: unsafe globals refused, memory, nesting and claimed
+storage bytes bounded); then torch's own ``weights_only`` unpickler reads it, with the
+foreign classes the scan found mapped to inert stubs (:mod:`generator.weights.safe_unpickle`).
+Tensors must fit inside their storages (torch checks). Every failure is one
+:class:`CheckpointError` sentence; text from the file is shown escaped and cut short.
+
+Peak memory while reading a file is bounded by about ``SIZE_FACTOR`` times its size plus the
+allowance; the hostile-file tests check it (tests/weights/test_hostile_checkpoints.py).
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import pickle
+import tarfile
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
-from torch import nn
 
-from generator.errors import CheckpointError, summary
-from generator.weights.safe_unpickle import load_zip_checkpoint, refuse_unsafe_pickle
+from generator.errors import CheckpointError
+from generator.weights.pickle_scan import ScanResult, scan_pickle, shown
+from generator.weights.safe_unpickle import check_global, load_torchscript, stubs_allowed
 
 logger = logging.getLogger(__name__)
 
-StateDict = dict[str, torch.Tensor]
+SIZE_FACTOR = 2  # a zip's members may inflate to twice the file's size (stored checkpoints: once) ...
+ALLOWANCE = 64 * 2**20  # ... plus this; the pickle's objects get the file's size plus this
+LEGACY_PICKLES = 5  # pre-1.6 files: magic number, protocol, system info, the object, storage keys
 
 
 def read_checkpoint(path: str | Path) -> Any:
     """Load the object stored in a checkpoint file, on the CPU, without running its code.
 
     Raises:
-        CheckpointError: the file is missing, empty, a web page, truncated or corrupt.
+        CheckpointError: the file is missing, empty, a web page, truncated, corrupt, or
+            crafted to exhaust memory or time.
         UnsafeCheckpointError: its pickle tries to run code (nothing was run).
     """
     path = Path(path)
@@ -57,149 +67,91 @@ def read_checkpoint(path: str | Path) -> Any:
             return load_safetensors(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as error:
             raise _corrupt(path, error) from None
-    is_zip = zipfile.is_zipfile(path)
     try:
-        with warnings.catch_warnings():  # torch warns before refusing a TorchScript archive
-            warnings.filterwarnings("ignore", message=".*TorchScript archive.*")
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
-    except pickle.UnpicklingError as error:
-        refused_a_global = "Unsupported global" in str(error) or "Weights only load failed" in str(error)
-        if not refused_a_global:
-            raise _corrupt(path, error) from None
-        if not is_zip:
-            refuse_unsafe_pickle(path)
-            raise CheckpointError(
-                f"{path} uses the pre-1.6 PyTorch format and stores objects other than tensors, "
-                "which cannot be loaded safely; re-save its state dict with a current PyTorch."
-            ) from None
-        logger.debug("torch.load(weights_only=True) refused %s (%s); using the restricted reader",
-                     path, summary(error))
-    except RuntimeError as error:
-        if not (is_zip and "TorchScript" in str(error)):
-            raise _corrupt(path, error) from None
-    except Exception as error:  # any other failure means a damaged file
+        if zipfile.is_zipfile(path):
+            return _read_zip(path)
+        if tarfile.is_tarfile(path):
+            raise CheckpointError(f"{path} uses PyTorch's pre-0.4 tar format, which cannot be read safely; "
+                                  "re-save its state dict with a current PyTorch.")
+        return _read_legacy(path)
+    except CheckpointError:
+        raise
+    except MemoryError:
+        raise CheckpointError(f"{path} needs more memory to read than this machine has; "
+                              "check that it is the right file.") from None
+    except Exception as error:  # torch, zipfile and numpy raise many types for damaged files
         raise _corrupt(path, error) from None
-    return load_zip_checkpoint(path)
 
 
 def _corrupt(path: Path, error: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path} is truncated or corrupt ({summary(error)}); download it again.")
+    lines = str(error).strip().splitlines()
+    reason = shown(lines[0] if lines else type(error).__name__, 120)
+    return CheckpointError(f"{path} is truncated or corrupt ({reason}); download it again.")
 
 
+def _scan(stream: io.BufferedIOBase, path: Path, budget: int) -> ScanResult:
+    return scan_pickle(stream, path.name, budget=budget,
+                       check_global=lambda module, name, called: check_global(module, name, called, source=path.name))
 
 
-def state_dict_from(
-    checkpoint: Any, *, source: str, containers: Iterable[str] = ("state_dict", "params_ema", "params")
-) -> StateDict:
-    """The tensors of a checkpoint: the first container key present, else the mapping itself.
-
-    Args:
-        checkpoint: what :func:`read_checkpoint` returned.
-        source: the file name, for messages.
-        containers: keys that wrap a state dict (``state_dict`` in Lightning files,
-            ``params_ema``/``params`` in Real-ESRGAN files), tried in order.
-
-    Raises:
-        CheckpointError: no state dict found, or an entry is not a tensor.
-    """
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(
-            f"{source} holds a {type(checkpoint).__name__}, not a state dict; "
-            "give the checkpoint file of the model itself."
-        )
-    for key in containers:
-        inner = checkpoint.get(key)
-        if isinstance(inner, Mapping):
-            checkpoint = inner
-            break
-    state: StateDict = {}
-    for key, value in checkpoint.items():
-        if not isinstance(value, torch.Tensor):
-            wanted = " or ".join(repr(c) for c in containers)
-            raise CheckpointError(
-                f"{source} is not a state dict (its entry {key!r} is a {type(value).__name__}, "
-                f"and it has no {wanted} entry); give the model's checkpoint file."
-            )
-        state[str(key)] = value
-    return state
-
-
-def with_prefix(state: StateDict, prefix: str) -> StateDict:
-    """The entries under ``prefix`` with the prefix removed."""
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+def _read_zip(path: Path) -> Any:
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        names = [info.filename for info in infos]
+        if len(set(names)) != len(names):
+            raise CheckpointError(f"{path} holds two files of the same name, which a checkpoint never does, "
+                                  "so it was not loaded; download it again from the official source.")
+        declared = sum(info.file_size for info in infos)
+        if declared > SIZE_FACTOR * size + ALLOWANCE:
+            raise CheckpointError(f"{path} claims to unpack to {declared / 2**30:.1f} GiB from "
+                                  f"{size / 2**20:.1f} MiB, which no checkpoint does, so it was not loaded; "
+                                  "download it again from the official source.")
+        pickles = [name for name in names if name.endswith("/data.pkl") and name.count("/") == 1]
+        if len(pickles) != 1:
+            raise CheckpointError(f"{path} is a zip file but not a PyTorch checkpoint (it has "
+                                  f"{'no' if not pickles else 'more than one'} data.pkl); check that you picked "
+                                  "the right file.")
+        prefix = pickles[0].removesuffix("data.pkl")
+        data = archive.read(pickles[0])
+        scan = _scan(io.BytesIO(data), path, size + ALLOWANCE)
+        for key, claimed in scan.storage_bytes.items():
+            record = f"{prefix}data/{key}"
+            if record not in names:
+                raise CheckpointError(f"{path} is truncated or corrupt (storage {shown(key)} is missing); "
+                                      "download it again.")
+            if claimed > archive.getinfo(record).file_size:
+                raise CheckpointError(f"{path} has a tensor storage that claims more bytes than the file holds "
+                                      f"(storage {shown(key)}), so it was not loaded; download it again.")
+        if f"{prefix}constants.pkl" in names or any(name.startswith(f"{prefix}code/") for name in names):
+            return load_torchscript(archive, prefix, data, scan)
+        # Older archives store compressed records, which cannot be memory-mapped.
+        mmap = all(info.compress_type == zipfile.ZIP_STORED for info in infos)
+    with stubs_allowed(scan), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notes on protocols and storages are not the user's business
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
-def without(state: StateDict, *, prefixes: Iterable[str] = (), names: Iterable[str] = ()) -> StateDict:
-    """``state`` minus entries whose key starts with any of ``prefixes`` or equals any of ``names``."""
-    prefixes, names = tuple(prefixes), set(names)
-    kept = {k: v for k, v in state.items() if not (k.startswith(prefixes) or k in names)}
-    if len(kept) != len(state):
-        logger.debug("dropped %d training-only entries", len(state) - len(kept))
-    return kept
+def _read_legacy(path: Path) -> Any:
+    """A pre-1.6 file: a sequence of pickles (the object and its storage keys among them)
+    followed by raw storage bytes. Each pickle is scanned to its end."""
+    size = path.stat().st_size
+    merged = ScanResult()
+    with path.open("rb") as handle:
+        stream = io.BufferedReader(handle)
+        for _ in range(LEGACY_PICKLES):
+            if not stream.peek(1):
+                break  # a bare pickle: torch says it lacks the magic number
+            scan = _scan(stream, path, size + ALLOWANCE)
+            for key, value in scan.globals.items():
+                use = merged.globals.setdefault(key, value)
+                use.called, use.items = use.called or value.called, use.items or value.items
+                use.appended, use.built = use.appended or value.appended, use.built or value.built
+            merged.storage_bytes.update(scan.storage_bytes)
+    if sum(merged.storage_bytes.values()) > size:
+        raise CheckpointError(f"{path} has tensor storages that claim more bytes than the file holds, so it was "
+                              "not loaded; download it again.")
+    with stubs_allowed(merged), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
-
-@dataclass
-class FitReport:
-    """How a state dict differs from what a model expects."""
-
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
-
-    @property
-    def fits(self) -> bool:
-        return not (self.missing or self.unexpected or self.shapes)
-
-    def describe(self, limit: int = 3) -> str:
-        """A clause such as ``quantize.embedding.weight is [1024, 256] in the checkpoint but
-        [16384, 256] in the model``, listing at most ``limit`` items of each kind."""
-        parts = []
-        for key, found, wanted in self.shapes[:limit]:
-            parts.append(f"{key} is {list(found)} in the checkpoint but {list(wanted)} in the model")
-        if len(self.shapes) > limit:
-            parts.append(f"{len(self.shapes) - limit} more tensors differ in shape")
-        for label, keys in (("missing from the checkpoint", self.missing),
-                            ("in the checkpoint but not in the model", self.unexpected)):
-            if keys:
-                shown = ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
-                parts.append(f"{len(keys)} tensors are {label} ({shown})")
-        return "; ".join(parts)
-
-
-def compare_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> FitReport:
-    """Compare ``state`` with ``model.state_dict()`` key by key and shape by shape."""
-    expected = model.state_dict()
-    report = FitReport()
-    for key, tensor in expected.items():
-        if key not in state:
-            report.missing.append(key)
-        elif tuple(state[key].shape) != tuple(tensor.shape):
-            report.shapes.append((key, tuple(state[key].shape), tuple(tensor.shape)))
-    report.unexpected = [key for key in state if key not in expected]
-    return report
-
-
-def load_strict(
-    model: nn.Module,
-    state: Mapping[str, torch.Tensor],
-    *,
-    source: str,
-    what: str,
-    likely_cause: str | None = None,
-    remedy: str = "pass the config that came with this checkpoint",
-) -> None:
-    """``model.load_state_dict(state, strict=True)``, with one readable error on a mismatch.
-
-    Args:
-        source: the checkpoint's file name.
-        what: what the model is, for the message ("the VQGAN").
-        likely_cause: a clause explaining the mismatch, when the caller can tell.
-        remedy: what the user should do.
-    """
-    report = compare_state_dict(model, state)
-    if not report.fits:
-        cause = f"{likely_cause}, so " if likely_cause else ""
-        raise CheckpointError(
-            f"{source} does not fit {what}: {cause}{report.describe()}; {remedy}."
-        )
-    model.load_state_dict(state, strict=True)

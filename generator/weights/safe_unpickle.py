@@ -1,105 +1,79 @@
-"""Read a PyTorch zip checkpoint without running any code from it.
+"""Unpickle PyTorch checkpoints with torch's own ``weights_only`` unpickler, foreign classes
+mapped to inert stubs, after a static scan has vetted the pickle.
 
-``torch.load(weights_only=True)`` refuses any pickle that mentions a class outside its
-allowlist, and official Taming Transformers ``.ckpt`` files are PyTorch Lightning pickles
-that may mention Lightning classes (the ``ModelCheckpoint`` callback state, an
-``argparse.Namespace`` of hyper-parameters). This module is the fallback: a restricted
-unpickler over the checkpoint's zip archive that
+Official Taming Transformers ``.ckpt`` files are PyTorch Lightning pickles that name classes
+we do not have (the ``ModelCheckpoint`` callback, an ``AttributeDict`` or
+``argparse.Namespace`` of hyper-parameters, numpy scalars). ``torch.load(weights_only=True)``
+refuses them; torch's safe-globals mechanism accepts a name for an object, so each such name
+is mapped, for the duration of one load, to a fresh stub class made for that load:
 
-* rebuilds tensors, storages and plain containers itself;
-* replaces every other global with an inert stub class: a stub can be instantiated without
-  arguments (``NEWOBJ``) and filled with state (``BUILD``), so class references and object
-  state load as harmless records, but nothing is ever imported or executed;
-* refuses the file (:class:`UnsafeCheckpointError`) as soon as the pickle names a global
-  from a module that has no business in a checkpoint (``os``, ``subprocess``, ``builtins.eval``,
-  ...) or tries to *call* a function it does not know.
+* a class whose objects get items (a dict subclass such as ``AttributeDict``,
+  ``collections.defaultdict``) becomes a plain ``dict``; one whose objects get elements
+  becomes a plain ``list``;
+* anything else becomes a :class:`Stub`: instances record their constructor arguments
+  (``stub_args``) and attribute state (``stub_state``); nothing of the original class is
+  imported or run.
 
-TorchScript archives (such as OpenAI's CLIP ``.pt`` files) are read the same way: their
-module objects become stubs whose state holds the parameters.
+Globals from modules that have no business in a checkpoint (``os``, ``subprocess``,
+``builtins.eval`` ...; submodules included) and calls of functions the loader does not know
+are refused (:class:`UnsafeCheckpointError`) by :func:`check_global` during the scan, before
+torch reads the file. torch parses everything; the only home-made part is the storage reader
+of TorchScript archives (OpenAI's CLIP ``.pt`` files), which ``torch.load(weights_only=True)``
+refuses outright: their pickle goes through torch's unpickler class with a persistent-load
+function that reads each storage from the zip, bounded by its recorded size.
 """
 
 from __future__ import annotations
 
-import _compat_pickle
-import builtins
-import codecs
-import collections
-import datetime
-import pathlib
-import pickle
+import contextlib
+import io
+import threading
 import zipfile
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-import numpy
 import torch
-
-try:  # numpy >= 2
-    from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
-    from numpy._core.multiarray import scalar as _numpy_scalar
-except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _numpy_reconstruct
-    from numpy.core.multiarray import scalar as _numpy_scalar
+from torch import _weights_only_unpickler
 
 from generator.errors import CheckpointError, UnsafeCheckpointError
+from generator.weights.pickle_scan import ScanResult, shown
 
 # Globals from these modules (and their submodules) are refused on sight: no legitimate
 # checkpoint refers to them, and they are the building blocks of pickle exploits.
-_FORBIDDEN_MODULES = frozenset({
-    "__builtin__", "__main__", "_io", "_pickle", "_thread", "asyncio", "bdb", "code", "codeop",
-    "commands", "ctypes", "functools", "gc", "glob", "http", "importlib", "inspect", "io",
-    "marshal", "multiprocessing", "nt", "operator", "os", "pdb", "pickle", "platform", "posix",
-    "pty", "requests", "runpy", "shutil", "signal", "socket", "subprocess", "sys", "tempfile",
-    "threading", "timeit", "trace", "types", "urllib", "webbrowser", "zipimport",
-    "torch.hub", "torch.ops", "torch._C", "torch.jit._script", "torch.serialization",
-    "numpy.testing", "numpy.lib.npyio",
+FORBIDDEN_MODULES = frozenset({
+    "__builtin__", "_io", "_pickle", "_posixsubprocess", "_thread", "asyncio", "bdb", "code", "codeop", "commands",
+    "ctypes", "functools", "gc", "glob", "http", "importlib", "inspect", "io", "marshal", "multiprocessing", "nt",
+    "ntpath", "operator", "os", "pdb", "pickle", "platform", "posix", "posixpath", "pty", "requests", "runpy",
+    "shutil", "signal", "socket", "subprocess", "sys", "tempfile", "threading", "timeit", "trace", "types",
+    "urllib", "webbrowser", "zipimport",
+    "torch.hub", "torch.ops", "torch._C", "torch.jit", "torch.serialization", "torch.utils.cpp_extension",
+    "torch._dynamo", "torch._inductor", "numpy.testing", "numpy.lib.npyio", "numpy.ctypeslib", "numpy.f2py",
 })
-
-_SAFE_BUILTINS = frozenset({
-    "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list",
-    "object", "range", "set", "slice", "str", "tuple",
+# Builtins that merely name a type (as a defaultdict's factory, say); stubbed, never called.
+SAFE_BUILTINS = frozenset({"bool", "bytes", "dict", "float", "frozenset", "int", "list", "object", "range",
+                           "slice", "str", "tuple"})
+# Functions whose calls are inert once stubbed (numpy scalars and arrays, copyreg's
+# protocol 0/1 object rebuilding, a defaultdict) or harmless helpers of TorchScript pickles.
+KNOWN_CALLS = frozenset({
+    ("copyreg", "_reconstructor"), ("collections", "defaultdict"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("torch.jit._pickle", "restore_type_tag"), ("torch.jit._pickle", "build_intlist"),
+    ("torch.jit._pickle", "build_doublelist"), ("torch.jit._pickle", "build_boollist"),
+    ("torch.jit._pickle", "build_tensorlist"),
 })
-
-
-@dataclass(frozen=True)
-class _StorageType:
-    """Stand-in for ``torch.FloatStorage`` and friends: only the dtype matters."""
-
-    dtype: torch.dtype
-
-
-@dataclass
-class _Storage:
-    untyped: torch.UntypedStorage
-    dtype: torch.dtype
-
-
-# Storage classes named in checkpoints (``torch.FloatStorage`` ...) and the dtype they hold.
-_STORAGE_DTYPES = {
-    "UntypedStorage": torch.uint8, "ByteStorage": torch.uint8, "CharStorage": torch.int8,
-    "ShortStorage": torch.int16, "IntStorage": torch.int32, "LongStorage": torch.int64,
-    "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16, "FloatStorage": torch.float32,
-    "DoubleStorage": torch.float64, "BoolStorage": torch.bool,
-    "ComplexFloatStorage": torch.complex64, "ComplexDoubleStorage": torch.complex128,
-}
-
-
-class _RefusedCall(Exception):
-    def __init__(self, qualname: str):
-        super().__init__(qualname)
-        self.qualname = qualname
+# Names under torch.serialization/jit that are data, not actions (torch allows the first itself).
+_TORCH_HELPERS = frozenset({("torch.serialization", "_get_layout"), *((m, n) for m, n in KNOWN_CALLS
+                                                                       if m == "torch.jit._pickle")})
+# torch's allow-list is shared process state; loads take turns so that each load's stubs are its own.
+_LOAD_LOCK = threading.Lock()
 
 
 class _StubMeta(type):
-    """Metaclass of stubs: instantiating through a *call* is allowed only for class-like names."""
+    """Metaclass of stubs: calling a stub class gives a fresh record (or a plain container)."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if not cls.__name__[:1].isupper():
-            raise _RefusedCall(cls.__qualname__)
-        instance = cls.__new__(cls)
-        instance.stub_args = args
-        return instance
+        return cls.__new__(cls, *args)
 
     def __repr__(cls) -> str:
         return f"<stub {cls.__qualname__}>"
@@ -112,10 +86,15 @@ class Stub(metaclass=_StubMeta):
     it set. Nothing of the original class is imported or run.
     """
 
+    flavour = "object"
     stub_args: tuple = ()
     stub_state: Any = None
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Stub:
+    def __new__(cls, *args: Any) -> Any:
+        if cls.flavour == "dict":
+            return {}
+        if cls.flavour == "list":
+            return []
         instance = object.__new__(cls)
         instance.stub_args = args
         return instance
@@ -127,182 +106,102 @@ class Stub(metaclass=_StubMeta):
         return f"<stub instance of {type(self).__qualname__}>"
 
 
-def _stub_class(module: str, name: str) -> type:
-    stub = _StubMeta(name, (Stub,), {"__module__": "generator.weights.safe_unpickle.stubs"})
+def _stub_class(module: str, name: str, flavour: str) -> type:
+    stub = _StubMeta(name, (Stub,), {"__module__": "generator.weights.safe_unpickle.stubs", "flavour": flavour})
     stub.__qualname__ = f"{module}.{name}"
     return stub
 
 
-def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> torch.Tensor:
-    tensor = torch.empty((0,), dtype=storage.dtype)
-    tensor.set_(storage.untyped, offset, torch.Size(size), stride)
-    return tensor
-
-
-def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
-    return data
-
-
-def _rebuild_from_type(func: Any, new_type: Any, args: tuple, state: Any) -> Any:
-    return func(*args)
-
-
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
-    if isinstance(cls, _StubMeta):
-        return cls.__new__(cls)
-    raise _RefusedCall(f"copyreg._reconstructor({getattr(cls, '__qualname__', cls)!r})")
-
-
-def _encode(text: str, encoding: str = "utf-8") -> bytes:
-    if codecs.lookup(encoding).name not in ("latin-1", "iso8859-1", "utf-8", "ascii"):
-        raise _RefusedCall(f"_codecs.encode(..., {encoding!r})")
-    return text.encode(encoding)
+    """copyreg's protocol 0/1 object rebuilding, for stub classes only (the scan made sure)."""
+    if not isinstance(cls, _StubMeta):
+        raise CheckpointError("a checkpoint rebuilt an object of a class that is not a stub")
+    return cls.__new__(cls)
 
 
 def _identity(value: Any, *_: Any) -> Any:
     return value
 
 
-def _safe_globals() -> dict[tuple[str, str], Any]:
-    table: dict[tuple[str, str], Any] = {
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
-        ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
-        ("torch", "Tensor"): torch.Tensor,
-        ("torch", "Size"): torch.Size,
-        ("torch", "device"): torch.device,
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("copyreg", "_reconstructor"): _reconstructor,
-        ("_codecs", "encode"): _encode,
-        ("torch.jit._pickle", "restore_type_tag"): _identity,
-        ("torch.jit._pickle", "build_intlist"): _identity,
-        ("torch.jit._pickle", "build_doublelist"): _identity,
-        ("torch.jit._pickle", "build_boollist"): _identity,
-        ("torch.jit._pickle", "build_tensorlist"): _identity,
-    }
-    for name in _SAFE_BUILTINS:
-        table[("builtins", name)] = getattr(builtins, name)
-    for name in ("Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"):
-        table[("pathlib", name)] = getattr(pathlib, name)
-    for name in ("datetime", "date", "time", "timedelta", "timezone"):
-        table[("datetime", name)] = getattr(datetime, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        table[(module, "_reconstruct")] = _numpy_reconstruct
-        table[(module, "scalar")] = _numpy_scalar
-    table[("numpy", "ndarray")] = numpy.ndarray
-    table[("numpy", "dtype")] = numpy.dtype
-    for attr in dir(torch):
-        if isinstance(getattr(torch, attr, None), torch.dtype):
-            table[("torch", attr)] = getattr(torch, attr)
-    for name, dtype in _STORAGE_DTYPES.items():
-        table[("torch", name)] = _StorageType(dtype)
-    return table
-
-
-_SAFE_GLOBALS = _safe_globals()
-
-
-def _is_forbidden(module: str, name: str) -> bool:
-    if module == "builtins":
-        return name not in _SAFE_BUILTINS
+def _forbidden(module: str) -> bool:
     parts = module.split(".")
-    return any(".".join(parts[: i + 1]) in _FORBIDDEN_MODULES for i in range(len(parts)))
+    return any(".".join(parts[: i + 1]) in FORBIDDEN_MODULES for i in range(len(parts)))
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: Any, read_storage: Any):
-        super().__init__(file)
-        self._read_storage = read_storage
-        self._stubs: dict[tuple[str, str], type] = {}
+def check_global(module: str, name: str, called: bool, *, source: str) -> None:
+    """Refuse a global no checkpoint needs, or the call of a function the loader does not know.
 
-    def find_class(self, module: str, name: str) -> Any:
-        # Protocol 0-2 pickles use Python 2 names (``__builtin__``, ``copy_reg``).
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        safe = _SAFE_GLOBALS.get((module, name))
-        if safe is not None:
-            return safe
-        if _is_forbidden(module, name):
-            raise _RefusedCall(f"{module}.{name}")
-        key = (module, name)
-        if key not in self._stubs:
-            self._stubs[key] = _stub_class(module, name)
-        return self._stubs[key]
-
-    def persistent_load(self, pid: Any) -> Any:
-        if self._read_storage is None:  # scanning only: storages are not needed
-            return None
-        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-            raise CheckpointError(f"unsupported persistent record {pid!r}")
-        _, storage_type, key, _location, _numel = pid[:5]
-        dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else torch.uint8
-        return _Storage(self._read_storage(str(key)), dtype)
-
-
-def load_zip_checkpoint(path: Path) -> Any:
-    """Unpickle the PyTorch zip archive at ``path`` with the restricted unpickler.
+    Args:
+        called: the pickle calls it (REDUCE or NEWOBJ), rather than only naming it.
+        source: the file name, for the message.
 
     Raises:
-        UnsafeCheckpointError: the pickle names a forbidden global or calls an unknown
-            function; nothing from the file was run.
-        CheckpointError: the archive is not a PyTorch checkpoint or is damaged.
+        UnsafeCheckpointError: the global (or the call) is refused; nothing has run.
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            data_pkl = next((n for n in names if n.endswith("data.pkl") and n.count("/") == 1), None)
-            if data_pkl is None:
-                raise CheckpointError(
-                    f"{path} is a zip file but not a PyTorch checkpoint (it has no data.pkl); "
-                    "check that you picked the right file."
-                )
-            prefix = data_pkl[: -len("data.pkl")]
-            storages: dict[str, torch.UntypedStorage] = {}
-
-            def read_storage(key: str) -> torch.UntypedStorage:
-                if key not in storages:
-                    raw = archive.read(f"{prefix}data/{key}")
-                    storages[key] = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) \
-                        if raw else torch.UntypedStorage(0)
-                return storages[key]
-
-            with archive.open(data_pkl) as handle:
-                return _RestrictedUnpickler(handle, read_storage).load()
-    except _RefusedCall as refused:
-        raise _unsafe(path, refused) from None
-    except (zipfile.BadZipFile, KeyError, EOFError, pickle.UnpicklingError) as error:
-        raise CheckpointError(
-            f"{path} is truncated or corrupt ({error}); download it again."
-        ) from None
+    full = f"{module}.{name}"
+    if full in _torch_allowed() or (module, name) in _TORCH_HELPERS:
+        return
+    if module == "builtins":
+        refused = name not in SAFE_BUILTINS  # a safe builtin is a stub: even a call of it is inert
+    else:
+        refused = _forbidden(module) or (called and not name[:1].isupper() and (module, name) not in KNOWN_CALLS)
+    if refused:
+        raise UnsafeCheckpointError(f"{source} tries to use {shown(full)} while loading, which a checkpoint has "
+                                    "no reason to do, so it was refused and nothing from it was run; only use "
+                                    "checkpoints from sources you trust.")
 
 
-def refuse_unsafe_pickle(path: Path, max_pickles: int = 4) -> None:
-    """Scan a non-zip pickle file (legacy PyTorch format or a bare pickle) for exploits.
-
-    The leading pickles (a legacy PyTorch file holds a magic number, a protocol version,
-    system information and then the object) are read with the restricted unpickler, with
-    storages left out, so that an exploit is reported as one. Nothing is executed; any other
-    problem is left for the caller to report.
-
-    Raises:
-        UnsafeCheckpointError: a pickle names a forbidden global or calls an unknown function.
-    """
-    with path.open("rb") as handle:
-        for _ in range(max_pickles):
-            try:
-                _RestrictedUnpickler(handle, read_storage=None).load()
-            except _RefusedCall as refused:
-                raise _unsafe(path, refused) from None
-            except Exception:  # not a readable pickle: nothing more to scan
-                return
+def _torch_allowed() -> dict[str, Any]:
+    return _weights_only_unpickler._get_allowed_globals()
 
 
-def _unsafe(path: Path, refused: _RefusedCall) -> UnsafeCheckpointError:
-    return UnsafeCheckpointError(
-        f"{path.name} tries to use {refused.qualname} while loading, which a checkpoint has "
-        "no reason to do, so it was refused and nothing from it was run; only use "
-        "checkpoints from sources you trust."
-    )
+def stubs_for(scan: ScanResult) -> list[tuple[Any, str]]:
+    """(object, name) pairs for torch's safe-globals list: a fresh stub (or harmless helper)
+    for every global the scan found that torch does not allow by itself."""
+    allowed = _torch_allowed()
+    pairs: list[tuple[Any, str]] = []
+    for (module, name), use in scan.globals.items():
+        full = f"{module}.{name}"
+        if full in allowed:
+            continue
+        if (module, name) == ("copyreg", "_reconstructor"):
+            pairs.append((_reconstructor, full))
+        elif module == "torch.jit._pickle":
+            pairs.append((_identity, full))
+        else:
+            if (use.items or use.appended) and use.built:
+                raise CheckpointError(f"the checkpoint stores a {shown(full)} that is both a container and an "
+                                      "object with attributes, which cannot be read safely; re-save its state "
+                                      "dict with a current PyTorch.")
+            flavour = "dict" if use.items else "list" if use.appended else "object"
+            pairs.append((_stub_class(module, name, flavour), full))
+    return pairs
+
+
+@contextlib.contextmanager
+def stubs_allowed(scan: ScanResult) -> Iterator[None]:
+    """torch's unpickler accepts this load's stubs, and only while the block runs."""
+    pairs = stubs_for(scan)
+    with _LOAD_LOCK, torch.serialization.safe_globals(pairs):
+        yield
+
+
+def load_torchscript(archive: zipfile.ZipFile, prefix: str, data: bytes, scan: ScanResult) -> Any:
+    """The pickled module tree of a TorchScript archive, read by torch's unpickler class with
+    this module's storage reader; modules come back as stubs whose state holds the tensors."""
+
+    def persistent_load(pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise CheckpointError("the archive refers to external data other than tensor storages")
+        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
+        dtype = getattr(storage_type, "dtype", torch.uint8)
+        raw = archive.read(f"{prefix}data/{key}")
+        if len(raw) < numel * torch.empty((), dtype=dtype).element_size():
+            raise CheckpointError(f"storage {shown(key)} holds fewer bytes than its tensors need")
+        untyped = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+    unpickler = _weights_only_unpickler.Unpickler(io.BytesIO(data), encoding="utf-8")
+    unpickler.persistent_load = persistent_load
+    with stubs_allowed(scan):
+        return unpickler.load()

@@ -11,13 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from generator.errors import CheckpointError, UnsafeCheckpointError
-from generator.weights.checkpoints import (
-    compare_state_dict,
-    load_strict,
-    read_checkpoint,
-    state_dict_from,
-)
+from generator.weights.checkpoints import read_checkpoint
 from generator.weights.safe_unpickle import Stub
+from generator.weights.state_dicts import compare_state_dict, load_strict, state_dict_from
 from tests.factories import foreign_class, save_lightning_checkpoint
 
 
