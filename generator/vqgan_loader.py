@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,9 @@ import torch
 import yaml
 
 from generator.errors import CheckpointError, ConfigError
+from generator.weights import store
 from generator.weights.checkpoints import read_checkpoint
+from generator.weights.download import ProgressCallback
 from generator.weights.state_dicts import StateDict, build_strict, state_dict_from, with_prefix, without
 from models.vqgan import VQGAN, VQGANConfig
 
@@ -216,3 +219,33 @@ def vqgan_from_state(state: Mapping[str, torch.Tensor], config: VQGANConfig, *, 
     )
     model.requires_grad_(False)
     return model.eval()
+
+
+def load_vqgan_by_name(
+    name_or_path: str,
+    config: VQGANConfig | str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    weights_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> VQGAN:
+    """A VQGAN by registry name (downloaded on first use) or checkpoint file.
+
+    Registry VQGANs bring their architecture; a Taming transformer serves by its first stage,
+    described by its project yaml; others (latent-diffusion's) by their yaml or, failing
+    that, by their tensor shapes. Names other tools use work too (``sflckr``).
+
+    Raises:
+        WeightsError: missing (offline) or a failed download.
+        CheckpointError: unsafe, damaged or not fitting its config.
+    """
+    path = store.resolve(name_or_path, kind="vqgan", weights_dir=weights_dir, offline=offline, progress=progress)
+    if config is None and not Path(name_or_path).expanduser().is_file():
+        entry = store.get(name_or_path)
+        if entry.kind == "vqgan" and entry.config:
+            config = VQGANConfig(**entry.config)
+        else:
+            yamls = [store.locate(store.get(c), path.parent) for c in entry.companions]
+            config = next((y for y in yamls if y.is_file()), None)
+    return load_vqgan(path, config, device=device)

@@ -27,6 +27,7 @@ class FileServer:
 
     base: str = ""
     files: dict[str, bytes] = field(default_factory=dict)
+    content_types: dict[str, str] = field(default_factory=dict)  # by path; octet-stream otherwise
     cut_after: int | None = None  # first request only: send this many body bytes, then hang up
     ignore_range: bool = False  # answer 200 with the whole body even to a Range request
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
@@ -79,7 +80,7 @@ def _handler(server_state: FileServer) -> type[http.server.BaseHTTPRequestHandle
                 self.send_response(200)
             chunk = body[start:]
             self.send_header("Content-Length", str(len(chunk)))
-            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Type", state.content_types.get(self.path, "application/octet-stream"))
             if cut is not None:
                 self.send_header("Connection", "close")
             self.end_headers()

@@ -140,3 +140,30 @@ def test_unreadable_yaml(tmp_path: Path) -> None:
         load_vqgan(ckpt, bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_vqgan(ckpt, tmp_path / "missing.yaml")
+
+
+def test_a_registry_transformer_serves_as_a_vqgan_by_its_first_stage(tmp_path: Path, monkeypatch) -> None:
+    """``--vqgan sflckr``-style: a transformer registry entry (here a tiny one under an alias
+    another tool uses) gives its first stage, described by its companion project yaml."""
+    from generator.vqgan_loader import load_vqgan_by_name
+    from generator.weights import store
+    from generator.weights.registry import WeightFile
+    from tests.prior_factories import save_tiny_prior
+
+    prior = save_tiny_prior(tmp_path / "src", "segmentation")
+    weights = tmp_path / "checkpoints"
+    weights.mkdir()
+    (weights / "tiny.ckpt").write_bytes(prior.checkpoint.read_bytes())
+    (weights / "tiny.yaml").write_bytes(prior.config.read_bytes())
+    monkeypatch.setitem(store.REGISTRY, "test_prior", WeightFile(
+        "test_prior", "test_prior.ckpt", ("https://example.invalid/x",), "transformer",
+        companions=("test_prior_config",), aliases=("tiny.ckpt",)))
+    monkeypatch.setitem(store.REGISTRY, "test_prior_config", WeightFile(
+        "test_prior_config", "test_prior.yaml", ("https://example.invalid/y",), "config", aliases=("tiny.yaml",)))
+    vqgan = load_vqgan_by_name("tiny", weights_dir=weights, offline=True)
+    from generator.weights.checkpoints import read_checkpoint
+
+    state = read_checkpoint(prior.checkpoint)["state_dict"]
+    first_stage = {k.removeprefix("first_stage_model."): v for k, v in state.items() if k.startswith("first_stage_model.")}
+    for key, tensor in vqgan.state_dict().items():
+        assert torch.equal(tensor, first_stage[key].float()), key

@@ -39,6 +39,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--list", action="store_true",
                         help="list every registry file with its state on disk; no network")
+    parser.add_argument("--markdown", action="store_true",
+                        help="with --list: print the registry as the Markdown table of weights/README.md")
     parser.add_argument("--all", action="store_true",
                         help="fetch every file that can be downloaded automatically")
     parser.add_argument("--kind", choices=store.KINDS, default=None,
@@ -61,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
     """
     root = store.weights_dir(args.weights_dir)
     if args.list:
-        _print_table(_filtered(list(store.REGISTRY), args.kind), root)
+        names = _filtered(list(store.REGISTRY), args.kind)
+        print(markdown_table(names) if args.markdown else "", end="")
+        if not args.markdown:
+            _print_table(names, root)
         return EXIT_OK
     if args.names and args.all:
         raise WeightsError("give registry names or --all, not both; run the command with one.")
@@ -80,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
     exit_code = EXIT_OK
     for name in _with_companions(selection):
         entry = store.get(name)
-        path = root / entry.filename
+        path = store.locate(entry, root)
         if entry.manual and store.status(name, root) not in ("verified", "unverified"):
             print(store.manual_instructions(entry, path))
             exit_code = EXIT_MANUAL
             continue
         callback, close = tqdm_progress(entry.filename)
         try:
-            store.ensure(name, weights_dir=root, offline=offline, progress=callback)
+            path = store.ensure(name, weights_dir=root, offline=offline, progress=callback)
         finally:
             close()
         print(f"{name}: {store.status(name, root)} at {path}")
@@ -116,7 +121,7 @@ def _with_companions(names: list[str]) -> list[str]:
 
 def _print_table(names: list[str], root: Path) -> None:
     """The registry as an aligned table, with each file's state in ``root``."""
-    rows = [("NAME", "KIND", "SIZE", "STATUS", "FILE")]
+    rows = [("NAME", "KIND", "SIZE", "SHA256", "STATUS", "FILE")]
     for name in names:
         entry = store.REGISTRY[name]
         state = store.status(name, root)
@@ -124,7 +129,9 @@ def _print_table(names: list[str], root: Path) -> None:
             state += " (manual)"
         if entry.default:
             state += " (default)"
-        rows.append((name, entry.kind, store.format_size(entry.size), state, entry.filename))
+        found = store.locate(entry, root)
+        rows.append((name, entry.kind, store.format_size(entry.size), (entry.sha256 or "-")[:12], state,
+                     found.name if found.is_file() else entry.filename))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     print(f"weights directory: {root}")
     for row in rows:
@@ -132,4 +139,21 @@ def _print_table(names: list[str], root: Path) -> None:
         cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
         print("  ".join([*cells, row[-1]]))
     print(f"fetch with `{store.DOWNLOAD_COMMAND} NAME`; files marked manual must be "
-          "downloaded by hand (run the command with their name for instructions).")
+          "downloaded by hand (run the command with their name for instructions); where each hash "
+          "comes from: `--list --markdown` or weights/README.md.")
+
+
+def markdown_table(names: list[str]) -> str:
+    """The registry as the Markdown table in weights/README.md (kept equal by a test)."""
+    lines = ["| name | kind | size | sha256 | where the hash comes from | licence | source |",
+             "| --- | --- | ---: | --- | --- | --- | --- |"]
+    for name in names:
+        entry = store.REGISTRY[name]
+        marks = " (default)" * entry.default + " (by hand)" * entry.manual
+        also = f" (also as {', '.join(f'`{a}`' for a in entry.aliases)})" if entry.aliases else ""
+        digest = f"`{entry.sha256[:16]}…`" if entry.sha256 and len(entry.sha256) > 16 else \
+            f"`{entry.sha256}` (prefix)" if entry.sha256 else "—"
+        sources = ", ".join(f"[{url.split('/')[2]}]({url})" for url in entry.urls)
+        lines.append(f"| `{name}`{marks}{also} | {entry.kind} | {store.format_size(entry.size)} | {digest} | "
+                     f"{entry.sha256_source or '—'} | {entry.licence or '—'} | {sources} |")
+    return "\n".join(lines) + "\n"

@@ -37,10 +37,9 @@ from generator.prior.sampling import SamplingSettings, prior_codes
 from generator.runs import GenerationRun, RunState
 from generator.upscale.loader import UpscalerCache
 from generator.upscale.tiles import finish_with_upscale
-from generator.vqgan_loader import load_vqgan
-from generator.weights import store
+from generator.vqgan_loader import load_vqgan_by_name
 from generator.weights.download import ProgressCallback
-from models.vqgan import VQGAN, VQGANConfig
+from models.vqgan import VQGAN
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +149,8 @@ class TextToImage:
             models = dataclasses.replace(models, prior=name, vqgan=name, vqgan_config=models.prior_config)
             vqgan = prior.vqgan
         else:
-            path = store.resolve(models.vqgan, kind="vqgan", weights_dir=weights_dir, offline=offline,
-                                 progress=progress)
-            vqgan_config: VQGANConfig | str | None = models.vqgan_config
-            if vqgan_config is None and models.vqgan in store.REGISTRY:
-                vqgan_config = VQGANConfig(**store.REGISTRY[models.vqgan].config)
-            vqgan = load_vqgan(path, vqgan_config, device=device)
+            vqgan = load_vqgan_by_name(models.vqgan, models.vqgan_config, device=device, weights_dir=weights_dir,
+                                       offline=offline, progress=progress)
         if device.type == "cuda":
             vqgan = vqgan.to(memory_format=torch.channels_last)
         clips = [load_clip(spec.model, spec.pretrained, device=device, weights_dir=weights_dir,

@@ -16,9 +16,11 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -43,9 +45,15 @@ class _Truncated(Exception):
     """The server closed the connection before sending every byte it announced."""
 
 
+class _NotTheFile(Exception):
+    """The server answered with a web page or other text where a binary file was expected."""
+
+
 # URLError, socket and TLS errors are all OSErrors; local write failures are turned into a
 # WeightsError before they could be mistaken for one.
-_NETWORK_ERRORS = (OSError, http.client.HTTPException, _Truncated)
+_NETWORK_ERRORS = (OSError, http.client.HTTPException, _Truncated, _NotTheFile)
+OBSERVED_FILE = "observed-sha256.json"
+_TEXT_TYPES = ("text/", "application/json", "application/xhtml", "application/xml")
 
 
 def part_path(dest: str | os.PathLike[str]) -> Path:
@@ -163,16 +171,19 @@ def download_file(
     size: int | None,
     progress: ProgressCallback | None = None,
     timeout: float = 60,
+    binary: bool = True,
 ) -> Path:
     """Download a file from the first working mirror, resuming, verifying, renaming atomically.
 
     Args:
         urls: Mirrors, tried in order; a network error moves on to the next one.
         dest: Final path of the file; bytes go to ``dest.part`` until verified.
-        sha256: Expected hex digest, or None when no hash is published.
+        sha256: Expected hex digest (or a leading part of it), or None when none is published.
         size: Expected size in bytes, or None when unknown.
         progress: Called with ``(bytes_done, total_or_None)``; a tqdm bar when None.
         timeout: Seconds to wait for the server before a connection counts as failed.
+        binary: The file is binary, so a mirror answering with a web page or other text
+            (an error or sign-in page) has failed, and the next one is tried.
 
     Returns:
         ``dest``, now complete and verified (its sidecar written).
@@ -197,7 +208,7 @@ def download_file(
     if progress is None:
         progress, close = tqdm_progress(dest.name)
     try:
-        _fetch_any(url_list, dest, part, sha256, size, progress, timeout)
+        _fetch_any(url_list, dest, part, sha256, size, progress, timeout, binary)
     finally:
         if close is not None:
             close()
@@ -221,7 +232,7 @@ def _verify(part: Path, dest: Path, sha256: str | None, size: int | None) -> str
             f"{size}, so it was deleted; {advice}"
         )
     digest = sha256_of(part)
-    if sha256 is not None and digest != sha256.lower():
+    if sha256 is not None and not digest.startswith(sha256.lower()):
         part.unlink(missing_ok=True)
         raise WeightsError(
             f"the downloaded {dest.name} has sha256 {digest} instead of the expected "
@@ -238,6 +249,7 @@ def _fetch_any(
     size: int | None,
     progress: ProgressCallback,
     timeout: float,
+    binary: bool = True,
 ) -> None:
     """Leave a complete (not yet verified) download in ``part``, trying each mirror once."""
     if size is not None and part.exists():
@@ -250,9 +262,11 @@ def _fetch_any(
     failures: list[str] = []
     for url in urls:
         try:
-            _fetch_one(url, part, sha256, size, progress, timeout, restarted=False)
+            _fetch_one(url, part, sha256, size, progress, timeout, restarted=False, binary=binary)
             return
         except _NETWORK_ERRORS as error:
+            if isinstance(error, _NotTheFile):
+                part.unlink(missing_ok=True)
             logger.warning("could not download %s from %s: %s", dest.name, url, _reason(error))
             failures.append(f"{url} ({_reason(error)})")
     kept = " (the partial file is kept and resumes next time)" if part.exists() else ""
@@ -271,6 +285,7 @@ def _fetch_one(
     timeout: float,
     *,
     restarted: bool,
+    binary: bool = True,
 ) -> None:
     """One request to one mirror: resume ``part`` if it exists, else start it."""
     offset = part.stat().st_size if part.exists() else 0
@@ -292,9 +307,12 @@ def _fetch_one(
             raise
         logger.info("the partial %s does not fit the file on the server; starting again", part.name)
         part.unlink(missing_ok=True)
-        _fetch_one(url, part, sha256, size, progress, timeout, restarted=True)
+        _fetch_one(url, part, sha256, size, progress, timeout, restarted=True, binary=binary)
         return
     with response:
+        content_type = (response.headers.get("Content-Type") or "").lower()
+        if binary and content_type.startswith(_TEXT_TYPES):
+            raise _NotTheFile(f"the server sent {content_type.split(';')[0]} instead of the file")
         length = response.headers.get("Content-Length")
         length_int = int(length) if length and length.isdigit() else None
         if offset and response.status == 206:
@@ -304,7 +322,7 @@ def _fetch_one(
                     raise _Truncated(f"server resumed at byte {start} instead of {offset}")
                 part.unlink(missing_ok=True)
                 response.close()
-                _fetch_one(url, part, sha256, size, progress, timeout, restarted=True)
+                _fetch_one(url, part, sha256, size, progress, timeout, restarted=True, binary=binary)
                 return
             if total is None and length_int is not None:
                 total = offset + length_int
@@ -316,27 +334,33 @@ def _fetch_one(
         announced = total
         total = total if total is not None else size
         progress(done, total)
-        done = _stream(response, part, mode, done, total, progress)
+        done = _stream(response, part, mode, done, total, progress, check_binary=binary and done == 0)
     if total is not None and done < total:
         what = "announced" if announced is not None else "expected"
         raise _Truncated(f"connection closed after {done} of {total} {what} bytes")
 
 
 def _stream(response: Any, part: Path, mode: str, done: int, total: int | None,
-            progress: ProgressCallback) -> int:
-    """Copy the response body into ``part``; local write problems become a WeightsError."""
+            progress: ProgressCallback, *, check_binary: bool = False) -> int:
+    """Copy the response body into ``part``; local write problems become a WeightsError.
+    With ``check_binary``, a body that starts like text (a web page) is refused."""
+    first = response.read(CHUNK_BYTES)
+    if check_binary and looks_like_text(first):
+        raise _NotTheFile("the server sent a web page or other text instead of the file")
     try:
         out = _open_part(part, mode)
     except OSError as error:
         raise _write_error(error, part) from error
     try:
-        while chunk := response.read(CHUNK_BYTES):  # network errors propagate as they are
+        chunk = first
+        while chunk:  # network errors propagate as they are
             try:
                 out.write(chunk)
             except OSError as error:
                 raise _write_error(error, part) from error
             done += len(chunk)
             progress(done, total)
+            chunk = response.read(CHUNK_BYTES)
     finally:
         try:
             out.close()
@@ -394,3 +418,93 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, http.client.IncompleteRead):
         return f"connection closed after {len(error.partial)} bytes of a chunk"
     return str(error) or type(error).__name__
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether the first bytes of a download are text (HTML, JSON, a message), not a binary
+    file: no NUL byte and nothing outside printable ASCII and whitespace in the first 512."""
+    sample = head[:512]
+    if not sample:
+        return False
+    return b"\x00" not in sample and all(32 <= byte < 127 or byte in b"\t\n\r\f" for byte in sample)
+
+
+def move_aside(path: str | os.PathLike[str]) -> Path:
+    """Rename a file that failed its check to ``<name>.rejected`` (or ``.rejected-2``, ...),
+    together with dropping its sidecar, so a user's own copy is never deleted."""
+    path = Path(path)
+    aside, counter = path.with_name(path.name + ".rejected"), 2
+    while aside.exists():
+        aside, counter = path.with_name(f"{path.name}.rejected-{counter}"), counter + 1
+    os.replace(path, aside)
+    sidecar_path(path).unlink(missing_ok=True)
+    return aside
+
+
+def observed_hash(root: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
+    """The size and sha256 recorded for registry file ``name`` at its first download, if any."""
+    try:
+        record = json.loads((Path(root) / OBSERVED_FILE).read_text(encoding="utf-8")).get(name)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(record, dict) and isinstance(record.get("sha256"), str) and isinstance(record.get("size"), int):
+        return record
+    return None
+
+
+def record_observed_hash(root: str | os.PathLike[str], name: str, path: str | os.PathLike[str]) -> str:
+    """Record the size and sha256 of a freshly downloaded file without a published hash, so
+    later runs check it; returns the digest."""
+    digest = cached_sha256(path)
+    records_path = Path(root) / OBSERVED_FILE
+    try:
+        records = json.loads(records_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        records = {}
+    if not isinstance(records, dict):
+        records = {}
+    records[name] = {"sha256": digest, "size": Path(path).stat().st_size, "file": Path(path).name}
+    tmp = records_path.with_name(records_path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, records_path)
+    except OSError as error:  # a read-only weights folder only loses the later check
+        logger.warning("could not record the hash of %s in %s: %s", name, records_path, error)
+    return digest
+
+
+def download_member(urls: Sequence[str], dest: str | os.PathLike[str], member: str, *,
+                    progress: ProgressCallback | None = None) -> Path:
+    """Download a zip (resuming like :func:`download_file`), keep only ``member`` as ``dest``,
+    and delete the zip.
+
+    Raises:
+        WeightsError: the download failed, the file is not a zip, lacks ``member``, or claims
+            to unpack to far more than its size.
+    """
+    dest = Path(dest)
+    archive_path = download_file(urls, dest.with_name(dest.name + ".zip"), sha256=None, size=None,
+                                 progress=progress, binary=True)
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            names = [info for info in archive.infolist() if info.filename.rsplit("/", 1)[-1] == member]
+            if len(names) != 1:
+                raise WeightsError(f"the downloaded {archive_path.name} holds no single {member}; the mirror may have "
+                                   f"changed: download it by hand and save its {member} as {dest}.")
+            info = names[0]
+            if info.file_size > 4 * archive_path.stat().st_size + 64 * 2**20:
+                raise WeightsError(f"the downloaded {archive_path.name} claims {member} unpacks to "
+                                   f"{info.file_size} bytes, far more than a checkpoint; it was not unpacked.")
+            tmp = dest.with_name(dest.name + ".unpacking")
+            with archive.open(info) as source, open(tmp, "wb") as target:
+                shutil.copyfileobj(source, target, CHUNK_BYTES)
+            os.replace(tmp, dest)
+    except zipfile.BadZipFile:
+        remove_file(archive_path)
+        raise WeightsError(f"the downloaded {archive_path.name} is not a zip file, so it was deleted; run the "
+                           "command again, or download it by hand.") from None
+    except OSError as error:
+        raise _write_error(error, dest.with_name(dest.name + PART_SUFFIX)) from error
+    remove_file(archive_path)
+    write_sidecar(dest, sha256_of(dest))
+    return dest

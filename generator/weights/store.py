@@ -22,8 +22,8 @@ from generator.weights.download import ProgressCallback
 from generator.weights.registry import KINDS, REGISTRY, WeightFile
 
 # The registry's facts are read through this module, which knows where the files are.
-__all__ = ["KINDS", "REGISTRY", "WeightFile", "default_weights_dir", "ensure", "format_size", "get",
-           "manual_instructions", "names_of_kind", "offline_mode", "resolve", "status", "weights_dir"]
+__all__ = ["KINDS", "REGISTRY", "SERVES", "WeightFile", "default_weights_dir", "ensure", "format_size", "get",
+           "locate", "manual_instructions", "names_of_kind", "offline_mode", "resolve", "status", "weights_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +77,27 @@ def offline_mode(flag: bool | None = None) -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
 
 
+def _alias_names() -> dict[str, str]:
+    """Names other tools use for registry files (the stems of their file names) -> registry name."""
+    names: dict[str, str] = {}
+    for entry in REGISTRY.values():
+        for alias in entry.aliases:
+            names.setdefault(Path(alias).stem if entry.kind != "config" else Path(alias).name, entry.name)
+    return names
+
+
 def get(name: str) -> WeightFile:
-    """The registry entry called ``name``.
+    """The registry entry called ``name`` (or by a name another tool gives the same file,
+    such as nerdyrodent's ``sflckr`` or ``vqgan_gumbel_f8_8192``).
 
     Raises:
         WeightsError: No such entry; the message suggests the closest names.
     """
-    try:
+    if name in REGISTRY:
         return REGISTRY[name]
-    except KeyError:
-        pass
+    aliases = _alias_names()
+    if name in aliases:
+        return REGISTRY[aliases[name]]
     close = difflib.get_close_matches(str(name).lower(), list(REGISTRY), n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise WeightsError(
@@ -107,18 +118,31 @@ def format_size(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
+def locate(entry: WeightFile, root: Path) -> Path:
+    """Where ``entry``'s file is in ``root``: under its own name, else under an alias another
+    tool saves it as; its own name when neither exists (where a download goes)."""
+    own = root / entry.filename
+    if own.is_file():
+        return own
+    return next((root / alias for alias in entry.aliases if (root / alias).is_file()), own)
+
+
 def _inspect(entry: WeightFile, path: Path) -> tuple[str, str]:
     """(status, reason) of the file at ``path``; the reason explains "corrupt"."""
     if not path.is_file():
         return ("partial" if download.part_path(path).exists() else "missing"), ""
     actual_size = path.stat().st_size
-    if entry.size is not None and actual_size != entry.size:
-        return "corrupt", f"it has {actual_size} bytes instead of {entry.size}"
-    if entry.sha256 is None:
-        return "unverified", ""
+    expected_size, expected_hash, what = entry.size, entry.sha256, "instead of"
+    if expected_hash is None:  # no published hash: the one seen on the first download, if any
+        observed = download.observed_hash(path.parent, entry.name)
+        if observed is None:
+            return "unverified", ""
+        expected_size, expected_hash, what = observed["size"], observed["sha256"], "but was"
+    if expected_size is not None and actual_size != expected_size:
+        return "corrupt", f"it has {actual_size} bytes {what} {expected_size}"
     digest = download.cached_sha256(path)
-    if digest != entry.sha256:
-        return "corrupt", f"its sha256 is {digest} instead of {entry.sha256}"
+    if not digest.startswith(expected_hash):
+        return "corrupt", f"its sha256 is {digest} {what} {expected_hash}"
     return "verified", ""
 
 
@@ -130,7 +154,7 @@ def status(name: str, weights_dir: str | os.PathLike[str] | None = None) -> str:
         "unverified" (present, no published hash) or "corrupt" (size or hash mismatch).
     """
     entry = get(name)
-    return _inspect(entry, _root(weights_dir) / entry.filename)[0]
+    return _inspect(entry, locate(entry, _root(weights_dir)))[0]
 
 
 def manual_instructions(entry: WeightFile, path: Path) -> str:
@@ -151,9 +175,10 @@ def ensure(
 ) -> Path:
     """Path of the present and verified file ``name``, downloading it (and companions) if needed.
 
-    A corrupt file is deleted (with a logged warning) and fetched again, except a ``manual``
-    one, which is left alone and reported. Files without a
-    published hash are accepted as they are; after downloading one, the observed hash is logged.
+    A file that fails its check is moved aside (renamed ``<file>.rejected``, never deleted:
+    it may be a user's own copy) and fetched again, except a ``manual`` one, which is
+    reported. A file without a published hash is accepted when it is binary; the hash seen
+    on its first download is recorded and checked from then on.
 
     Args:
         name: Registry name.
@@ -167,38 +192,43 @@ def ensure(
     """
     entry = get(name)
     root = _root(weights_dir)
-    path = root / entry.filename
+    path = locate(entry, root)
     command = f"`{DOWNLOAD_COMMAND} {entry.name}`"
     state, reason = _inspect(entry, path)
-    if state == "corrupt" and entry.manual:  # fetched by hand: never delete the user's copy
+    if state == "corrupt" and entry.manual:  # fetched by hand: never touch the user's copy
         raise WeightsError(
             f"{path} is not the expected {entry.name} file ({reason}); replace it with "
             f"{entry.source_file or 'the file'} from {entry.urls[0]}, or pass it as a local path."
         )
     if state == "corrupt":
-        download.remove_file(path)
-        logger.warning("%s was corrupt (%s) and has been deleted.", path, reason)
+        aside = download.move_aside(path)
+        logger.warning("%s is not the expected %s file (%s); it was renamed %s and will be fetched again.",
+                       path, entry.name, reason, aside.name)
+        if offline_mode(offline):
+            raise WeightsError(
+                f"{path} is not the expected {entry.name} file ({reason}), so it was renamed {aside.name}, and "
+                f"offline mode forbids downloading it again; run {command} while online, or pass a local file path."
+            )
+        path = root / entry.filename
     if state not in ("verified", "unverified"):
         if entry.manual:
             raise WeightsError(manual_instructions(entry, path))
         if offline_mode(offline):
-            if state == "corrupt":
-                raise WeightsError(
-                    f"{path} was corrupt ({reason}) and has been deleted, and offline mode "
-                    f"forbids downloading it again; run {command} while online, or pass a "
-                    "local file path."
-                )
             raise WeightsError(
                 f"{entry.name} (file {entry.filename}, {format_size(entry.size)}) is not in "
                 f"{root} and offline mode forbids downloading it; run {command} while online, "
                 "or pass a local file path."
             )
         logger.info("downloading %s (%s) into %s", entry.filename, format_size(entry.size), root)
-        download.download_file(entry.urls, path, sha256=entry.sha256, size=entry.size,
-                               progress=progress)
+        if entry.archive_member:
+            download.download_member(entry.urls, path, entry.archive_member, progress=progress)
+        else:
+            download.download_file(entry.urls, path, sha256=entry.sha256, size=entry.size, progress=progress,
+                                   binary=entry.binary)
         if entry.sha256 is None:
-            logger.info("%s has no published hash; observed sha256 %s",
-                        entry.filename, download.cached_sha256(path))
+            digest = download.record_observed_hash(root, entry.name, path)
+            logger.info("%s has no published hash; recorded sha256 %s to check it against from now on",
+                        entry.filename, digest)
     for companion in entry.companions:
         ensure(companion, weights_dir=root, offline=offline, progress=progress)
     return path
@@ -211,9 +241,13 @@ def _looks_like_path(text: str) -> bool:
     return has_separator or text.startswith("~") or Path(text).suffix != ""
 
 
+SERVES = {kind: (kind,) for kind in KINDS} | {"vqgan": ("vqgan", "transformer")}
+"""The kinds of registry file that can serve as each kind: a transformer's first stage is a VQGAN."""
+
+
 def names_of_kind(kind: str) -> list[str]:
-    """Registry names of one kind, in registry order."""
-    return [name for name, entry in REGISTRY.items() if entry.kind == kind]
+    """Registry names that can serve as ``kind``, in registry order."""
+    return [name for name, entry in REGISTRY.items() if entry.kind in SERVES[kind]]
 
 
 def resolve(
@@ -245,14 +279,14 @@ def resolve(
     if candidate.is_file():
         return candidate
     known = ", ".join(names_of_kind(kind))
-    if text in REGISTRY:
-        entry = REGISTRY[text]
-        if entry.kind != kind:
+    entry = REGISTRY.get(text) or REGISTRY.get(_alias_names().get(text, ""))
+    if entry is not None:
+        if entry.kind not in SERVES[kind]:
             raise WeightsError(
                 f"{text} is {entry.kind} weights, not {kind} weights; use one of {known} "
                 "or a local file path."
             )
-        return ensure(text, weights_dir=weights_dir, offline=offline, progress=progress)
+        return ensure(entry.name, weights_dir=weights_dir, offline=offline, progress=progress)
     if candidate.is_dir():
         raise WeightsError(f"{candidate} is a directory; give the path of the {kind} file itself.")
     if _looks_like_path(text):

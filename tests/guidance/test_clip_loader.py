@@ -186,7 +186,13 @@ def test_registry_name_offline_and_missing_names_the_download_command() -> None:
 
 
 def test_registry_name_loads_the_file_in_the_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # clip_vit_b_32_laion2b_e16 publishes no hash, so any file under its name is used as is.
+    # without a known hash (as here), a file under the entry's name is used as it is
+    import dataclasses
+
+    from generator.weights import store
+
+    entry = store.REGISTRY["clip_vit_b_32_laion2b_e16"]
+    monkeypatch.setitem(store.REGISTRY, entry.name, dataclasses.replace(entry, sha256=None, sha256_source=""))
     monkeypatch.setenv("GENERATOR_WEIGHTS_DIR", str(tmp_path / "weights"))
     config_path, weights_path = write_tiny_clip(tmp_path, seed=4)
     (tmp_path / "weights").mkdir()

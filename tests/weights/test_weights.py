@@ -39,7 +39,8 @@ def _entry(server: FileServer, name: str = "test_vqgan", *, kind: str = "vqgan",
     return WeightFile(
         name, f"{name}.ckpt", (server.url("/file.bin"),), kind,
         size=len(body) if size else None,
-        sha256=hashlib.sha256(body).hexdigest() if sha else None, **extra,
+        sha256=hashlib.sha256(body).hexdigest() if sha else None,
+        sha256_source="the test" if sha or size else "", **extra,
     )
 
 
@@ -64,7 +65,9 @@ def test_every_registry_entry_is_well_formed():
         assert entry.name == name and re.fullmatch(r"[a-z0-9_]+", name), name
         assert entry.kind in store.KINDS, name
         assert entry.urls and all(url.startswith("https://") for url in entry.urls), name
-        assert entry.sha256 is None or HEX64.fullmatch(entry.sha256), name
+        assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{8,64}", entry.sha256), name
+        assert bool(entry.sha256_source) == bool(entry.sha256 or entry.size), name
+        assert all(alias != entry.filename and "/" not in alias for alias in entry.aliases), name
         assert entry.size is None or entry.size > 0, name
         assert all(c in store.REGISTRY and c != name for c in entry.companions), name
         assert entry.description, name
@@ -84,7 +87,7 @@ def test_vqgan_configs_build_the_model_config():
     from models.vqgan import VQGANConfig
 
     factors = {}
-    for name in store.names_of_kind("vqgan"):
+    for name in [n for n, e in store.REGISTRY.items() if e.kind == "vqgan" and e.config]:
         config = store.REGISTRY[name].config
         plain = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
         built = VQGANConfig(**plain)
@@ -94,6 +97,8 @@ def test_vqgan_configs_build_the_model_config():
         "vqgan_imagenet_f16_16384": (16, 16384, "vq"),
         "vqgan_imagenet_f16_1024": (16, 1024, "vq"),
         "vqgan_gumbel_f8": (8, 8192, "gumbel"),
+        "wikiart_16384": (16, 16384, "vq"),
+        "wikiart_1024": (16, 1024, "vq"),
     }
 
 
@@ -104,7 +109,7 @@ def test_registry_facts_of_the_defaults():
     assert vqgan.size == 980092370 and vqgan.sha256.endswith("cd663")
     clip = store.get("clip_vit_b_32_openai")
     assert clip.sha256 in clip.urls[0] and clip.config["architecture"] == "ViT-B-32-quickgelu"
-    assert store.get("realesr_animevideov3").sha256 is None
+    assert store.get("realesr_animevideov3").sha256.startswith("b8a83768")
     assert store.get("realesrgan_x4plus").config["architecture"] == "RRDBNet"
     assert store.get("ffhq_transformer").manual
 
@@ -178,34 +183,128 @@ def test_ensure_offline_refuses_without_any_request(entry, file_server, tmp_path
     assert not (tmp_path / entry.filename).exists()
 
 
-def test_corrupt_file_is_deleted_with_a_warning_and_fetched_again(entry, file_server, tmp_path,
-                                                                   caplog):
+def test_a_file_that_fails_its_check_is_moved_aside_not_deleted_and_fetched_again(entry, file_server, tmp_path,
+                                                                                  caplog):
     path = tmp_path / entry.filename
-    path.write_bytes(b"not the model")
+    path.write_bytes(b"the user's own model")
     with caplog.at_level(logging.WARNING, logger="generator.weights.store"):
         store.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet)
     assert path.read_bytes() == file_server.files["/file.bin"]
-    assert any("corrupt" in r.getMessage() and "deleted" in r.getMessage() for r in caplog.records)
+    aside = tmp_path / f"{entry.filename}.rejected"
+    assert aside.read_bytes() == b"the user's own model"
+    assert any("renamed" in r.getMessage() and aside.name in r.getMessage() for r in caplog.records)
     assert len(file_server.requests) == 1
 
 
-def test_corrupt_file_offline_is_deleted_and_the_error_says_so(entry, file_server, tmp_path):
+def test_a_file_that_fails_its_check_offline_is_moved_aside_and_the_error_says_so(entry, file_server, tmp_path):
     path = tmp_path / entry.filename
     path.write_bytes(b"not the model")
-    with pytest.raises(WeightsError, match="corrupt.*deleted.*python -m generator download"):
+    with pytest.raises(WeightsError, match="not the expected.*renamed .*rejected.*python -m generator download"):
         store.ensure(entry.name, weights_dir=tmp_path, offline=True)
-    assert not path.exists() and file_server.requests == []
+    assert not path.exists() and (tmp_path / f"{entry.filename}.rejected").exists() and file_server.requests == []
 
 
-def test_unhashed_download_logs_the_observed_hash(file_server, tmp_path, monkeypatch, caplog):
-    item = _entry(file_server, "test_unhashed", sha=False)
+def test_an_unhashed_download_records_its_hash_and_later_runs_check_it(file_server, tmp_path, monkeypatch,
+                                                                          caplog):
+    item = _entry(file_server, "test_unhashed", sha=False, size=False)
     monkeypatch.setitem(store.REGISTRY, item.name, item)
+    path = tmp_path / item.filename
+    path.write_bytes(b"placed by hand")  # without a published hash, a present file is taken as it is
+    assert store.status(item.name, tmp_path) == "unverified"
+    path.unlink()
     with caplog.at_level(logging.INFO, logger="generator.weights.store"):
         store.ensure(item.name, weights_dir=tmp_path, offline=False, progress=_quiet)
     digest = hashlib.sha256(file_server.files["/file.bin"]).hexdigest()
-    assert any("no published hash" in r.getMessage() and digest in r.getMessage()
-               for r in caplog.records)
-    assert store.status(item.name, tmp_path) == "unverified"
+    assert any("no published hash" in r.getMessage() and digest in r.getMessage() for r in caplog.records)
+    assert download.observed_hash(tmp_path, item.name)["sha256"] == digest
+    assert store.status(item.name, tmp_path) == "verified"
+    path.write_bytes(file_server.files["/file.bin"][:-1] + b"!")  # same size, changed later
+    assert store.status(item.name, tmp_path) == "corrupt"
+    with pytest.raises(WeightsError, match=f"its sha256 is [0-9a-f]{{64}} but was {digest}"):
+        store.ensure(item.name, weights_dir=tmp_path, offline=True)
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("text/html; charset=utf-8", b"<!DOCTYPE html><html><body>Sign in to download</body></html>"),
+    ("application/octet-stream", b"<html><body>This link has expired.</body></html>\n"),
+    ("application/octet-stream", b'{"error": "rate limited"}'),
+])
+def test_a_web_page_instead_of_a_binary_file_is_refused_and_the_next_mirror_used(
+        file_server, tmp_path, monkeypatch, content_type, body):
+    file_server.files["/page"] = body
+    file_server.content_types["/page"] = content_type
+    item = WeightFile("test_paged", "test_paged.ckpt", (file_server.url("/page"), file_server.url("/file.bin")),
+                      "vqgan")
+    monkeypatch.setitem(store.REGISTRY, item.name, item)
+    path = store.ensure(item.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    assert path.read_bytes() == file_server.files["/file.bin"]
+    only_page = WeightFile("test_page_only", "test_page_only.ckpt", (file_server.url("/page"),), "vqgan")
+    monkeypatch.setitem(store.REGISTRY, only_page.name, only_page)
+    with pytest.raises(WeightsError, match="instead of the file") as info:
+        store.ensure(only_page.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "test_page_only.ckpt").exists() and not download.part_path(tmp_path / "x").exists()
+    yaml_entry = WeightFile("test_text_yaml", "test_text.yaml", (file_server.url("/page"),), "config")
+    monkeypatch.setitem(store.REGISTRY, yaml_entry.name, yaml_entry)  # text is what a yaml is
+    assert store.ensure(yaml_entry.name, weights_dir=tmp_path, offline=False, progress=_quiet).read_bytes() == body
+
+
+def test_files_saved_under_another_tools_names_are_found_and_verified(file_server, tmp_path, monkeypatch):
+    """nerdyrodent's download_models.sh saves vqgan_gumbel_f8 as vqgan_gumbel_f8_8192.ckpt
+    and the S-FLCKR transformer as sflckr.ckpt: --weights-dir checkpoints finds them."""
+    item = _entry(file_server, "test_gumbel", aliases=("nerdy_gumbel_8192.ckpt",))
+    monkeypatch.setitem(store.REGISTRY, item.name, item)
+    placed = tmp_path / "nerdy_gumbel_8192.ckpt"
+    placed.write_bytes(file_server.files["/file.bin"])
+    assert store.status(item.name, tmp_path) == "verified"
+    assert store.ensure(item.name, weights_dir=tmp_path, offline=True) == placed
+    assert store.resolve("nerdy_gumbel_8192", kind="vqgan", weights_dir=tmp_path, offline=True) == placed
+    assert file_server.requests == []
+    assert store.get("vqgan_gumbel_f8_8192").name == "vqgan_gumbel_f8"
+    assert store.get("sflckr").name == "sflckr_transformer"
+    assert "sflckr.yaml" in store.get("sflckr_transformer_config").aliases
+
+
+def test_a_transformer_serves_as_a_vqgan_by_its_first_stage(file_server, tmp_path, monkeypatch):
+    item = _entry(file_server, "test_prior", kind="transformer")
+    monkeypatch.setitem(store.REGISTRY, item.name, item)
+    assert store.resolve(item.name, kind="vqgan", weights_dir=tmp_path, offline=False, progress=_quiet).is_file()
+    assert "sflckr_transformer" in store.names_of_kind("vqgan")
+    assert "sflckr_transformer" not in store.names_of_kind("clip")
+    with pytest.raises(WeightsError, match="transformer weights, not clip weights"):
+        store.resolve(item.name, kind="clip", weights_dir=tmp_path)
+
+
+def test_a_zip_download_keeps_only_its_checkpoint(file_server, tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("vq-f8/model.ckpt", file_server.files["/file.bin"])
+        archive.writestr("vq-f8/README.txt", "not needed")
+    file_server.files["/vq-f8.zip"] = buffer.getvalue()
+    item = WeightFile("test_ldm", "test_ldm.ckpt", (file_server.url("/vq-f8.zip"),), "vqgan",
+                      archive_member="model.ckpt")
+    monkeypatch.setitem(store.REGISTRY, item.name, item)
+    path = store.ensure(item.name, weights_dir=tmp_path, offline=False, progress=_quiet)
+    assert path.read_bytes() == file_server.files["/file.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["observed-sha256.json", "test_ldm.ckpt",
+                                                          "test_ldm.ckpt.sha256"]
+    assert store.status(item.name, tmp_path) == "verified"
+
+
+def test_the_general_upscaler_brings_its_denoise_partner():
+    assert store.get("realesr_general_x4v3").companions == ("realesr_general_wdn_x4v3",)
+
+
+def test_every_automatic_file_with_public_facts_has_a_size_a_hash_and_their_source():
+    with_facts = ("vqgan_gumbel_f8", "realesrnet_x4plus", "realesr_animevideov3", "clip_vit_b_32_laion2b_e16",
+                  "sflckr_transformer", "wikiart_16384", "vqgan_imagenet_f16_16384_config")
+    for name in with_facts:
+        entry = store.get(name)
+        assert entry.sha256 and entry.sha256_source and not entry.manual, name
+    assert store.get("vqgan_imagenet_f16_1024").sha256 is None
 
 
 def test_companions_are_fetched_along(file_server, tmp_path, monkeypatch):
@@ -328,6 +427,10 @@ def test_cli_offline_default_download_names_the_command(tmp_path, capsys):
 
 
 def test_weights_readme_lists_every_registry_entry():
+    from generator.cli.download import markdown_table
+
     readme = (Path(store.__file__).resolve().parents[2] / "weights" / "README.md").read_text()
+    table = markdown_table(list(store.REGISTRY))
+    assert readme.endswith(table), "weights/README.md's table is stale: `python -m generator download --list --markdown`"
     for name in store.REGISTRY:
-        assert f"`{name}`" in readme, f"{name} missing from weights/README.md: regenerate the table"
+        assert f"`{name}`" in table
