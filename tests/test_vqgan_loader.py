@@ -164,6 +164,7 @@ def test_a_registry_transformer_serves_as_a_vqgan_by_its_first_stage(tmp_path: P
     from generator.weights.checkpoints import read_checkpoint
 
     state = read_checkpoint(prior.checkpoint)["state_dict"]
-    first_stage = {k.removeprefix("first_stage_model."): v for k, v in state.items() if k.startswith("first_stage_model.")}
+    prefix = "first_stage_model."
+    first_stage = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     for key, tensor in vqgan.state_dict().items():
         assert torch.equal(tensor, first_stage[key].float()), key
