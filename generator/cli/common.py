@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from generator.errors import ConfigError
+from generator.io.outputs import config_from_png, mode_of_output
+from generator.presets import load_preset
+
+COMMAND_OF_MODE = {"text-to-image": "", "sample": "sample"}
+"""The subcommand that makes (and repeats, with --from) each mode's outputs."""
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,13 +80,22 @@ def add_upscale_arguments(parser: argparse.ArgumentParser, default: object) -> N
 def base_settings(from_output: str | None, preset: str | None, *, kind: str,
                   default_preset: str | None = None) -> dict[str, Any]:
     """The settings flags are laid over: the config embedded in ``--from``, else ``--preset``
-    (or ``default_preset``), else nothing."""
-    from generator.io.outputs import config_from_png
-    from generator.presets import load_preset
+    (or ``default_preset``), else nothing.
 
+    Raises:
+        ConfigError: both given, or ``--from`` names an output another command made (the
+            message gives the command that repeats it).
+    """
     if from_output and preset:
         raise ConfigError("give --from or --preset, not both: --from already holds every setting.")
     if from_output:
+        mode = mode_of_output(Path(from_output))
+        if mode != kind:
+            if mode not in COMMAND_OF_MODE:
+                raise ConfigError(f"{from_output} was made by {mode}, which --from cannot repeat.")
+            command = " ".join(filter(None, ["python -m generator", COMMAND_OF_MODE[mode]]))
+            raise ConfigError(f"{from_output} was made by `{command}`; repeat it with "
+                              f"`{command} --from {from_output}`.")
         return config_from_png(Path(from_output))
     name = preset or default_preset
     return dict(load_preset(name, kind=kind).settings) if name else {}

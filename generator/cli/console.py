@@ -43,9 +43,9 @@ def present(run: GenerationRun, out_dir: Path, *, unit: str, parent: Path | None
                 if isinstance(event, Progress):
                     if event.stage != stage:  # a new stage: its own bar, no stale loss or unit
                         stage = event.stage
-                        bar.reset(total=event.total)
-                        bar.set_description(stage)
                         bar.set_postfix_str("", refresh=False)
+                        bar.set_description(stage, refresh=False)
+                        bar.reset(total=event.total)
                     bar.total = event.total
                     bar.update(event.step - bar.n)
                     if event.loss is not None:

@@ -25,6 +25,8 @@ _TOKEN = re.compile(r"\\([|:^])|(.)", re.DOTALL)
 _NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
                      re.IGNORECASE)
 _SEED = re.compile(r"\+?\d+")
+_URL = re.compile(r"https?://", re.IGNORECASE)
+IMPLAUSIBLE_WEIGHT = 100  # larger weights are almost always a colon that belongs to the text
 _Tokens = list[tuple[str, bool]]  # (character, escaped)
 
 
@@ -168,6 +170,10 @@ def _entry(tokens: _Tokens, what: str) -> WeightedPrompt:
     if not text:
         raise InputError(f"{what} has no text before its weight; put the text (or path) "
                          "first, as in 'text:weight'.")
+    if weight is not None and abs(weight) > IMPLAUSIBLE_WEIGHT:
+        logger.warning("%s reads as %s with weight %g, which is unusually large: a number after the last colon "
+                       "is a weight; write '\\:' before it to keep it as text (e.g. %s).",
+                       what, _show(text), weight, f"'{text[:60]}\\:{_format(weight)}'")
     return WeightedPrompt(text, 1.0 if weight is None else weight,
                           -math.inf if stop is None else stop)
 
@@ -229,7 +235,8 @@ def parse_story(text: str) -> tuple[tuple[WeightedPrompt, ...], ...]:
 
 
 def parse_image_prompts(text: str) -> tuple[WeightedPrompt, ...]:
-    """Parse ``path:weight:stop | ...`` and check that every path is an existing file.
+    """Parse ``path:weight:stop | ...`` and check that every path is an existing file
+    (http(s) addresses are kept as they are and fetched when used).
 
     Files are not opened; ``~`` is expanded in the returned text.
 
@@ -238,6 +245,9 @@ def parse_image_prompts(text: str) -> tuple[WeightedPrompt, ...]:
     """
     prompts = []
     for prompt in parse_prompts(text, kind="image prompt"):
+        if _URL.match(prompt.text):  # fetched when used
+            prompts.append(prompt)
+            continue
         path = Path(prompt.text).expanduser()
         if not path.exists():
             raise InputError(f"image prompt file {prompt.text} does not exist; check the path.")

@@ -160,6 +160,23 @@ def config_from_png(path: Path) -> dict[str, Any]:
         raise InputError(f"{path} cannot be read ({summary(error)}); {_CONFIG_HINT}.") from error
 
 
+def mode_of_output(path: Path) -> str:
+    """Which command made an output (``text-to-image``, ``sample``, ``upscale``, ...): the mode
+    recorded in a PNG, or in the ``run.json`` beside a ``config.json``.
+
+    Raises:
+        InputError: the file cannot be read.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return read_png_text(path).get(MODE_KEY, "text-to-image")
+    try:
+        record = json.loads((path.parent / "run.json").read_text(encoding="utf-8"))
+        return str(record["mode"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "text-to-image"  # a config.json without its run record: older runs were all text to image
+
+
 class RunWriter:
     """Writes the files of one run into its folder: the helper the CLI and the UI share.
 

@@ -24,12 +24,21 @@ from generator.io.images import open_image
 from generator.prior.loader import Prior
 
 
-def start_tokens(prior: Prior, batch: int, class_label: int | None) -> torch.Tensor:
-    """(B, 1) start or class token."""
+def start_tokens(prior: Prior, batch: int, class_label: int | None, *, flag: str = "--class") -> torch.Tensor:
+    """(B, 1) start or class token. ``flag`` is the option that sets the class in the command
+    in use (``--class`` for sampling, ``--prior-class`` for text to image), for messages.
+
+    Raises:
+        InputError: a class-conditional model without a class (or one out of range), or a
+            class for a model that is not class-conditional.
+    """
     spec = prior.spec
+    if spec.conditioning != "class" and class_label is not None:
+        raise InputError(f"this model is not class-conditional (it is conditioned on "
+                         f"{'nothing' if spec.conditioning == 'sos' else spec.conditioning}); leave {flag} out.")
     if spec.conditioning == "class":
         if class_label is None:
-            raise InputError(f"this model is class-conditional; give --class N with N from 0 to {spec.n_classes - 1}.")
+            raise InputError(f"this model is class-conditional; give {flag} N with N from 0 to {spec.n_classes - 1}.")
         if not 0 <= class_label < min(spec.n_classes, spec.gpt.vocab_size):
             raise InputError(
                 f"class {class_label} is out of range; "

@@ -141,6 +141,9 @@ class Sampler:
 def _condition(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: tuple[int, int],
                batch: int) -> torch.Tensor:
     kind = prior.spec.conditioning
+    if kind in ("coord", "segmentation", "depth") and config.class_label is not None:
+        raise InputError(f"this model is conditioned on {'position' if kind == 'coord' else kind + ' maps'}, "
+                         "not a class; leave --class out.")
     if kind == "coord":
         return coordinate_tokens(prior, grid, batch)
     if kind in ("segmentation", "depth"):

@@ -169,7 +169,12 @@ def prior_codes(prior: Prior, grid: tuple[int, int], settings: SamplingSettings,
     if kind in ("segmentation", "depth"):
         raise InputError(f"a {kind}-conditioned prior needs a map, so it cannot start a text-to-image run; "
                          "use the sample command.")
-    cond = coordinate_tokens(prior, grid, 1) if kind == "coord" else start_tokens(prior, 1, class_label)
+    if kind == "coord":
+        if class_label is not None:
+            raise InputError("this model is conditioned on position, not a class; leave --prior-class out.")
+        cond = coordinate_tokens(prior, grid, 1)
+    else:
+        cond = start_tokens(prior, 1, class_label, flag="--prior-class")
     tokens = torch.zeros(1, *grid, dtype=torch.long, device=prior.device)
     started = time.perf_counter()
     for row in sample_rows(prior, cond, tokens, 0, settings, generator):
