@@ -1,5 +1,5 @@
 """A local HTTP file server on 127.0.0.1 for download tests: Range requests, cut connections,
-ignored ranges and 404s, with every request recorded."""
+ignored ranges, 404s and redirects (loops included), with every request recorded."""
 
 from __future__ import annotations
 
@@ -30,12 +30,18 @@ class FileServer:
     content_types: dict[str, str] = field(default_factory=dict)  # by path; octet-stream otherwise
     cut_after: int | None = None  # first request only: send this many body bytes, then hang up
     ignore_range: bool = False  # answer 200 with the whole body even to a Range request
+    redirects: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (status, Location)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     user_agents: list[str | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        """Answer ``path`` with ``status`` and ``Location: location``; returns the URL of ``path``."""
+        self.redirects[path] = (status, location)
+        return self.url(path)
 
     @property
     def ranges(self) -> list[str | None]:
@@ -55,7 +61,17 @@ def _handler(server_state: FileServer) -> type[http.server.BaseHTTPRequestHandle
             with state.lock:
                 state.requests.append((self.path, rng))
                 state.user_agents.append(self.headers.get("User-Agent"))
-                cut, state.cut_after = state.cut_after, None
+                redirect = state.redirects.get(self.path)
+                cut = None
+                if redirect is None:  # the cut applies to the first request that is not redirected
+                    cut, state.cut_after = state.cut_after, None
+            if redirect is not None:
+                status, location = redirect
+                self.send_response(status)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = state.files.get(self.path)
             if body is None:
                 self.send_response(404)
