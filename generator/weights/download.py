@@ -412,7 +412,9 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int
 def _reason(error: BaseException) -> str:
     """A short human description of a network error."""
     if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
+        if 300 <= error.code < 400:
+            return f"HTTP {error.code}: the server redirects in a loop"
+        return " ".join(f"HTTP {error.code} {error.reason}".split())
     if isinstance(error, urllib.error.URLError):
         return str(error.reason)
     if isinstance(error, http.client.IncompleteRead):

@@ -59,6 +59,6 @@ def test_outputs_equal_the_original_architecture(name: str) -> None:
         latent = model.quant_conv(model.encoder(image))
         indices = model.encode_to_indices(image)
         decoded = model.decode_indices(GOLDENS[f"{name}.indices"])
-    torch.testing.assert_close(latent, GOLDENS[f"{name}.latent"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(latent, GOLDENS[f"{name}.latent"], rtol=0, atol=2e-5)
     assert torch.equal(indices, GOLDENS[f"{name}.indices"])
-    torch.testing.assert_close(decoded, GOLDENS[f"{name}.decoded"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(decoded, GOLDENS[f"{name}.decoded"], rtol=0, atol=2e-5)

@@ -431,6 +431,6 @@ def test_weights_readme_lists_every_registry_entry():
 
     readme = (Path(store.__file__).resolve().parents[2] / "weights" / "README.md").read_text()
     table = markdown_table(list(store.REGISTRY))
-    assert readme.endswith(table), "weights/README.md's table is stale: `python -m generator download --list --markdown`"
+    assert readme.endswith(table), "stale table in weights/README.md: `python -m generator download --list --markdown`"
     for name in store.REGISTRY:
         assert f"`{name}`" in table
