@@ -23,6 +23,7 @@ from generator.errors import ConfigError
 OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "radam", "rmsprop", "sgd")
 INIT_MODES = ("random", "pixels", "gradient", "image", "prior")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RECOMPUTE = ("auto", "off", "decoder")
 MAX_SIDE = 4096
 
 
@@ -278,7 +279,13 @@ class GenerationConfig(_RunConfig):
             enough memory). Rounded down to the VQGAN's downsampling factor.
         steps: optimisation steps.
         seed: the seed of every random draw; None picks one (recorded in the output).
-        precision: ``auto`` (bf16 autocast on CUDA where supported), ``fp32``, ``bf16``, ``fp16``.
+        precision: ``auto`` (each GPU's native half precision; on the CPU bf16 for the VQGAN
+            where the CPU has bf16 units), ``fp32``, ``bf16``, ``fp16``.
+        recompute: ``auto`` (recompute the VQGAN decoder's finest levels in the backward
+            pass: much less memory for about 5% more time), ``off``, or ``decoder`` (all
+            levels).
+        deterministic: on CUDA, only bitwise-reproducible kernels (slower; warping
+            augmentations, which have none, are refused). The CPU is always reproducible.
     """
 
     prompts: str = ""
@@ -289,6 +296,8 @@ class GenerationConfig(_RunConfig):
     steps: int = 300
     seed: int | None = None
     precision: str = "auto"
+    recompute: str = "auto"
+    deterministic: bool = False
     models: ModelsConfig = field(default_factory=ModelsConfig)
     cutouts: CutoutConfig = field(default_factory=CutoutConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -299,6 +308,7 @@ class GenerationConfig(_RunConfig):
     def __post_init__(self) -> None:
         _check(1 <= self.steps <= 100_000, f"steps must be between 1 and 100000, not {self.steps}.")
         _check(self.change_prompt_every >= 0, "change_prompt_every must be 0 or more.")
+        _check(self.recompute in RECOMPUTE, f"recompute must be one of {', '.join(RECOMPUTE)}, not {self.recompute!r}.")
         _check_common(self.seed, self.size, self.precision)
         _check(self.init.init != "prior" or bool(self.models.prior),
                "init=prior needs a transformer; give --prior NAME|PATH (e.g. ffhq_transformer).")

@@ -77,15 +77,19 @@ class GenerationRun(Iterator[Event]):
         """The image of the latest state, or None if nothing was produced (or it cannot be decoded)."""
         if self.state.decode is None:
             return None
-        try:
-            return self.state.decode()
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
+        for attempt in range(2):  # once more after giving cached memory back
+            failure: str | None = None
             try:
                 return self.state.decode()
+            except torch.OutOfMemoryError:
+                failure = "out of memory"  # retried outside this block, which holds the failed tensors
             except Exception as error:  # best effort after a failure
-                logger.warning("could not decode the latest image: %s", error)
-                return None
+                failure = str(error)
+            if attempt == 0 and failure == "out of memory" and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+                continue
+            logger.warning("could not decode the latest image: %s", failure)
+        return None
 
     def __enter__(self) -> GenerationRun:
         return self

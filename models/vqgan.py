@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 QUANTIZERS = ("vq", "gumbel")
 
@@ -141,7 +142,8 @@ class AttnBlock(nn.Module):
         b, c, h, w = x.shape
         normed = self.norm(x)
         # (B, C, H, W) -> (B, 1, H*W, C): one head over every position, scale 1/sqrt(C)
-        q, k, v = (t(normed).reshape(b, 1, c, h * w).transpose(2, 3) for t in (self.q, self.k, self.v))
+        # contiguous, so the fused (flash / memory-efficient) kernels apply in any memory format
+        q, k, v = (t(normed).reshape(b, 1, c, h * w).transpose(2, 3).contiguous() for t in (self.q, self.k, self.v))
         attended = F.scaled_dot_product_attention(q, k, v)  # (B, 1, H*W, C)
         attended = attended.transpose(2, 3).reshape(b, c, h, w)  # (B, C, H, W)
         return x + self.proj_out(attended)
@@ -259,13 +261,38 @@ class Decoder(nn.Module):
         self.norm_out = _normalize(width, groups)
         self.conv_out = nn.Conv2d(width, config.out_ch, 3, padding=1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, recomputed_levels: int = 0) -> torch.Tensor:
+        """``recomputed_levels``: how many of the finest levels keep only their blocks' inputs
+        for the backward pass and recompute the rest (activation checkpointing). The big
+        activations live there, so this trades a second forward pass of those levels for most
+        of the decoder's memory when gradients flow back to the latent."""
         h = self.mid(self.conv_in(z))  # (B, ch * ch_mult[-1], h, w)
-        for stage in reversed(self.up):
-            h = _run_level(stage, h)
-            if hasattr(stage, "upsample"):
-                h = stage.upsample(h)  # doubles H and W at every level but the first
+        recompute = recomputed_levels > 0 and torch.is_grad_enabled()
+        for level in reversed(range(len(self.up))):
+            stage = self.up[level]
+            if recompute and level < recomputed_levels:
+                h = _recomputed_level(stage, h)
+            else:
+                h = _run_level(stage, h)
+                if hasattr(stage, "upsample"):
+                    h = stage.upsample(h)  # doubles H and W at every level but the first
+        if recompute:
+            return checkpoint(self._finish, h, use_reentrant=False)
+        return self._finish(h)
+
+    def _finish(self, h: torch.Tensor) -> torch.Tensor:
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, out_ch, h*f, w*f)
+
+
+def _recomputed_level(level: _Level, h: torch.Tensor) -> torch.Tensor:
+    """:func:`_run_level` (and the level's upsampling) keeping only each block's input."""
+    for i, block in enumerate(level.block):
+        h = checkpoint(block, h, use_reentrant=False)
+        if len(level.attn) > 0:
+            h = checkpoint(level.attn[i], h, use_reentrant=False)
+    if hasattr(level, "upsample"):
+        h = checkpoint(level.upsample, h, use_reentrant=False)  # (B, C, 2H, 2W)
+    return h
 
 
 class Quantized(NamedTuple):
@@ -406,9 +433,12 @@ class VQGAN(nn.Module):
             return self.quantize.code_indices(h)
         return nearest_code_indices(h, self.codebook)
 
-    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
-        """Quantised latent (B, embed_dim, h, w) -> image (B, 3, h*f, w*f), roughly in [-1, 1]."""
-        return self.decoder(self.post_quant_conv(z_q))
+    def decode(self, z_q: torch.Tensor, recomputed_levels: int = 0) -> torch.Tensor:
+        """Quantised latent (B, embed_dim, h, w) -> image (B, 3, h*f, w*f), roughly in [-1, 1].
+
+        ``recomputed_levels`` trades time for memory in the backward pass (see :class:`Decoder`).
+        """
+        return self.decoder(self.post_quant_conv(z_q), recomputed_levels)
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Code indices (B, h, w) -> image (B, 3, h*f, w*f), roughly in [-1, 1]."""

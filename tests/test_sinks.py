@@ -29,7 +29,7 @@ def _only(out: Path) -> Path:
 
 def test_the_cli_and_the_web_ui_write_the_same_files(tiny_pipeline, tiny_files, tmp_path: Path) -> None:
     args = ["city at night", *tiny_files.cli_args(), "--size", "32", "32", "--cutn", "4", "--steps", "6",
-            "--seed", "3", "--save-every", "2", "--video", "--out", str(tmp_path / "cli")]
+            "--seed", "3", "--save-every", "2", "--video", "--precision", "fp32", "--out", str(tmp_path / "cli")]
     assert main(args, make_pipeline=lambda *a, **k: tiny_pipeline) == 0
     config = tiny_run_config(tiny_files, steps=6, output={"save_every": 2, "video": True})
     studio = Studio(outputs_dir=tmp_path / "ui", text_to_image=tiny_pipeline)

@@ -70,7 +70,7 @@ class ClipModel:
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, *, name: str, embed_dim: int):
-        self.model = model.eval().requires_grad_(False)
+        self.model = _with_lean_quick_gelu(model.eval().requires_grad_(False))
         self.tokenizer = tokenizer
         self.name = name
         self.embed_dim = int(embed_dim)
@@ -82,7 +82,7 @@ class ClipModel:
         self.input_size = int(sides[0])
         self.mean = tuple(float(v) for v in cfg["mean"])
         self.std = tuple(float(v) for v in cfg["std"])
-        self.quick_gelu = any(isinstance(m, QuickGELU) for m in model.modules())
+        self.quick_gelu = any(isinstance(m, QuickGELU | LeanQuickGELU) for m in model.modules())
         self.device = next(model.parameters()).device
         self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
@@ -120,6 +120,39 @@ class ClipModel:
             )
         features = self.model.encode_image((images - self._mean) / self._std)
         return F.normalize(features.float(), dim=-1)
+
+
+class _QuickGELUFunction(torch.autograd.Function):
+    """``x * sigmoid(1.702 x)`` keeping only ``x`` for the backward pass (autograd would keep
+    the sigmoid too): a fifth less activation memory in a ViT's MLPs, for one recomputed
+    sigmoid."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(1.702 * x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        gate = torch.sigmoid(1.702 * x)
+        return grad * (gate + 1.702 * x * gate * (1 - gate))
+
+
+class LeanQuickGELU(nn.Module):
+    """open_clip's QuickGELU, same values, less memory in backward (see :class:`_QuickGELUFunction`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _QuickGELUFunction.apply(x)
+
+
+def _with_lean_quick_gelu(model: nn.Module) -> nn.Module:
+    """``model`` with each QuickGELU module replaced by :class:`LeanQuickGELU` (in place)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, QuickGELU):
+                setattr(parent, name, LeanQuickGELU())
+    return model
 
 
 def load_clip(

@@ -14,6 +14,7 @@ the guidance loop swaps per image (see ``SeedStreams`` in :mod:`generator.guidan
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Sequence
 
 import kornia.augmentation as K
@@ -22,12 +23,50 @@ from torch import nn
 
 from generator.errors import ConfigError
 
-# Short name -> factory(cut_size) of a kornia augmentation. Strengths follow the
-# VQGAN+CLIP tools users know (nerdyrodent/VQGAN-CLIP's `-aug` list).
+# YIQ colour space: luma Y and two chroma axes, in which a hue shift is a rotation.
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+class HueSaturationJitter(nn.Module):
+    """Random hue and saturation per image, as one 3x3 colour matrix each: with probability
+    ``p`` the chroma is scaled by a factor in [1 - saturation, 1 + saturation] and rotated by
+    up to ``hue`` of a full turn (in YIQ), then clamped to [0, 1]. Greys stay grey.
+
+    The effect of kornia's ColorJitter(hue, saturation), for a fraction of its cost: kornia
+    converts to HSV with many masked selections (0.44 s of a 0.55 s cutout pass at 32
+    cutouts on a CPU); this is one small batched matrix product, deterministic on CUDA.
+    Draws come from torch's global generator, like kornia's.
+    """
+
+    def __init__(self, hue: float = 0.1, saturation: float = 0.1, p: float = 0.7):
+        super().__init__()
+        self.hue, self.saturation, self.p = hue, saturation, p
+
+    def matrices(self, count: int, device: torch.device) -> torch.Tensor:
+        """(count, 3, 3) random colour matrices (identity where not applied)."""
+        draws = torch.rand(count, 3, device=device)  # (N, 3): apply?, hue, saturation
+        applied = draws[:, 0] < self.p
+        angle = (draws[:, 1] * 2 - 1) * self.hue * 2 * math.pi * applied
+        scale = 1 + (draws[:, 2] * 2 - 1) * self.saturation * applied
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+        chroma = torch.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], dim=1).view(count, 3, 3)
+        to_yiq, to_rgb = _RGB_TO_YIQ.to(device), _YIQ_TO_RGB.to(device)
+        return to_rgb @ chroma @ to_yiq  # (N, 3, 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> the same, jittered."""
+        matrices = self.matrices(images.shape[0], images.device).to(images.dtype)
+        return torch.einsum("nij,njhw->nihw", matrices, images).clamp(0, 1)
+
+
+# Short name -> factory(cut_size) of an augmentation (kornia's, except the colour jitter).
+# Strengths follow the VQGAN+CLIP tools users know (nerdyrodent/VQGAN-CLIP's `-aug` list).
 AUGMENTATIONS: dict[str, Callable[[int], nn.Module]] = {
     "affine": lambda size: K.RandomAffine(degrees=15, translate=(0.1, 0.1), shear=5, p=0.7, padding_mode="zeros"),
     "perspective": lambda size: K.RandomPerspective(distortion_scale=0.7, p=0.7),
-    "jitter": lambda size: K.ColorJitter(hue=0.1, saturation=0.1, p=0.7),
+    "jitter": lambda size: HueSaturationJitter(hue=0.1, saturation=0.1, p=0.7),
     "sharpness": lambda size: K.RandomSharpness(sharpness=0.3, p=0.4),
     "noise": lambda size: K.RandomGaussianNoise(mean=0.0, std=1.0, p=0.5),
     "erasing": lambda size: K.RandomErasing(scale=(0.1, 0.4), ratio=(0.3, 1 / 0.3), same_on_batch=True, p=0.7),
@@ -39,6 +78,10 @@ AUGMENTATIONS: dict[str, Callable[[int], nn.Module]] = {
     "thin-plate": lambda size: K.RandomThinPlateSpline(scale=0.8, same_on_batch=True, p=0.7),
     "grayscale": lambda size: K.RandomGrayscale(p=0.1),
 }
+
+# Augmentations that warp with grid_sample or resize with interpolate: their CUDA backward
+# passes use atomic additions, so GPU runs with them are not bitwise reproducible.
+NONDETERMINISTIC_ON_CUDA = frozenset({"affine", "perspective", "rotation", "resized-crop", "elastic", "thin-plate"})
 
 # nerdyrodent/VQGAN-CLIP's two-letter codes, accepted as aliases.
 ALIASES = {

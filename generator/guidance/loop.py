@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from generator.config import OptimConfig
-from generator.devices import SeedStreams, autocast
+from generator.devices import Precision, SeedStreams, autocast
+from generator.errors import GeneratorError
 from generator.guidance.losses import ClipGuide, clamp_with_grad
 from generator.guidance.targets import ImageTargets
 from generator.io.images import tensor_to_pil
@@ -36,13 +37,29 @@ OPTIMISERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
-def synthesize(vqgan: VQGAN, z: torch.Tensor) -> torch.Tensor:
+def synthesize(vqgan: VQGAN, z: torch.Tensor, recomputed_levels: int = 0) -> torch.Tensor:
     """Latents (B, C, h, w) -> images (B, 3, H, W) in [0, 1], through straight-through
-    quantisation, differentiably."""
+    quantisation, differentiably (``recomputed_levels``: see :meth:`VQGAN.decode`)."""
     z_st = vqgan.quantize(z).z_st
     if z.device.type == "cuda":
         z_st = z_st.contiguous(memory_format=torch.channels_last)
-    return clamp_with_grad(vqgan.decode(z_st).add(1).div(2), 0.0, 1.0)
+    return clamp_with_grad(vqgan.decode(z_st, recomputed_levels).add(1).div(2), 0.0, 1.0)
+
+
+def recomputed_levels(vqgan: VQGAN, setting: str) -> int:
+    """How many of the decoder's finest levels to recompute in the backward pass.
+
+    ``auto`` recomputes the levels at a quarter of the image's side and finer: they hold
+    most of the decoder's activations, and recomputing them cost about 5% of a step on a
+    CPU (256 px) for about 0.4 GB (more at larger sizes; see BENCHMARKS.md). ``off`` keeps
+    everything, ``decoder`` recomputes every level.
+    """
+    levels = vqgan.config.num_resolutions
+    if setting == "off":
+        return 0
+    if setting == "decoder":
+        return levels
+    return min(levels, 3)
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
@@ -100,6 +117,10 @@ class StepReport:
         return numbers[0], dict(zip(parts, numbers[1:], strict=True))
 
 
+class NonFiniteError(GeneratorError):
+    """The loss or the image stopped being a number (half-precision overflow)."""
+
+
 class GuidanceLoop:
     """Images optimised together against CLIP, step by step.
 
@@ -108,12 +129,19 @@ class GuidanceLoop:
         guide: the CLIP ensemble with its cutouts.
         optimiser: a name from :data:`OPTIMISERS`.
         device: where the latents live.
-        dtype: the autocast dtype for the decoder and CLIP (None: float32).
+        precision: the autocast dtype of the decoder and of CLIP. With fp16 the loss is
+            scaled (steps whose gradients overflow are skipped, as torch's GradScaler does).
+        recomputed_levels: decoder levels recomputed in the backward pass (memory for time).
     """
 
     def __init__(self, vqgan: VQGAN, guide: ClipGuide, *, optimiser: str, device: torch.device,
-                 dtype: torch.dtype | None = None):
-        self.vqgan, self.guide, self.device, self.dtype = vqgan, guide, device, dtype
+                 precision: Precision | None = None, recomputed_levels: int = 0):
+        self.vqgan, self.guide, self.device = vqgan, guide, device
+        self.precision = precision or Precision()
+        self.recomputed_levels = recomputed_levels
+        fp16 = torch.float16 in (self.precision.decoder, self.precision.clip)
+        self._scaler = torch.amp.GradScaler(device.type) if fp16 and device.type == "cuda" else None
+        self._good: torch.Tensor | None = None  # the latest latents known to decode to a real image
         self.images: list[GuidedImage] = []
         self._optimiser_class = OPTIMISERS[optimiser]
         self._optimiser: torch.optim.Optimizer | None = None
@@ -139,27 +167,60 @@ class GuidanceLoop:
         return len(self.images) - 1
 
     def step(self) -> StepReport:
-        """One optimisation step of every image."""
+        """One optimisation step of every image. Nothing is read back from the device here;
+        :meth:`check` does that when a caller needs the numbers."""
         assert self._optimiser is not None, "add an image before stepping"
         self._optimiser.zero_grad(set_to_none=True)
         latents = torch.cat([image.latent for image in self.images])  # (B, C, h, w)
-        with autocast(self.device, self.dtype):
-            pixels = synthesize(self.vqgan, latents)  # (B, 3, H, W)
+        with autocast(self.device, self.precision.decoder):
+            pixels = synthesize(self.vqgan, latents, self.recomputed_levels).float()  # (B, 3, H, W)
+        with autocast(self.device, self.precision.clip):
             losses = self.guide.losses(pixels, [image.targets.at(image.step) for image in self.images],
                                        [image.streams for image in self.images])
         for index, image in enumerate(self.images):
             if image.optim.init_weight:
                 losses[index]["init_mse"] = F.mse_loss(image.latent, image.initial) * image.init_weight()
             if image.optim.tv_weight:
-                losses[index]["tv"] = total_variation(pixels[index].float()) * image.optim.tv_weight
+                losses[index]["tv"] = total_variation(pixels[index]) * image.optim.tv_weight
         totals = torch.stack([torch.stack([value.float() for value in parts.values()]).sum() for parts in losses])
-        totals.sum().backward()
-        self._optimiser.step()
+        if self._scaler is not None:
+            self._scaler.scale(totals.sum()).backward()
+            self._scaler.step(self._optimiser)
+            self._scaler.update()
+        else:
+            totals.sum().backward()
+            self._optimiser.step()
         with torch.no_grad():
             for image in self.images:
                 image.latent.clamp_(min=self._low, max=self._high)
                 image.step += 1
         return StepReport(totals.detach(), [{k: v.detach() for k, v in parts.items()} for parts in losses])
+
+    def check(self, report: StepReport) -> None:
+        """Make sure the step behind ``report`` was finite, and remember the latents as good.
+
+        This reads from the device (a synchronisation on a GPU), so callers do it when they
+        report progress anyway. When the loss is not finite (a half-precision overflow) the
+        latents go back to the last good ones.
+
+        Raises:
+            NonFiniteError: the loss is not finite; the last good image stays decodable.
+        """
+        if bool(torch.isfinite(report.totals).all()):
+            self._good = self.latents()
+            return
+        if self._good is not None:
+            with torch.no_grad():
+                for image, good in zip(self.images, self._good, strict=True):
+                    image.latent.copy_(good[None])
+        dtype = str(self.precision.half).removeprefix("torch.") if self.precision.half else "float32"
+        raise NonFiniteError(f"the loss stopped being a number in {dtype}, so the run stopped at its last good "
+                             "image; run again with --precision fp32 (or bf16 on a GPU that has it).")
+
+    def release(self) -> None:
+        """Drop the gradients and the optimiser's graph references (after a failed step)."""
+        if self._optimiser is not None:
+            self._optimiser.zero_grad(set_to_none=True)
 
     def replace_latent(self, index: int, latent: torch.Tensor, *, reset_optimiser: bool = False) -> None:
         """Continue image ``index`` from ``latent`` (same shape), which also becomes the
@@ -184,6 +245,6 @@ class GuidanceLoop:
         """The current images (all, or those at ``indices``), decoded without gradients."""
         chosen = range(len(self.images)) if indices is None else indices
         latents = torch.cat([self.images[i].latent.detach() for i in chosen])
-        with torch.inference_mode(), autocast(self.device, self.dtype):
-            pixels = synthesize(self.vqgan, latents)
+        with torch.inference_mode(), autocast(self.device, self.precision.decoder):
+            pixels = synthesize(self.vqgan, latents).float()
         return [tensor_to_pil(image) for image in pixels]

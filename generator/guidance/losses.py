@@ -48,8 +48,11 @@ class _ClampWithGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_in: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
-        # Pass the gradient except where it would push a clamped value further out.
-        return grad_in * (grad_in * (x - x.clamp(ctx.low, ctx.high)) >= 0), None, None
+        # Pass the gradient except where it would push a clamped value further out. The test
+        # runs in float32: in fp16 the product of a small gradient and a small overshoot
+        # underflows to zero, which would let the outward gradient through.
+        outward = grad_in.float() * (x.float() - x.float().clamp(ctx.low, ctx.high))
+        return grad_in * (outward >= 0), None, None
 
 
 def clamp_with_grad(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:

@@ -23,13 +23,23 @@ from pathlib import Path
 import torch
 
 from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
-from generator.devices import SeedStreams, auto_size, autocast_dtype, pick_device, seed_everything
+from generator.devices import (
+    SeedStreams,
+    auto_size,
+    describe_device,
+    deterministic,
+    is_out_of_memory,
+    pick_device,
+    precision_for,
+    release_memory,
+    seed_everything,
+)
 from generator.errors import ConfigError, InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress
 from generator.guidance.clip import ClipModel, load_clip
-from generator.guidance.cutouts import MakeCutouts
+from generator.guidance.cutouts import NONDETERMINISTIC_ON_CUDA, MakeCutouts, canonical_augments
 from generator.guidance.latents import initial_latent
-from generator.guidance.loop import GuidanceLoop
+from generator.guidance.loop import GuidanceLoop, recomputed_levels
 from generator.guidance.losses import ClipGuide, GuideMember
 from generator.guidance.targets import PromptSpec, build_targets
 from generator.prior.loader import Prior, load_prior_by_name
@@ -57,35 +67,69 @@ def resolve_size(config: GenerationConfig, factor: int, device: torch.device) ->
                      f"using {rounded[0]}x{rounded[1]}.")
 
 
+def check_reproducible(config: GenerationConfig, device: torch.device) -> None:
+    """A deterministic run on CUDA cannot use augmentations whose CUDA backward is not
+    deterministic (they warp with ``grid_sample`` or resize with ``interpolate``).
+
+    Raises:
+        ConfigError: ``deterministic`` with such augmentations on a GPU.
+    """
+    if not (config.deterministic and device.type == "cuda"):
+        return
+    refused = [name for name in canonical_augments(config.cutouts.augments) if name in NONDETERMINISTIC_ON_CUDA]
+    if refused:
+        raise ConfigError(f"--deterministic on a GPU cannot use the augmentations {', '.join(refused)} (their CUDA "
+                          "backward is not reproducible); leave them out of --augments, e.g. --augments jitter "
+                          "erasing noise flip.")
+
+
 def prompt_spec(config: GenerationConfig) -> PromptSpec:
     """The prompts of a config."""
     return PromptSpec(config.prompts, config.image_prompts, config.noise_prompts, config.change_prompt_every)
 
 
 def optimise(loop: GuidanceLoop, steps: int, state: RunState, *, save_every: int = 0, stage: str = "optimise",
-             what: str = "") -> Iterator[Event]:
-    """Step ``loop`` ``steps`` times: Progress every step (image 0's loss), a Preview of image 0
-    every ``save_every`` steps; ``state.step`` counts on from where it stood.
+             what: str = "", report_every: int | None = None) -> Iterator[Event]:
+    """Step ``loop`` ``steps`` times: Progress every step, a Preview of image 0 every
+    ``save_every`` steps; ``state.step`` counts on from where it stood.
+
+    The loss is read back (and checked to be finite) every ``report_every`` steps, at every
+    preview and at the last step; other Progress events carry no loss. The default is every
+    step on the CPU, where reading costs nothing, and every 10th on a GPU, where each read
+    waits for the GPU to finish.
 
     Raises:
         OutOfMemoryError: the device ran out of memory; ``what`` (e.g. ``at 512x512 with 32
-            cutouts``) says what was being done.
+            cutouts``) says what was being done. The failed step's tensors are released before
+            this is raised, so the latest image can still be decoded.
+        NonFiniteError: the loss stopped being finite; the last good image stays decodable.
     """
+    report_every = report_every or (10 if loop.device.type == "cuda" else 1)
     started = time.perf_counter()
     first = state.step
+    out_of_memory = False
     try:
         for done in range(1, steps + 1):
             report = loop.step()
             state.step = first + done
-            total, parts = report.values(0)
-            yield Progress(stage, done, steps, time.perf_counter() - started, loss=total, losses=parts)
-            if save_every and done % save_every == 0:
+            preview = bool(save_every) and done % save_every == 0
+            loss, parts = None, {}
+            if preview or done == steps or done % report_every == 0:
+                loop.check(report)
+                loss, parts = report.values(0)
+            del report
+            yield Progress(stage, done, steps, time.perf_counter() - started, loss=loss, losses=parts)
+            if preview:
                 yield Preview(stage, state.step, loop.decode([0])[0])
-    except torch.OutOfMemoryError:
-        raise OutOfMemoryError(
-            f"the {loop.device.type.upper()} ran out of memory {what}; try a smaller --size, fewer --cutn "
-            "or --preset low-memory."
-        ) from None
+    except (torch.OutOfMemoryError, RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+        out_of_memory = True  # leave the except block first: its traceback holds the failed step's tensors
+    if out_of_memory:
+        loop.release()
+        release_memory(loop.device)
+        raise OutOfMemoryError(f"{describe_device(loop.device)} ran out of memory {what}; try a smaller --size, "
+                               "fewer --cutn or --preset low-memory.")
 
 
 class TextToImage:
@@ -192,7 +236,8 @@ class TextToImage:
                                                          augments=cutouts.augments, noise_fac=cutouts.noise_fac))
                    for clip, weight in zip(self.clips, weights, strict=True)]
         return GuidanceLoop(self.vqgan, ClipGuide(members), optimiser=config.optim.optimiser, device=self.device,
-                            dtype=autocast_dtype(self.device, config.precision))
+                            precision=precision_for(self.device, config.precision),
+                            recomputed_levels=recomputed_levels(self.vqgan, config.recompute))
 
     def start_image(self, loop: GuidanceLoop, config: GenerationConfig,
                     size: tuple[int, int]) -> Generator[Event, None, int]:
@@ -213,6 +258,11 @@ class TextToImage:
         return loop.add_image(latent, targets, streams, config.optim)
 
     def _events(self, config: GenerationConfig, clip_weights: list[float], state: RunState) -> Iterator[Event]:
+        check_reproducible(config, self.device)
+        with deterministic(self.device, config.deterministic):
+            yield from self._optimised(config, clip_weights, state)
+
+    def _optimised(self, config: GenerationConfig, clip_weights: list[float], state: RunState) -> Iterator[Event]:
         started = time.perf_counter()
         if config.models.identity not in (self.models.identity, self.requested.identity):
             yield Notice("the config names other models than this pipeline holds; "
@@ -222,7 +272,7 @@ class TextToImage:
         if notice:
             yield Notice(notice)
         state.config.update(size=list(size))
-        seed_everything(config.seed, self.device)
+        seed_everything(config.seed)
         # 2. The loop: prompt targets (once, without gradients) and the initial latent.
         loop = self.new_loop(config, clip_weights)
         yield from self.start_image(loop, config, size)

@@ -97,7 +97,7 @@ class Sampler:
             yield Notice(notice)
         seed = config.seed
         state.config.update(size=list(size))
-        seed_everything(seed, prior.device)
+        seed_everything(seed)
         generator = torch.Generator(prior.device).manual_seed(seed)
         dtype = autocast_dtype(prior.device, config.precision)
         settings = SamplingSettings(config.temperature, config.top_k, config.top_p)

@@ -155,16 +155,22 @@ def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
 
 
 def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny_files, tmp_path: Path, capsys) -> None:
+    import weakref
+
     from generator.guidance.pipeline import TextToImage
 
     pipeline = TextToImage.from_pretrained(tiny_files.models(), device="cpu")
-    decode, calls = pipeline.vqgan.decode, {"n": 0}
+    decode, calls, held = pipeline.vqgan.decode, {"n": 0}, {}
 
-    def decode_then_run_out(z_q):
+    def decode_then_run_out(z_q, *args):
         calls["n"] += 1
         if calls["n"] == 9:  # the 9th decode: step 7, after the frames at steps 3 and 6
+            activations = torch.ones(64, 2**20)  # 256 MB the failed step still needs
+            held["ref"] = weakref.ref(activations)
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return decode(z_q)
+        if calls["n"] > 9:  # keeping the latest image: the failed step's tensors are gone by now
+            held["freed"] = held["ref"]() is None
+        return decode(z_q, *args)
 
     pipeline.vqgan.decode = decode_then_run_out
     code = main(["city", *tiny_files.cli_args(), *FAST, "--steps", "50", "--save-every", "3", "--video",
@@ -177,3 +183,4 @@ def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny
     folder = _only_run_folder(tmp_path)
     assert sorted(p.name for p in (folder / "frames").iterdir()) == ["000003.png", "000006.png"]
     assert (folder / "final.png").is_file() and (folder / "video.mp4").is_file()
+    assert held["freed"] is True  # released before the latest image was decoded

@@ -14,7 +14,7 @@ from open_clip.transformer import QuickGELU
 
 from generator.errors import CheckpointError, ConfigError, WeightsError
 from generator.guidance import clip as clip_loader
-from generator.guidance.clip import ClipModel, load_clip
+from generator.guidance.clip import ClipModel, LeanQuickGELU, load_clip
 from tests.clip_factories import TINY_CLIP_CONFIG, tiny_clip, tiny_clip_module, write_tiny_clip
 from tests.factories import tiny_vqgan
 
@@ -93,10 +93,28 @@ def test_quick_gelu_flag_switches_the_activation(tmp_path: Path) -> None:
     config_path, weights_path = write_tiny_clip(tmp_path)
     quick = load_clip(config_path, weights_path, quick_gelu=True)
     plain = load_clip(config_path, weights_path)
-    assert quick.quick_gelu and any(isinstance(m, QuickGELU) for m in quick.model.modules())
+    assert quick.quick_gelu and any(isinstance(m, LeanQuickGELU) for m in quick.model.modules())
     assert not plain.quick_gelu and any(isinstance(m, torch.nn.GELU) for m in plain.model.modules())
     image = torch.rand(1, 3, 32, 32)
     assert not torch.allclose(quick.encode_image(image), plain.encode_image(image))
+
+
+def test_the_lean_quick_gelu_computes_what_quick_gelu_does_and_keeps_only_its_input() -> None:
+    x = torch.randn(4, 7, 33, dtype=torch.float64, requires_grad=True)
+    lean, reference = LeanQuickGELU()(x), QuickGELU()(x)
+    assert torch.allclose(lean, reference, atol=1e-12)
+    grad = torch.randn_like(x)
+    (lean_grad,) = torch.autograd.grad(lean, x, grad)
+    (reference_grad,) = torch.autograd.grad(reference, x, grad)
+    assert torch.allclose(lean_grad, reference_grad, atol=1e-12)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        LeanQuickGELU()(x)
+    assert len(saved) == 1 and saved[0] is x  # QuickGELU itself keeps the sigmoid as well
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        QuickGELU()(x)
+    assert len(saved) >= 2
 
 
 def test_quick_gelu_false_overrides_a_quickgelu_config(tmp_path: Path) -> None:
