@@ -22,6 +22,7 @@ from generator.config import (
     INIT_MODES,
     OPTIMISERS,
     PRECISIONS,
+    RECOMPUTE,
     GenerationConfig,
     clip_model_spec,
 )
@@ -47,7 +48,16 @@ def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
                           help="image size in pixels (rounded down to the VQGAN factor)")),
         (["--steps"], dict(type=int, metavar="N", help="optimisation steps")),
         (["--seed"], dict(type=int, metavar="N", help="seed of every random draw (default: a random one, recorded)")),
-        (["--precision"], dict(choices=PRECISIONS, help="autocast precision (auto: bf16 on GPUs that have it)")),
+        (["--precision"], dict(choices=PRECISIONS,
+                               help="autocast precision (auto: each GPU's native half precision; on the CPU bf16 "
+                                    "for the VQGAN where the CPU has bf16 units)")),
+        (["--recompute"], dict(choices=RECOMPUTE, help="recompute decoder activations in the backward pass instead "
+                                                       "of keeping them: less memory, a little more time (auto: the "
+                                                       "finest levels)")),
+        (["--deterministic"], dict(action="store_true",
+                                   help="bitwise-reproducible GPU runs (slower; refuses affine, perspective and the "
+                                        "other warping augmentations, which have no deterministic CUDA backward). "
+                                        "CPU runs are always reproducible")),
         (["--vqgan"], dict(metavar="NAME|PATH", help="VQGAN registry name or checkpoint (.ckpt/.pth/.safetensors)")),
         (["--vqgan-config"], dict(metavar="YAML", help="the checkpoint's yaml (default: beside it, or inferred)")),
         (["--clip-model"], dict(dest="clip_models", action="append", nargs="+", metavar="ARG",
