@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from bench.common import emit, machine, peak_mb, reset_peak, run_isolated
+from bench.common import commit, emit, machine, peak_mb, reset_peak, run_isolated
 from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
 from generator.devices import pick_device
 from generator.events import Progress
@@ -50,7 +50,7 @@ def measure(device: torch.device, size: int, cutn: int, steps: int, warmup: int,
         seconds = (timed[-1] - stamps[warmup - 1]) / len(timed)
     else:
         seconds = (timed[-1] - timed[0]) / max(len(timed) - 1, 1)
-    return {"bench": "clip_loop", **machine(device), "size": size, "cutn": cutn, "precision": precision,
+    return {"bench": "clip_loop", "commit": commit(), **machine(device), "size": size, "cutn": cutn, "precision": precision,
             "steps_timed": len(timed), "seconds_per_step": round(seconds, 4),
             "steps_per_second": round(1 / seconds, 3), "peak_memory_mb": round(peak_mb(device), 1)}
 

@@ -45,3 +45,12 @@ def emit(record: dict[str, Any]) -> None:
 def run_isolated(script: str, args: list[str]) -> int:
     """Run ``script --one ...`` in a fresh process so that its peak memory is its own."""
     return subprocess.run([sys.executable, script, *args], cwd=ROOT).returncode
+
+
+def commit() -> str:
+    """The git commit measured (short hash, ``+dirty`` when the working tree has changes)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

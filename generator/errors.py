@@ -39,6 +39,10 @@ class OutOfMemoryError(GeneratorError):
     """The GPU (or the machine) ran out of memory; what was produced so far is kept."""
 
 
+class NonFiniteError(GeneratorError):
+    """A loss, an image or logits stopped being numbers (a half-precision overflow, bad weights)."""
+
+
 def summary(error: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters), for quoting in a sentence."""
     lines = str(error).strip().splitlines()

@@ -24,7 +24,7 @@ from PIL import Image
 
 from generator.config import OptimConfig
 from generator.devices import Precision, SeedStreams, autocast
-from generator.errors import GeneratorError
+from generator.errors import NonFiniteError
 from generator.guidance.losses import ClipGuide, clamp_with_grad
 from generator.guidance.targets import ImageTargets
 from generator.io.images import tensor_to_pil
@@ -117,10 +117,6 @@ class StepReport:
         return numbers[0], dict(zip(parts, numbers[1:], strict=True))
 
 
-class NonFiniteError(GeneratorError):
-    """The loss or the image stopped being a number (half-precision overflow)."""
-
-
 class GuidanceLoop:
     """Images optimised together against CLIP, step by step.
 
@@ -139,9 +135,10 @@ class GuidanceLoop:
         self.vqgan, self.guide, self.device = vqgan, guide, device
         self.precision = precision or Precision()
         self.recomputed_levels = recomputed_levels
-        fp16 = torch.float16 in (self.precision.decoder, self.precision.clip)
+        fp16 = torch.float16 in (self.precision.decoder, self.precision.clip, self.precision.clip_weights)
         self._scaler = torch.amp.GradScaler(device.type) if fp16 and device.type == "cuda" else None
-        self._good: torch.Tensor | None = None  # the latest latents known to decode to a real image
+        self._good = torch.empty(0)  # the latest latents known to decode to a real image, (B, C, h, w)
+        self._good_steps: list[int] = []  # and the step each image had reached then
         self.images: list[GuidedImage] = []
         self._optimiser_class = OPTIMISERS[optimiser]
         self._optimiser: torch.optim.Optimizer | None = None
@@ -159,6 +156,7 @@ class GuidanceLoop:
                              f"{tuple(self.images[0].latent.shape)}")
         leaf = latent.detach().float().to(self.device).clone().requires_grad_(True)
         self.images.append(GuidedImage(leaf, leaf.detach().clone(), targets, streams, optim))
+        self._good, self._good_steps = self.latents(), [image.step for image in self.images]
         group = {"params": [leaf], "lr": optim.lr}
         if self._optimiser is None:
             self._optimiser = self._optimiser_class([group])
@@ -197,25 +195,33 @@ class GuidanceLoop:
         return StepReport(totals.detach(), [{k: v.detach() for k, v in parts.items()} for parts in losses])
 
     def check(self, report: StepReport) -> None:
-        """Make sure the step behind ``report`` was finite, and remember the latents as good.
+        """Make sure the step behind ``report`` was finite (its loss, and the latents it left,
+        which a non-finite gradient spoils even when the loss was finite), and remember the
+        latents as good.
 
         This reads from the device (a synchronisation on a GPU), so callers do it when they
-        report progress anyway. When the loss is not finite (a half-precision overflow) the
+        report progress anyway. When something is not finite (a half-precision overflow) the
         latents go back to the last good ones.
 
         Raises:
-            NonFiniteError: the loss is not finite; the last good image stays decodable.
+            NonFiniteError: not finite; the last good image stays decodable.
         """
-        if bool(torch.isfinite(report.totals).all()):
-            self._good = self.latents()
+        latents = self.latents()
+        if bool(torch.isfinite(report.totals).all() & torch.isfinite(latents).all()):  # one read from the device
+            self._good, self._good_steps = latents, [image.step for image in self.images]
             return
-        if self._good is not None:
-            with torch.no_grad():
-                for image, good in zip(self.images, self._good, strict=True):
-                    image.latent.copy_(good[None])
-        dtype = str(self.precision.half).removeprefix("torch.") if self.precision.half else "float32"
-        raise NonFiniteError(f"the loss stopped being a number in {dtype}, so the run stopped at its last good "
-                             "image; run again with --precision fp32 (or bf16 on a GPU that has it).")
+        failed_at = self.images[0].step
+        with torch.no_grad():
+            for image, good, step in zip(self.images, self._good, self._good_steps, strict=True):
+                image.latent.copy_(good[None])
+                image.step = step
+        where = f"at step {failed_at}, so the run stopped at its last good image (step {self._good_steps[0]})"
+        if self.precision.half:
+            dtype = str(self.precision.half).removeprefix("torch.")
+            raise NonFiniteError(f"the optimisation stopped giving numbers in {dtype} {where}; run again with --precision "
+                                 "fp32 (or bf16 on a GPU that has it).")
+        raise NonFiniteError(f"the optimisation stopped giving numbers {where}; the models or the inputs give NaN or "
+                             "infinity: check the weights files and the init and image prompts.")
 
     def release(self) -> None:
         """Drop the gradients and the optimiser's graph references (after a failed step)."""
@@ -230,6 +236,8 @@ class GuidanceLoop:
         with torch.no_grad():
             image.latent.copy_(latent.to(image.latent))
             image.initial = image.latent.detach().clone()
+            self._good[index] = image.initial[0]
+            self._good_steps[index] = image.step
         if reset_optimiser and self._optimiser is not None:
             self._optimiser.state.pop(image.latent, None)
 

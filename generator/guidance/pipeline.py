@@ -14,10 +14,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -102,7 +103,7 @@ def optimise(loop: GuidanceLoop, steps: int, state: RunState, *, save_every: int
         OutOfMemoryError: the device ran out of memory; ``what`` (e.g. ``at 512x512 with 32
             cutouts``) says what was being done. The failed step's tensors are released before
             this is raised, so the latest image can still be decoded.
-        NonFiniteError: the loss stopped being finite; the last good image stays decodable.
+        NonFiniteError: the loss or the latents stopped being finite; the last good image stays decodable.
     """
     report_every = report_every or (10 if loop.device.type == "cuda" else 1)
     started = time.perf_counter()
@@ -163,6 +164,7 @@ class TextToImage:
         self.load_seconds = 0.0
         self.requested = self.models  # what from_pretrained was asked for (names before resolution)
         self.upscalers = UpscalerCache(self.device)
+        self._reload_clip: Callable[[str, str | None], ClipModel] | None = None  # set by from_pretrained
 
     @classmethod
     def from_pretrained(
@@ -201,6 +203,8 @@ class TextToImage:
                            offline=offline, progress=progress) for spec in models.clip_models]
         pipeline = cls(vqgan, clips, models=models, device=device, prior=prior)
         pipeline.requested = requested
+        pipeline._reload_clip = functools.partial(load_clip, device=device, weights_dir=weights_dir, offline=offline,
+                                                  progress=progress)
         pipeline.upscalers = UpscalerCache(device, weights_dir, offline)
         pipeline.load_seconds = time.perf_counter() - started
         return pipeline
@@ -231,13 +235,31 @@ class TextToImage:
     def new_loop(self, config: GenerationConfig, clip_weights: Sequence[float] | None = None) -> GuidanceLoop:
         """An empty :class:`GuidanceLoop` with the cutouts, optimiser and precision of ``config``."""
         weights = clip_weights if clip_weights is not None else self._clip_weights(config)[0]
+        precision = precision_for(self.device, config.precision)
+        self._keep_clip_weights_in(precision.clip_weights or torch.float32)
         cutouts = config.cutouts
         members = [GuideMember(clip, weight, MakeCutouts(clip.input_size, cutouts.cutn, cut_pow=cutouts.cut_pow,
                                                          augments=cutouts.augments, noise_fac=cutouts.noise_fac))
                    for clip, weight in zip(self.clips, weights, strict=True)]
         return GuidanceLoop(self.vqgan, ClipGuide(members), optimiser=config.optim.optimiser, device=self.device,
-                            precision=precision_for(self.device, config.precision),
+                            precision=precision,
                             recomputed_levels=recomputed_levels(self.vqgan, config.recompute))
+
+    def _keep_clip_weights_in(self, dtype: torch.dtype) -> None:
+        """Round the CLIP weights to ``dtype`` for this run, or bring back float32 ones: read
+        again from their files when this pipeline loaded them, else (models built in memory)
+        widened from the rounded values, with a warning."""
+        for index, clip in enumerate(self.clips):
+            if clip.dtype == dtype:
+                continue
+            if dtype.itemsize < clip.dtype.itemsize or self._reload_clip is None:
+                if dtype.itemsize > clip.dtype.itemsize:
+                    logger.warning("%s was rounded to %s earlier and cannot be read again; widening it to %s",
+                                   clip.name, str(clip.dtype).removeprefix("torch."), str(dtype).removeprefix("torch."))
+                clip.to_dtype(dtype)
+            else:
+                spec = self.models.clip_models[index]
+                self.clips[index] = self._reload_clip(spec.model, spec.pretrained).to_dtype(dtype)
 
     def start_image(self, loop: GuidanceLoop, config: GenerationConfig,
                     size: tuple[int, int]) -> Generator[Event, None, int]:

@@ -154,6 +154,35 @@ def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
     assert clip_models == [("a.json", None, 0.5), ("RN50", "openai", 1.0)]
 
 
+def test_an_overflow_ends_the_run_with_its_last_good_image(tiny_files, tmp_path: Path, capsys) -> None:
+    from generator.guidance.pipeline import TextToImage
+
+    pipeline = TextToImage.from_pretrained(tiny_files.models(), device="cpu")
+    decode, calls = pipeline.vqgan.decode, {"n": 0}
+
+    def overflow_at_step_five(z_q, *args):  # the clamp keeps the loss finite; the gradient is not
+        pixels = decode(z_q, *args)
+        if torch.is_grad_enabled():  # an optimisation step, not a preview
+            calls["n"] += 1
+            if calls["n"] == 5:
+                return pixels * float("inf")
+        return pixels
+
+    pipeline.vqgan.decode = overflow_at_step_five
+    code = main(["city", *tiny_files.cli_args(), *FAST, "--steps", "20", "--save-every", "1", "--seed", "1",
+                 "--precision", "fp32", "--out", str(tmp_path)], make_pipeline=lambda *a, **k: pipeline)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert ("error: the optimisation stopped giving numbers at step 5, so the run stopped at its last good image "
+            "(step 4); "
+            "the models or the inputs give NaN or infinity") in err
+    folder = _only_run_folder(tmp_path)
+    assert sorted(p.name for p in (folder / "frames").iterdir()) == [f"00000{i}.png" for i in range(1, 5)]
+    final = np.asarray(Image.open(folder / "final.png"))
+    assert np.array_equal(final, np.asarray(Image.open(folder / "frames" / "000004.png")))  # step 4's image
+    assert final.std() > 0
+
+
 def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny_files, tmp_path: Path, capsys) -> None:
     import weakref
 

@@ -14,7 +14,8 @@ from open_clip.transformer import QuickGELU
 
 from generator.errors import CheckpointError, ConfigError, WeightsError
 from generator.guidance import clip as clip_loader
-from generator.guidance.clip import ClipModel, LeanQuickGELU, load_clip
+from generator.guidance.clip import ClipModel, load_clip
+from generator.guidance.clip_lean import LeanQuickGELU, LeanSelfAttention
 from tests.clip_factories import TINY_CLIP_CONFIG, tiny_clip, tiny_clip_module, write_tiny_clip
 from tests.factories import tiny_vqgan
 
@@ -115,6 +116,35 @@ def test_the_lean_quick_gelu_computes_what_quick_gelu_does_and_keeps_only_its_in
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         QuickGELU()(x)
     assert len(saved) >= 2
+
+
+def test_the_lean_self_attention_computes_what_multihead_attention_does_with_the_same_parameters() -> None:
+    torch.manual_seed(0)
+    reference = torch.nn.MultiheadAttention(48, 4, batch_first=True).double()
+    lean = LeanSelfAttention.from_module(copy.deepcopy(reference))
+    assert lean.state_dict().keys() == reference.state_dict().keys()
+    x = torch.randn(3, 7, 48, dtype=torch.float64, requires_grad=True)
+    causal = torch.full((7, 7), float("-inf"), dtype=torch.float64).triu(1)
+    for mask in (None, causal):
+        out, weights = lean(x, x, x, need_weights=False, attn_mask=mask)
+        expected = reference(x, x, x, need_weights=False, attn_mask=mask)[0]
+        assert weights is None and torch.allclose(out, expected, atol=1e-10)
+        grad = torch.randn_like(out)
+        assert torch.allclose(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0],
+                              atol=1e-10)
+    other = torch.randn(3, 5, 48, dtype=torch.float64)  # cross-attention takes the module's own path
+    assert torch.allclose(lean(x, other, other, need_weights=False)[0],
+                          reference(x, other, other, need_weights=False)[0], atol=1e-10)
+
+
+def test_loaded_clip_uses_the_lean_layers_and_keeps_its_state_dict_names(tmp_path: Path) -> None:
+    config_path, weights_path = write_tiny_clip(tmp_path)
+    clip = load_clip(config_path, weights_path)
+    attentions = [m for m in clip.model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    assert attentions and all(isinstance(m, LeanSelfAttention) for m in attentions)
+    reference = load_clip(config_path, weights_path)
+    assert clip.model.state_dict().keys() == reference.model.state_dict().keys()
+    assert any(key.endswith("attn.in_proj_weight") for key in clip.model.state_dict())
 
 
 def test_quick_gelu_false_overrides_a_quickgelu_config(tmp_path: Path) -> None:
