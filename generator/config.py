@@ -286,6 +286,8 @@ class GenerationConfig(_RunConfig):
             levels).
         deterministic: on CUDA, only bitwise-reproducible kernels (slower; warping
             augmentations, which have none, are refused). The CPU is always reproducible.
+        compile: run the VQGAN decoder and CLIP through ``torch.compile`` (faster steps
+            after a first step that compiles; the run continues without it if it fails).
     """
 
     prompts: str = ""
@@ -298,6 +300,7 @@ class GenerationConfig(_RunConfig):
     precision: str = "auto"
     recompute: str = "auto"
     deterministic: bool = False
+    compile: bool = False
     models: ModelsConfig = field(default_factory=ModelsConfig)
     cutouts: CutoutConfig = field(default_factory=CutoutConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

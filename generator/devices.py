@@ -2,11 +2,13 @@
 
 One seed drives every random draw: Python's ``random``, NumPy, and each image's
 :class:`SeedStreams` (an explicit generator, plus the states that torch's CPU and CUDA
-default generators take while that image's cutouts are augmented by kornia). On the same
-device the same seed gives the same pixels, whether an image is made alone or in a batch. On CUDA, cuDNN autotuning
-is off and deterministic algorithms are requested; kornia's warping augmentations (affine,
-perspective, rotation, elastic, thin-plate) still use ``grid_sample``, whose CUDA backward is
-not deterministic, so leave them out where bitwise-identical GPU runs matter.
+default generators take while that image's cutouts are augmented by kornia). On the CPU the
+same seed gives the same pixels, whether an image is made alone or in a batch. On CUDA that
+holds only inside :func:`deterministic` (``--deterministic``): deterministic kernels (an
+operation without one raises), attention by plain matrix products, no cuDNN autotuning; the
+warping augmentations (affine, perspective, rotation, elastic, thin-plate, resized crop) have
+no deterministic CUDA backward and are refused there. Other GPU runs with the same seed come
+out close, not bitwise identical.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from generator.errors import ConfigError
 
@@ -155,7 +158,10 @@ def deterministic(device: torch.device, enabled: bool) -> Iterator[None]:
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     torch.use_deterministic_algorithms(True)
     try:
-        yield
+        # Attention through plain matrix products: the fused kernels' backward passes are
+        # deterministic only in some versions and modes, and the attention here is small.
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[0], saved[1]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
@@ -183,6 +189,16 @@ class SeedStreams:
         device_state = torch.Generator(device).manual_seed(seed).get_state() if device.type == "cuda" else None
         return cls(seed, device, torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed).get_state(),
                    device_state)
+
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Where every stream stands, for :meth:`restore` (to repeat draws exactly)."""
+        return self.generator.get_state(), self.cpu_state.clone(), \
+            None if self.device_state is None else self.device_state.clone()
+
+    def restore(self, snapshot: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> None:
+        """Put every stream back where :meth:`snapshot` found it."""
+        self.generator.set_state(snapshot[0])
+        self.cpu_state, self.device_state = snapshot[1], snapshot[2]
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:

@@ -58,6 +58,10 @@ def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
                                    help="bitwise-reproducible GPU runs (slower; refuses affine, perspective and the "
                                         "other warping augmentations, which have no deterministic CUDA backward). "
                                         "CPU runs are always reproducible")),
+        (["--compile"], dict(action="store_true",
+                             help="torch.compile the VQGAN decoder and CLIP, for GPUs: faster steps after a slow "
+                                  "first one (on the CPU it measured slower); continues without it, with a notice, "
+                                  "where compiling fails")),
         (["--vqgan"], dict(metavar="NAME|PATH", help="VQGAN registry name or checkpoint (.ckpt/.pth/.safetensors)")),
         (["--vqgan-config"], dict(metavar="YAML", help="the checkpoint's yaml (default: beside it, or inferred)")),
         (["--clip-model"], dict(dest="clip_models", action="append", nargs="+", metavar="ARG",

@@ -14,6 +14,7 @@ the guidance loop swaps per image (see ``SeedStreams`` in :mod:`generator.guidan
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -52,7 +53,7 @@ class HueSaturationJitter(nn.Module):
         cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
         one, zero = torch.ones_like(cos), torch.zeros_like(cos)
         chroma = torch.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], dim=1).view(count, 3, 3)
-        to_yiq, to_rgb = _RGB_TO_YIQ.to(device), _YIQ_TO_RGB.to(device)
+        to_yiq, to_rgb = _yiq_matrices(device)
         return to_rgb @ chroma @ to_yiq  # (N, 3, 3)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -135,6 +136,20 @@ def resample_matrices(starts: torch.Tensor, lengths: torch.Tensor, source: int, 
     return weights / weights.sum(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
+def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on ``device`` without making the CPU wait for the GPU: through pinned
+    memory, copied asynchronously (a plain copy from pageable memory waits for the GPU's queue)."""
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
+
+
+@functools.cache
+def _yiq_matrices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB->YIQ and YIQ->RGB on ``device``, copied there once."""
+    return _RGB_TO_YIQ.to(device), _YIQ_TO_RGB.to(device)
+
+
 class MakeCutouts(nn.Module):
     """Cut ``cutn`` augmented squares of side ``cut_size`` out of an image.
 
@@ -168,7 +183,7 @@ class MakeCutouts(nn.Module):
         """(1, 3, H, W) image in [0, 1] -> (cutn, 3, cut_size, cut_size) cutouts; the crop
         geometry comes from ``generator``."""
         _, channels, height, width = image.shape
-        sizes, ys, xs = self.geometry(height, width, generator)
+        sizes, ys, xs = to_device(torch.stack(self.geometry(height, width, generator)), image.device)  # 3 x (N,)
         rows = resample_matrices(ys, sizes, height, self.cut_size, image.device).to(image.dtype)  # (N, S, H)
         cols = resample_matrices(xs, sizes, width, self.cut_size, image.device).to(image.dtype)  # (N, S, W)
         cutouts = rows[:, None] @ image @ cols.transpose(1, 2)[:, None]  # (N, 3, S, S)

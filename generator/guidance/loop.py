@@ -24,7 +24,8 @@ from PIL import Image
 
 from generator.config import OptimConfig
 from generator.devices import Precision, SeedStreams, autocast
-from generator.errors import NonFiniteError
+from generator.errors import NonFiniteError, summary
+from generator.guidance.compiled import compiled, is_compiler_error
 from generator.guidance.losses import ClipGuide, clamp_with_grad
 from generator.guidance.targets import ImageTargets
 from generator.io.images import tensor_to_pil
@@ -128,11 +129,20 @@ class GuidanceLoop:
         precision: the autocast dtype of the decoder and of CLIP. With fp16 the loss is
             scaled (steps whose gradients overflow are skipped, as torch's GradScaler does).
         recomputed_levels: decoder levels recomputed in the backward pass (memory for time).
+        compile: run the decoder and the CLIP encoders through ``torch.compile``; if the
+            compiler fails, the loop continues without it and says so in :attr:`notices`.
     """
 
     def __init__(self, vqgan: VQGAN, guide: ClipGuide, *, optimiser: str, device: torch.device,
-                 precision: Precision | None = None, recomputed_levels: int = 0):
+                 precision: Precision | None = None, recomputed_levels: int = 0, compile: bool = False):
         self.vqgan, self.guide, self.device = vqgan, guide, device
+        self.notices: list[str] = []  # things the user should hear about (taken by the driver)
+        self._synthesize = synthesize
+        self._compiling = compile
+        if compile:
+            self._synthesize = compiled(synthesize)
+            for member in guide.members:
+                member.encode = compiled(member.clip.encode_image)
         self.precision = precision or Precision()
         self.recomputed_levels = recomputed_levels
         fp16 = torch.float16 in (self.precision.decoder, self.precision.clip, self.precision.clip_weights)
@@ -168,10 +178,36 @@ class GuidanceLoop:
         """One optimisation step of every image. Nothing is read back from the device here;
         :meth:`check` does that when a caller needs the numbers."""
         assert self._optimiser is not None, "add an image before stepping"
+        if self._compiling:
+            streams = [image.streams.snapshot() for image in self.images]
+            try:
+                return self._step()
+            except Exception as error:  # noqa: BLE001 - only compiler errors are handled, the rest re-raised
+                if not is_compiler_error(error):
+                    raise
+                self._stop_compiling(error)
+                for image, snapshot in zip(self.images, streams, strict=True):  # the same draws again
+                    image.streams.restore(snapshot)
+        return self._step()
+
+    def _stop_compiling(self, error: BaseException) -> None:
+        """Continue without torch.compile after it failed (the failed step changed nothing)."""
+        self._compiling, self._synthesize = False, synthesize
+        for member in self.guide.members:
+            member.encode = None
+        self.release()
+        self.notices.append(f"--compile failed ({summary(error)}); continuing without compiling.")
+
+    def take_notices(self) -> list[str]:
+        """The notices gathered since the last call (and forget them)."""
+        taken, self.notices = self.notices, []
+        return taken
+
+    def _step(self) -> StepReport:
         self._optimiser.zero_grad(set_to_none=True)
         latents = torch.cat([image.latent for image in self.images])  # (B, C, h, w)
         with autocast(self.device, self.precision.decoder):
-            pixels = synthesize(self.vqgan, latents, self.recomputed_levels).float()  # (B, 3, H, W)
+            pixels = self._synthesize(self.vqgan, latents, self.recomputed_levels).float()  # (B, 3, H, W)
         with autocast(self.device, self.precision.clip):
             losses = self.guide.losses(pixels, [image.targets.at(image.step) for image in self.images],
                                        [image.streams for image in self.images])
@@ -218,8 +254,8 @@ class GuidanceLoop:
         where = f"at step {failed_at}, so the run stopped at its last good image (step {self._good_steps[0]})"
         if self.precision.half:
             dtype = str(self.precision.half).removeprefix("torch.")
-            raise NonFiniteError(f"the optimisation stopped giving numbers in {dtype} {where}; run again with --precision "
-                                 "fp32 (or bf16 on a GPU that has it).")
+            raise NonFiniteError(f"the optimisation stopped giving numbers in {dtype} {where}; run again with "
+                                 "--precision fp32 (or bf16 on a GPU that has it).")
         raise NonFiniteError(f"the optimisation stopped giving numbers {where}; the models or the inputs give NaN or "
                              "infinity: check the weights files and the init and image prompts.")
 

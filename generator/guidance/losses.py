@@ -9,7 +9,7 @@ are weighted by their ensemble weight.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -93,11 +93,13 @@ class PromptTarget:
 
 @dataclass
 class GuideMember:
-    """A CLIP model of the ensemble with its weight and its cutout maker."""
+    """A CLIP model of the ensemble with its weight and its cutout maker; ``encode`` replaces
+    ``clip.encode_image`` when set (a compiled version of it)."""
 
     clip: ClipModel
     weight: float
     cutouts: MakeCutouts
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class ClipGuide:
@@ -132,7 +134,7 @@ class ClipGuide:
             size = member.clip.input_size
             if size not in by_size:
                 by_size[size] = self.cutouts(member, pixels, streams)
-            encoded = member.clip.encode_image(by_size[size])  # (B * cutn, D)
+            encoded = (member.encode or member.clip.encode_image)(by_size[size])  # (B * cutn, D)
             embeds.append(encoded.view(len(streams), -1, encoded.shape[-1]))
         return embeds
 

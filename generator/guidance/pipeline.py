@@ -112,6 +112,8 @@ def optimise(loop: GuidanceLoop, steps: int, state: RunState, *, save_every: int
     try:
         for done in range(1, steps + 1):
             report = loop.step()
+            for notice in loop.take_notices():
+                yield Notice(notice)
             state.step = first + done
             preview = bool(save_every) and done % save_every == 0
             loss, parts = None, {}
@@ -209,6 +211,16 @@ class TextToImage:
         pipeline.load_seconds = time.perf_counter() - started
         return pipeline
 
+    def to(self, device: str | torch.device) -> TextToImage:
+        """Move every model (VQGAN, CLIP, prior) to ``device``; returns self. Runs use
+        :attr:`device`, so a pipeline moved away (to free a GPU) is moved back before its next run."""
+        self.vqgan.to(device)
+        for clip in self.clips:
+            clip.to(device)
+        if self.prior is not None:
+            self.prior.to(device)
+        return self
+
     def run(self, config: GenerationConfig) -> GenerationRun:
         """Start a text-to-image run. Nothing happens until the run is iterated.
 
@@ -243,7 +255,8 @@ class TextToImage:
                    for clip, weight in zip(self.clips, weights, strict=True)]
         return GuidanceLoop(self.vqgan, ClipGuide(members), optimiser=config.optim.optimiser, device=self.device,
                             precision=precision,
-                            recomputed_levels=recomputed_levels(self.vqgan, config.recompute))
+                            recomputed_levels=recomputed_levels(self.vqgan, config.recompute),
+                            compile=config.compile)
 
     def _keep_clip_weights_in(self, dtype: torch.dtype) -> None:
         """Round the CLIP weights to ``dtype`` for this run, or bring back float32 ones: read

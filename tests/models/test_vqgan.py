@@ -107,3 +107,23 @@ def test_attention_sits_where_the_training_resolution_says() -> None:
         "encoder.down.4.attn.0", "encoder.down.4.attn.1", "encoder.mid.attn_1",
         "decoder.mid.attn_1", "decoder.up.4.attn.0", "decoder.up.4.attn.1", "decoder.up.4.attn.2",
     }
+
+
+def test_attention_gets_contiguous_inputs_in_any_memory_format(monkeypatch) -> None:
+    # The fused attention kernels (flash, memory-efficient) take only contiguous q/k/v; with a
+    # channels_last model (as on CUDA) strided views would fall back to the O(N^2) math path.
+    import models.vqgan as vqgan_module
+
+    seen: list[bool] = []
+    attention = vqgan_module.F.scaled_dot_product_attention
+
+    def record(q, k, v, *args, **kwargs):
+        seen.append(all(t.is_contiguous() for t in (q, k, v)))
+        return attention(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(vqgan_module.F, "scaled_dot_product_attention", record)
+    model = tiny_vqgan().to(memory_format=torch.channels_last)
+    z = torch.randn(2, model.config.embed_dim, 8, 8).contiguous(memory_format=torch.channels_last)
+    plain = tiny_vqgan()
+    assert torch.allclose(model.decode(model.quantize(z).z_q), plain.decode(plain.quantize(z).z_q), atol=1e-5)
+    assert seen and all(seen)
