@@ -1,8 +1,14 @@
 """Sampling images from a transformer prior, as a run of events (``python -m generator sample``).
 
-Grids the size of the training window are sampled with the key/value cache; larger grids
-with the sliding window. Progress comes per sampled row, a preview (the batch as a contact
-sheet) every ``output.save_every`` rows, and a final :class:`Done` with every image.
+Grids the size of the training window are sampled with the key/value cache (on CUDA at batch
+1 as a replayed CUDA graph); larger grids with the sliding window. Progress comes per sampled
+row, a preview (the batch as a contact sheet) every ``output.save_every`` rows, and a final
+:class:`Done` with every image. Finished token grids are decoded :data:`DECODE_CHUNK` images
+at a time; when the device runs out of memory the images finished so far stay in
+``state.images``.
+
+No autocast state is held across a ``yield``: the transformer's precision is a copy of its
+weights in the run's dtype, and the VQGAN's autocast is entered only around each decode.
 """
 
 from __future__ import annotations
@@ -16,17 +22,35 @@ import torch
 from PIL import Image
 
 from generator.config import SampleConfig
-from generator.devices import autocast, autocast_dtype, pick_device, seed_everything
+from generator.devices import (
+    autocast,
+    autocast_dtype,
+    describe_device,
+    is_out_of_memory,
+    pick_device,
+    release_memory,
+    seed_everything,
+)
 from generator.errors import InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress
 from generator.io.images import contact_sheet, cover, open_image, pil_to_tensor, tensor_to_pil
 from generator.prior.conditioning import coordinate_tokens, map_size, map_tokens, start_tokens
 from generator.prior.loader import Prior, load_prior_by_name
-from generator.prior.sampling import SamplingSettings, check_grid, sample_rows
+from generator.prior.sampling import (
+    SamplingSettings,
+    check_grid,
+    prior_dtype,
+    sample_rows,
+    window_length,
+    window_step,
+)
 from generator.runs import GenerationRun, RunState
 from generator.upscale.loader import UpscalerCache
 from generator.upscale.tiles import finish_with_upscale
 from generator.weights.download import ProgressCallback
+from models.gpt import with_linear_dtype
+
+DECODE_CHUNK = 4  # token grids decoded by the VQGAN at once
 
 
 def plan_size(prior: Prior, config: SampleConfig) -> tuple[tuple[int, int], tuple[int, int], str | None]:
@@ -99,7 +123,7 @@ class Sampler:
         state.config.update(size=list(size))
         seed_everything(seed)
         generator = torch.Generator(prior.device).manual_seed(seed)
-        dtype = autocast_dtype(prior.device, config.precision)
+        decode_dtype = autocast_dtype(prior.device, config.precision)
         settings = SamplingSettings(config.temperature, config.top_k, config.top_p)
         start_from = _completion_tokens(prior, config, size, grid)
         start = round(config.keep * grid[0] * grid[1]) if start_from is not None else 0
@@ -107,35 +131,56 @@ class Sampler:
         batches = [min(config.batch_size, config.n - first) for first in range(0, config.n, config.batch_size)]
         total_rows = state.total = rows_per_batch * len(batches)
         tokens_sampled, rows_done, sampling_started = 0, 0, time.perf_counter()
+        gpt = with_linear_dtype(prior.gpt, prior_dtype(prior.device, config.precision))
+        step = None  # the CUDA-graph step (batch 1 on CUDA): captured once, replayed by every such batch
+        usable = None
+        doing = "sampling"
 
         # 2. Sample batch by batch; every finished row is a progress step.
-        for batch in batches:
-            cond = _condition(prior, config, size, grid, batch)
-            tokens = torch.zeros(batch, *grid, dtype=torch.long, device=prior.device)
-            if start_from is not None:
-                tokens[:] = start_from
-            state.decode = lambda tokens=tokens: _sheet(prior, tokens, dtype)
-            try:
-                with autocast(prior.device, dtype):
-                    for _ in sample_rows(prior, cond, tokens, start, settings, generator, config.use_cache):
-                        rows_done += 1
-                        state.step = rows_done
-                        yield Progress("sample", rows_done, total_rows, time.perf_counter() - sampling_started)
-                        if config.output.save_every and rows_done % config.output.save_every == 0:
-                            yield Preview("sample", rows_done, _sheet(prior, tokens, dtype))
-            except torch.OutOfMemoryError:
-                raise OutOfMemoryError(
-                    f"the {prior.device.type.upper()} ran out of memory sampling {batch} images "
-                    f"of {size[0]}x{size[1]}; "
-                    "try a smaller --batch-size or --size."
-                ) from None
-            tokens_sampled += batch * (grid[0] * grid[1] - start)
-            state.images.extend(_decode(prior, tokens, dtype))
+        out_of_memory = False
+        try:
+            for batch in batches:
+                doing = f"sampling {_images(batch)} of {size[0]}x{size[1]}"
+                cond = _condition(prior, config, size, grid, batch)
+                tokens = torch.zeros(batch, *grid, dtype=torch.long, device=prior.device)
+                if start_from is not None:
+                    tokens[:] = start_from
+                state.decode = lambda tokens=tokens: _sheet(prior, tokens, decode_dtype)
+                length = window_length(prior, cond, grid) if config.use_cache else None
+                if step is None and length is not None:
+                    step = window_step(gpt, batch, length)
+                usable = step if step is not None and step.batch == batch else None
+                for _ in sample_rows(prior, cond, tokens, start, settings, generator, config.use_cache, gpt=gpt,
+                                     step=usable):
+                    rows_done += 1
+                    state.step = rows_done
+                    yield Progress("sample", rows_done, total_rows, time.perf_counter() - sampling_started)
+                    if config.output.save_every and rows_done % config.output.save_every == 0:
+                        yield Preview("sample", rows_done, _sheet(prior, tokens, decode_dtype))
+                tokens_sampled += batch * (grid[0] * grid[1] - start)
+                doing = f"decoding {_images(batch)} of {size[0]}x{size[1]}"
+                for first in range(0, batch, DECODE_CHUNK):
+                    state.images.extend(_decode(prior, tokens[first : first + DECODE_CHUNK], decode_dtype))
+        except (torch.OutOfMemoryError, RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            out_of_memory = True  # leave the except block first: its traceback holds the failed step's tensors
+        if out_of_memory:
+            gpt = step = usable = None  # the half-precision weights, the graph's cache and pool
+            release_memory(prior.device)
+            kept = f"the {_images(len(state.images), 'finished ')} {'is' if len(state.images) == 1 else 'are'} kept; " \
+                if state.images else ""
+            raise OutOfMemoryError(f"{describe_device(prior.device)} ran out of memory {doing}; {kept}"
+                                   "try a smaller --batch-size or --size.")
         finished = time.perf_counter()
         timings = {"sample": finished - sampling_started, "total": finished - started,
                    "tokens_per_second": tokens_sampled / max(finished - sampling_started, 1e-9)}
         done = Done(images=tuple(state.images), config=dict(state.config), seed=seed, timings=timings)
         yield (yield from finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds))
+
+
+def _images(count: int, adjective: str = "") -> str:
+    return f"{count} {adjective}image{'' if count == 1 else 's'}"
 
 
 def _condition(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: tuple[int, int],
@@ -167,11 +212,16 @@ def _completion_tokens(prior: Prior, config: SampleConfig, size: tuple[int, int]
 
 
 def _decode(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> list[Image.Image]:
+    """Token grids (B, H, W) -> images, in one VQGAN pass (callers bound B)."""
     with torch.inference_mode(), autocast(prior.device, dtype):
         pixels = prior.vqgan.decode_indices(tokens).float().add(1).div(2)
     return [tensor_to_pil(image) for image in pixels]
 
 
 def _sheet(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> Image.Image:
-    return contact_sheet(_decode(prior, tokens, dtype))
+    """The batch as one contact sheet, decoded :data:`DECODE_CHUNK` grids at a time."""
+    images = []
+    for first in range(0, tokens.shape[0], DECODE_CHUNK):
+        images += _decode(prior, tokens[first : first + DECODE_CHUNK], dtype)
+    return contact_sheet(images)
 
