@@ -1,13 +1,18 @@
 """Tiled, memory-bounded super-resolution of any image, as a generator of progress events.
 
-The image is cut into ``tile``-pixel cores; each core is run through the network with
-``tile_pad`` pixels of context on every side (clamped at the image border) and only the
-core's output is pasted into the result. Where the context covers the network's receptive
-field (compact SRVGG networks), the tiled result equals the untiled one. The result canvas
-lives on the CPU, so GPU memory does not grow with the image. Half precision is used on CUDA
-where the network supports it, with a fall back to float32 for any tile whose output is not
-finite; running out of GPU memory retries with smaller tiles. Alpha, greyscale and 16-bit
-inputs come back as they went in.
+The image is cut into ``tile``-pixel cores (``tile`` 0: the whole image where it fits in the
+device's free memory, else the largest tiles that do); each core is run through the network
+with ``tile_pad`` pixels of context on every side (clamped at the image border) and only the
+core's output is written into the preallocated result. Where the context covers the network's
+receptive field (compact SRVGG networks), the tiled result equals the untiled one: exactly in
+float32; in bf16 within one bf16 step (2**-7), since oneDNN may pick other kernels for other
+tile widths. The result lives on the CPU, so GPU memory does not grow with the image.
+
+``precision="auto"`` is fp16 on CUDA where the network supports it (else bf16 on GPUs that run
+it natively) and bf16 on CPUs with bf16 units (see :meth:`Upscaler.half_dtype`). The network's
+output is checked for finiteness before it is clamped to [0, 1]; a half precision tile whose
+output is not finite is run again in float32, as is the rest of the image. Running out of memory
+retries with smaller tiles. Alpha, greyscale and 16-bit inputs come back as they went in.
 
 Use with ``result = yield from upscale_image(...)`` (the events are forwarded and the
 upscaled :class:`ImageData` is the return value), or :func:`run_to_end`.
@@ -17,20 +22,44 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
 from generator.config import UpscaleConfig
-from generator.devices import autocast
+from generator.devices import autocast, describe_device, is_out_of_memory, release_memory
 from generator.errors import OutOfMemoryError
 from generator.events import Done, Event, Notice, Progress, relay
 from generator.io.image_data import ImageData
 from generator.upscale.loader import Upscaler, UpscalerCache
+from generator.upscale.memory import CPU_SHARE, CUDA_SHARE, free_bytes, largest_tile
 
 MIN_TILE = 32
 RETRY_TILE = 512
+FALLBACK_FREE_BYTES = 2 * 2**30  # planned for where the free memory cannot be read
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How an image goes through the network.
+
+    Attributes:
+        tile: core tile side in pixels (0: the whole image at once).
+        pad: context around each core, in input pixels.
+        dtype: autocast dtype (None: float32).
+        tiles: how many tiles that makes.
+    """
+
+    tile: int
+    pad: int
+    dtype: torch.dtype | None
+    tiles: int
+
+    @property
+    def precision(self) -> str:
+        return str(self.dtype or torch.float32).removeprefix("torch.")
 
 
 def tile_cores(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
@@ -41,61 +70,121 @@ def tile_cores(height: int, width: int, tile: int) -> list[tuple[int, int, int, 
             for y in range(0, height, tile) for x in range(0, width, tile)]
 
 
-def _run_tiles(upscaler: Upscaler, pixels: torch.Tensor, tile: int, pad: int, dtype: torch.dtype | None,
+def memory_tile(upscaler: Upscaler, height: int, width: int, pad: int) -> int:
+    """The tile for ``tile=0``: the whole image (0) where it fits the memory free on the
+    upscaler's device, else the largest tile that does (at least :data:`MIN_TILE`). Planned
+    with 4 bytes a value whatever the precision (autocast keeps some tensors in float32, and
+    running out of RAM on the CPU ends the process rather than raising); on the CPU the result
+    canvas is taken off the free memory first."""
+    device = upscaler.device
+    free = free_bytes(device)
+    free = FALLBACK_FREE_BYTES if free is None else free
+    share = CUDA_SHARE if device.type == "cuda" else CPU_SHARE
+    if device.type == "cpu":
+        free -= height * width * upscaler.scale**2 * 3 * 4
+    fits = largest_tile(max(free, 0), share, pad, upscaler.widest_activation, 4, upscaler.multiple_of)
+    if fits >= max(height, width):
+        return 0
+    return max(fits, -(-MIN_TILE // upscaler.multiple_of) * upscaler.multiple_of)
+
+
+def plan_tiles(upscaler: Upscaler, height: int, width: int, *, tile: int = 256, tile_pad: int | None = None,
+               precision: str = "auto") -> TilePlan:
+    """The tiles and precision :func:`upscale_pixels` uses for an image of ``height`` x ``width``.
+
+    ``tile`` > 0 is kept (rounded up to the network's multiple); 0 is the whole image where
+    it fits in memory, else the largest tiles that do (:func:`memory_tile`).
+    """
+    multiple = upscaler.multiple_of
+    pad = upscaler.tile_pad if tile_pad is None else -(-tile_pad // multiple) * multiple
+    dtype = upscaler.autocast_dtype(precision)
+    tile = -(-tile // multiple) * multiple if tile > 0 else memory_tile(upscaler, height, width, pad)
+    if tile >= max(height, width):
+        tile = 0
+    return TilePlan(tile, pad, dtype, len(tile_cores(height, width, tile)))
+
+
+def _forward(upscaler: Upscaler, region: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """The unclamped network output for one tile, in ``dtype`` under autocast (None: float32)."""
+    with autocast(upscaler.device, dtype):
+        return upscaler.unclamped(region)
+
+
+def _run_tile(upscaler: Upscaler, source: torch.Tensor, canvas: torch.Tensor, core: tuple[int, int, int, int],
+              pad: int, dtype: torch.dtype | None) -> bool:
+    """Upscale one core (with its context) into ``canvas``; False, writing nothing, if the
+    output of a half precision run is not finite in the core (checked before clamping)."""
+    y, x, h, w = core
+    _, _, height, width = source.shape
+    scale = upscaler.scale
+    y0, x0 = max(y - pad, 0), max(x - pad, 0)
+    y1, x1 = min(y + h + pad, height), min(x + w + pad, width)
+    with torch.inference_mode():
+        region = source[:, :, y0:y1, x0:x1].contiguous(memory_format=torch.channels_last)
+        output = _forward(upscaler, region, dtype)
+        oy, ox = (y - y0) * scale, (x - x0) * scale
+        kept = output[:, :, oy:oy + h * scale, ox:ox + w * scale]
+        if dtype is not None and not bool(torch.isfinite(kept).all()):
+            return False
+        canvas[:, :, y * scale:(y + h) * scale, x * scale:(x + w) * scale].copy_(kept.clamp_(0, 1))
+    return True
+
+
+def _run_tiles(upscaler: Upscaler, pixels: torch.Tensor, plan: TilePlan,
                started: float) -> Generator[Event, None, torch.Tensor]:
     """One pass over the tiles; the (1, 3, H*s, W*s) float32 CPU result is the return value."""
     _, _, height, width = pixels.shape
     scale = upscaler.scale
-    canvas = torch.empty(1, 3, height * scale, width * scale, dtype=torch.float32)  # on the CPU
-    cores = tile_cores(height, width, tile)
-    for index, (y, x, h, w) in enumerate(cores, start=1):
-        y0, x0 = max(y - pad, 0), max(x - pad, 0)
-        y1, x1 = min(y + h + pad, height), min(x + w + pad, width)
-        region = pixels[:, :, y0:y1, x0:x1].to(upscaler.device)
-        output = _forward(upscaler, region, dtype)
-        if dtype is not None and not torch.isfinite(output).all():
+    # (1, 3, H*s, W*s) on the CPU, laid out as (H*s, W*s, 3): the network's channels_last output
+    # copies in directly, and the caller's (H, W, C) view of it needs no copy.
+    canvas = torch.empty(1, height * scale, width * scale, 3).permute(0, 3, 1, 2)
+    source = pixels.to(upscaler.device)
+    dtype = plan.dtype
+    cores = tile_cores(height, width, plan.tile)
+    for index, core in enumerate(cores, start=1):
+        if not _run_tile(upscaler, source, canvas, core, plan.pad, dtype):
             yield Notice(f"{upscaler.name} gave non-finite values in {str(dtype).removeprefix('torch.')}; "
                          "using float32 from here on.")
             dtype = None
-            output = _forward(upscaler, region, None)
-        oy, ox = (y - y0) * scale, (x - x0) * scale
-        canvas[:, :, y * scale:(y + h) * scale, x * scale:(x + w) * scale] = \
-            output[:, :, oy:oy + h * scale, ox:ox + w * scale].float().cpu()
+            _run_tile(upscaler, source, canvas, core, plan.pad, dtype)
         yield Progress("upscale", index, len(cores), time.perf_counter() - started)
     return canvas
 
 
-def _forward(upscaler: Upscaler, region: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    with torch.inference_mode(), autocast(upscaler.device, dtype):
-        return upscaler.descriptor(region)
-
-
 def upscale_pixels(upscaler: Upscaler, pixels: torch.Tensor, *, tile: int = 256, tile_pad: int | None = None,
                    precision: str = "auto") -> Generator[Event, None, torch.Tensor]:
-    """(1, 3, H, W) float32 in [0, 1] -> (1, 3, H*s, W*s) float32 on the CPU, by tiles.
+    """(1, 3, H, W) float32 in [0, 1] -> (1, 3, H*s, W*s) float32 in [0, 1] on the CPU, by tiles.
+
+    The tiles and precision are :func:`plan_tiles`'s. Running out of memory on the device
+    retries with tiles of half the side (with a :class:`Notice`) down to :data:`MIN_TILE`.
 
     Raises:
         OutOfMemoryError: the device ran out of memory even with the smallest tiles.
+        ConfigError: a precision the network does not support.
     """
-    multiple = upscaler.multiple_of
-    tile = -(-tile // multiple) * multiple if tile > 0 else 0
-    pad = upscaler.tile_pad if tile_pad is None else -(-tile_pad // multiple) * multiple
-    dtype = None if precision == "fp32" else upscaler.half_dtype()
+    _, _, height, width = pixels.shape
+    plan = plan_tiles(upscaler, height, width, tile=tile, tile_pad=tile_pad, precision=precision)
+    device, multiple = upscaler.device, upscaler.multiple_of
     started = time.perf_counter()
     while True:
         try:
-            return (yield from _run_tiles(upscaler, pixels, tile, pad, dtype, started))
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            current = tile or max(pixels.shape[2:])
-            smaller = min(RETRY_TILE, current // 2) if tile == 0 else tile // 2
-            if smaller < MIN_TILE:
-                raise OutOfMemoryError(
-                    f"the GPU ran out of memory upscaling even with {MIN_TILE}-pixel tiles; "
-                    "use --device cpu or a smaller image."
-                ) from None
-            yield Notice(f"out of GPU memory with {current}-pixel tiles; retrying with {smaller}.")
-            tile = smaller
+            return (yield from _run_tiles(upscaler, pixels, plan, started))
+        except (torch.OutOfMemoryError, RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+        # Out of memory. Handled here, outside the except block, whose traceback holds the failed
+        # tile's tensors until it is left.
+        release_memory(device)
+        current = plan.tile or max(height, width)
+        smaller = (min(RETRY_TILE, current // 2) if plan.tile == 0 else current // 2) // multiple * multiple
+        if smaller < MIN_TILE:
+            advice = "free memory on it or use --device cpu" if device.type == "cuda" else \
+                "close other programs or upscale a smaller image"
+            raise OutOfMemoryError(f"{describe_device(device)} ran out of memory upscaling a {width}x{height} image "
+                                   f"even with {current}-pixel tiles; {advice}.")
+        yield Notice(f"{describe_device(device)} ran out of memory with {current}-pixel tiles; retrying with "
+                     f"{smaller} (a smaller --tile avoids the retry).")
+        plan = TilePlan(smaller, plan.pad, plan.dtype, len(tile_cores(height, width, smaller)))
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -116,9 +205,10 @@ def upscale_image(upscaler: Upscaler, image: ImageData, *, scale: float | None =
 
     Colour goes through the network; greyscale is run as RGB and returned as grey (ITU-R 601
     luma); alpha goes through the network as well (``alpha="network"``, Real-ESRGAN's default)
-    or is resized (``"resize"``). The bit depth is kept.
+    or is resized (``"resize"``). The bit depth is kept. An RGB result is the network's output
+    itself (no copy).
     """
-    pixels = image.pixels.astype(np.float32)
+    pixels = image.pixels.astype(np.float32, copy=False)
     colour = pixels[..., :3] if image.channels >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
     upscaled = (yield from upscale_pixels(upscaler, _to_tensor(colour), tile=tile, tile_pad=tile_pad,
                                           precision=precision))[0].permute(1, 2, 0).numpy()
@@ -132,11 +222,15 @@ def upscale_image(upscaler: Upscaler, image: ImageData, *, scale: float | None =
             parts.append(through[0].mean(dim=0, keepdim=True).permute(1, 2, 0).numpy())
         else:
             parts.append(_resize(mask, (width, height)))
-    result = np.clip(np.concatenate(parts, axis=2), 0, 1)
+    if len(parts) == 1 and image.channels >= 3:
+        result = parts[0]  # clamped to [0, 1] already
+    else:
+        result = np.concatenate(parts, axis=2)
+        np.clip(result, 0, 1, out=result)
     if scale and abs(scale - upscaler.scale) > 1e-6:
         target = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
         result = _resize(result, target)
-    return ImageData(result.astype(np.float32), image.bits)
+    return ImageData(result.astype(np.float32, copy=False), image.bits)
 
 
 def upscale_with(upscaler: Upscaler, image: ImageData, config: UpscaleConfig) -> Generator[Event, None, ImageData]:
