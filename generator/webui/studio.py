@@ -2,7 +2,9 @@
 
 The Gradio queue runs one heavy job at a time (one GPU), so a Studio never loads models
 concurrently; switching to other models (another preset's CLIP ensemble, another prior)
-drops the previous ones first to free memory.
+drops the previous ones first to free memory. On a GPU the text-to-image models and the
+prior's are not kept there together: the set a job does not use waits in the computer's
+memory and comes back when a job needs it (a second or two, instead of loading again).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from generator.config import ModelsConfig
 from generator.devices import pick_device
 from generator.guidance.pipeline import TextToImage
-from generator.prior.loader import transformer_registry_name
+from generator.prior.loader import Prior, transformer_registry_name
 from generator.prior.pipeline import Sampler
 from generator.sinks import RunRecord
 from generator.upscale.loader import UpscalerCache
@@ -101,10 +103,13 @@ class Studio:
         return self.sessions.setdefault(key, Session())
 
     def text_to_image_for(self, models: ModelsConfig) -> TextToImage:
-        """The text-to-image pipeline for ``models``, loading it (and dropping another) if needed."""
+        """The text-to-image pipeline for ``models``, loading it (and dropping another) if needed,
+        on the device, with the prior's models moved off a GPU."""
+        if self.sampler is not None:
+            self._park(self.sampler.prior)
         current = self.text_to_image
         if current is not None and models.identity in (current.models.identity, current.requested.identity):
-            return current
+            return current.to(self.device)
         self.text_to_image = None
         _free(self.device)
         logger.info("loading models for %s", models.vqgan)
@@ -113,16 +118,27 @@ class Studio:
         return self.text_to_image
 
     def sampler_for(self, model: str, transformer_config: str | None = None) -> Sampler:
-        """The Sampler for a prior, loading it (and dropping another) if needed."""
+        """The Sampler for a prior, loading it (and dropping another) if needed, on the device,
+        with the text-to-image models moved off a GPU."""
+        if self.text_to_image is not None:
+            self._park(self.text_to_image)
         current = self.sampler
         if current is not None and current.model in (model, transformer_registry_name(model)) \
                 and current.transformer_config == transformer_config:
+            current.prior.to(self.device)
             return current
         self.sampler = None
         _free(self.device)
         self.sampler = Sampler.from_pretrained(model, transformer_config, device=self.device,
                                                weights_dir=self.weights_dir, offline=self.offline)
         return self.sampler
+
+
+    def _park(self, models: TextToImage | Prior) -> None:
+        """On a GPU, move ``models`` to the CPU (still loaded) and give their GPU memory back."""
+        if self.device.type == "cuda":
+            models.to("cpu")
+            _free(self.device)
 
 
 def _free(device: torch.device) -> None:
