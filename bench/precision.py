@@ -4,7 +4,8 @@ VQGAN f16-16384 and CLIP ViT-B/32 with random weights (seeded), one prompt, one 
 first step it prints the loss of both, the cosine between their latent updates and the
 difference of the decoded start images; then it runs ``--steps`` steps both ways and prints
 the two loss curves' largest relative gap and the final images' mean absolute difference
-(in 1/255), beside how far the float32 image moved from its start in those steps. The tolerance the project states (README, ``precision``) is what this measures:
+(in 1/255), beside how far the float32 image moved from its start in those steps. The
+tolerance the project states (README, ``precision``) is what this measures:
 
     python bench/precision.py --device cpu --size 256 --steps 10        # bf16 vs float32 on the CPU
     python bench/precision.py --precision fp16                          # on a GPU
