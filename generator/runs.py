@@ -34,6 +34,7 @@ class RunState:
         total: units planned (0 until known).
         decode: decodes the latest state into an image (None until there is one).
         images: results finished so far (prior sampling finishes one batch at a time).
+        latent: the latest latent (1, C, h, w) on the CPU, for runs that optimise one (None otherwise).
     """
 
     mode: str
@@ -43,6 +44,7 @@ class RunState:
     total: int = 0
     decode: Callable[[], Image.Image] | None = None
     images: list[Image.Image] = field(default_factory=list)
+    latent: Callable[[], torch.Tensor] | None = None
 
     @property
     def seed(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +24,26 @@ from typing import Any
 
 from PIL import Image
 
-from generator.config import OutputConfig, SampleConfig, UpscaleConfig
+from generator.animation.state import FRAME_RECORDS, MODE, AnimationState
+from generator.config import AnimationConfig, OutputConfig, SampleConfig, UpscaleConfig
 from generator.config_schema import build_config
 from generator.errors import GeneratorError
 from generator.events import Done, Event, Preview
 from generator.guidance.prompts import parse_story
+from generator.io import video as video_io
+from generator.io.atomic_files import output_error
 from generator.io.image_data import ImageData
 from generator.io.images import contact_sheet
-from generator.io.outputs import CONFIG_KEY, MODE_KEY, SOFTWARE, RunWriter, free_path, png_text, write_bytes_atomic
+from generator.io.outputs import (
+    CONFIG_KEY,
+    MODE_KEY,
+    SOFTWARE,
+    RunWriter,
+    free_path,
+    png_text,
+    save_png,
+    write_bytes_atomic,
+)
 from generator.runs import GenerationRun, RunState
 
 logger = logging.getLogger(__name__)
@@ -87,7 +100,11 @@ def drive(run: GenerationRun, out_dir: Path, *, record: RunRecord | None = None,
         for event in run:
             record.step, record.total = state.step, state.total
             if isinstance(event, Preview):
-                writer.write_frame(event.step, event.image)
+                preview = getattr(outputs, "preview", None)  # a mode may file its previews itself
+                if preview is not None:
+                    preview(writer, event, state)
+                else:
+                    writer.write_frame(event.step, event.image)
                 record.folder = writer.folder
             elif isinstance(event, Done):
                 record.done = event
@@ -116,8 +133,12 @@ def _conclude(writer: RunWriter, record: RunRecord, state: RunState, status: str
     """The video of the frames (as the run's output config asks) and ``run.json``."""
     record.status = status
     output = build_config(OutputConfig, state.config.get("output", {}))
+    video = getattr(OUTPUTS[state.mode], "video", None)  # a mode may make its video itself
     try:
-        writer.write_video(fps=output.fps, mp4=output.video, gif=output.gif)
+        if video is not None:
+            video(writer, state)
+        else:
+            writer.write_video(fps=output.fps, mp4=output.video, gif=output.gif)
     finally:
         done = record.done
         summary = {"mode": state.mode, "label": state.label, "status": status, "step": state.step,
@@ -125,15 +146,16 @@ def _conclude(writer: RunWriter, record: RunRecord, state: RunState, status: str
                    "parent": str(parent) if parent else None,
                    "timings": dict(done.timings) if done is not None else {}}
         writer.write_json(summary, RUN_RECORD)
-        record.folder, record.files = writer.folder, writer.written
+        record.folder, record.files = writer.folder, writer.written + list(getattr(state, "files", ()))
 
 
 class TextToImageOutputs:
-    """``final.png`` (config embedded) + ``config.json`` (+ ``final_x4.png``)."""
+    """``final.png`` (config embedded) + ``config.json`` + ``latent.safetensors`` (+ ``final_x4.png``)."""
 
     @staticmethod
     def finish(writer: RunWriter, done: Done, state: RunState) -> Path:
         final = writer.write_final(done.images[0], config=done.config, prompt=state.label, seed=done.seed)
+        _write_latent(writer, state)
         suffix = build_config(UpscaleConfig, done.config.get("upscale", {})).suffix
         for image in done.upscaled:
             writer.write_image(image, f"final{suffix}.png",
@@ -147,7 +169,21 @@ class TextToImageOutputs:
         if image is None:
             return None
         config = config_at_step(run.state.config, run.state.step)
-        return writer.write_final(image, config=config, prompt=run.state.label, seed=run.state.seed)
+        final = writer.write_final(image, config=config, prompt=run.state.label, seed=run.state.seed)
+        _write_latent(writer, run.state)
+        return final
+
+
+def _write_latent(writer: RunWriter, state: RunState) -> None:
+    """``latent.safetensors``, for "continue"; a run whose latent cannot be read keeps its image."""
+    if state.latent is None:
+        return
+    try:
+        latent = state.latent()
+    except Exception as error:  # best effort: the image is what matters
+        logger.warning("could not save the latent to continue from: %s", error)
+        return
+    writer.write_latent(latent)
 
 
 def config_at_step(config: Mapping[str, Any], step: int) -> dict[str, Any]:
@@ -197,7 +233,83 @@ def write_samples(writer: RunWriter, images: Sequence[Image.Image], resolved: Ma
                               mode="sample")
 
 
-OUTPUTS: dict[str, Any] = {"text-to-image": TextToImageOutputs, "sample": SampleOutputs}
+class AnimationOutputs:
+    """``frames/NNNNNN.png`` (every frame, as it is finished), ``frames.jsonl`` (one record per
+    frame), ``final.png`` (the last frame, config embedded), ``config.json`` and ``video.mp4``
+    (always; ``video.gif`` too with ``--gif``); with ``--upscale``, ``frames_x4/`` and a video
+    made of those. A stopped run keeps the same files for the frames it finished, and its
+    ``config.json`` holds every setting, so ``--resume`` continues it."""
+
+    @staticmethod
+    def preview(writer: RunWriter, event: Preview, state: AnimationState) -> None:
+        """A finished frame into ``frames/``, its upscaled copy into ``frames_x4/``."""
+        if event.stage != "upscaled":
+            writer.write_frame(event.step, event.image)
+            return
+        assert writer.folder is not None, "an upscaled copy comes after its frame"
+        folder = writer.folder / f"frames{build_config(UpscaleConfig, state.config.get('upscale', {})).suffix}"
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as error:
+            raise output_error(error, folder, writer.folder) from error
+        state.files.append(save_png(event.image, folder / f"{event.step:06d}.png", folder=writer.folder))
+
+    @staticmethod
+    def finish(writer: RunWriter, done: Done, state: AnimationState) -> Path:
+        _write_frame_records(writer, state)
+        return writer.write_final(done.images[0], config=done.config, prompt=state.label, seed=done.seed,
+                                  mode=state.mode)
+
+    @staticmethod
+    def keep(writer: RunWriter, run: GenerationRun) -> Path | None:
+        """The frames finished so far: their records, and the last as ``final.png`` with the
+        whole config (not cut to the frames reached: ``--resume`` continues from it)."""
+        state = run.state
+        if not isinstance(state, AnimationState) or state.last_frame is None:
+            return None
+        _write_frame_records(writer, state)
+        return writer.write_final(state.last_frame, config=state.config, prompt=state.label, seed=state.seed,
+                                  mode=state.mode)
+
+    @staticmethod
+    def video(writer: RunWriter, state: AnimationState) -> None:
+        """``video.mp4`` of the frames (upscaled ones when every frame has one): at the
+        input's or ``fps`` frame rate, or fitted to ``video_length``; interpolated ``interpolate``
+        times (n frames become n * interpolate); with the restyled video's sound."""
+        frames = writer.frames()
+        if not frames or writer.folder is None:
+            return
+        folder = writer.folder
+        config = build_config(AnimationConfig, state.config)
+        if config.upscale.upscale:
+            upscaled = sorted((folder / f"frames{config.upscale.suffix}").glob("*.png"))
+            if len(upscaled) == len(frames):
+                frames = upscaled
+        factor = config.interpolate
+        fps = len(frames) * factor / config.video_length if config.video_length else state.fps * factor
+        final = folder / "video.mp4"
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".video-") as work:
+            steps = factor > 1, state.audio is not None
+            current = video_io.write_mp4(frames, final if not any(steps) else Path(work) / "frames.mp4",
+                                         fps=fps / factor)
+            if factor > 1:
+                current = video_io.interpolate_mp4(current, Path(work) / "smooth.mp4" if state.audio else final,
+                                                   factor=factor, fps=fps / factor)
+            if state.audio is not None:
+                video_io.add_audio(current, state.audio, final)
+        state.files.append(final)
+        if config.output.gif:
+            state.files.append(video_io.write_gif(frames, folder / "video.gif", fps=fps / factor))
+
+
+def _write_frame_records(writer: RunWriter, state: AnimationState) -> None:
+    """``frames.jsonl``: one JSON object per finished frame."""
+    assert writer.folder is not None, "records come after their frames"
+    lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in state.records)
+    state.files.append(write_bytes_atomic(writer.folder / FRAME_RECORDS, lines.encode("utf-8"), folder=writer.folder))
+
+
+OUTPUTS: dict[str, Any] = {"text-to-image": TextToImageOutputs, "sample": SampleOutputs, MODE: AnimationOutputs}
 """How each mode's finished and stopped runs are written."""
 
 

@@ -24,9 +24,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("weights and io", ("generator.config_schema", "generator.config", "generator.devices", "generator.runs",
                         "generator.io", "generator.weights")),
     ("stage internals", ("generator.vqgan_loader", "generator.presets", "generator.guidance", "generator.prior",
-                         "generator.upscale")),
-    ("pipelines", ("generator.guidance.pipeline", "generator.prior.pipeline")),
+                         "generator.upscale", "generator.animation")),
+    ("pipelines", ("generator.guidance.pipeline", "generator.prior.pipeline", "generator.animation.pipeline")),
     ("driver", ("generator.sinks",)),
+    ("batch", ("generator.batch",)),
     ("front ends", ("generator.cli", "generator.webui", "generator.__main__", "app")),
 ]
 

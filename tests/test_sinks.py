@@ -36,7 +36,7 @@ def test_the_cli_and_the_web_ui_write_the_same_files(tiny_pipeline, tiny_files, 
     list(text_to_image_job(studio, config, studio.session()))
     cli, ui = _only(tmp_path / "cli"), _only(tmp_path / "ui")
     assert _files(cli) == _files(ui) == ["config.json", "final.png", "frames/000002.png", "frames/000004.png",
-                                         "frames/000006.png", "run.json", "video.mp4"]
+                                         "frames/000006.png", "latent.safetensors", "run.json", "video.mp4"]
     assert np.array_equal(np.asarray(Image.open(cli / "final.png")), np.asarray(Image.open(ui / "final.png")))
     assert json.loads((cli / "config.json").read_text()) == json.loads((ui / "config.json").read_text())
     records = [json.loads((folder / "run.json").read_text()) for folder in (cli, ui)]
@@ -64,7 +64,7 @@ def test_a_stopped_run_keeps_its_frames_and_latest_image_and_says_so(tiny_pipeli
     events.close()
     assert record.status == "stopped" and record.step == 5 and record.result == record.folder / "final.png"
     assert _files(record.folder) == ["config.json", "final.png", "frames/000002.png", "frames/000004.png",
-                                     "run.json", "video.mp4"]
+                                     "latent.safetensors", "run.json", "video.mp4"]
     summary = json.loads((record.folder / "run.json").read_text())
     assert summary["status"] == "stopped" and summary["step"] == 5 and summary["total"] == 50
     assert json.loads((record.folder / "config.json").read_text())["steps"] == 5

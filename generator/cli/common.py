@@ -12,7 +12,7 @@ from generator.errors import ConfigError
 from generator.io.outputs import config_from_png, mode_of_output
 from generator.presets import load_preset
 
-COMMAND_OF_MODE = {"text-to-image": "", "sample": "sample"}
+COMMAND_OF_MODE = {"text-to-image": "", "sample": "sample", "animate": "animate"}
 """The subcommand that makes (and repeats, with --from) each mode's outputs."""
 
 

@@ -1,4 +1,5 @@
-"""Where the optimised latent starts: random codes, pixel noise, gradient noise or an image."""
+"""Where the optimised latent starts: random codes, pixel noise, gradient noise, an image, or
+the saved latent of an earlier run (to continue it)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import math
 
 import torch
 
+from generator.errors import InputError
 from generator.io.images import cover, open_image, pil_to_tensor
+from generator.io.latents import read_latent
 from models.vqgan import VQGAN
 
 
@@ -50,10 +53,13 @@ def encode_pixels(vqgan: VQGAN, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def initial_latent(vqgan: VQGAN, mode: str, size: tuple[int, int], generator: torch.Generator,
-                   init_image: str | None = None) -> torch.Tensor:
-    """The starting latent for ``mode`` (random, pixels, gradient or image) at ``size`` (W, H)."""
+                   init_image: str | None = None, init_latent: str | None = None) -> torch.Tensor:
+    """The starting latent for ``mode`` (random, pixels, gradient, image or latent) at ``size`` (W, H)."""
     factor = vqgan.downsample_factor
     grid = (size[1] // factor, size[0] // factor)
+    if mode == "latent":
+        assert init_latent is not None  # checked by InitConfig
+        return saved_latent(vqgan, init_latent, size)
     if mode == "random":
         return random_codes(vqgan, grid, generator)
     if mode == "pixels":
@@ -64,3 +70,17 @@ def initial_latent(vqgan: VQGAN, mode: str, size: tuple[int, int], generator: to
         assert init_image is not None  # checked by InitConfig
         return encode_pixels(vqgan, image_pixels(init_image, size))
     raise ValueError(f"unknown init mode {mode!r}")
+
+
+def saved_latent(vqgan: VQGAN, path: str, size: tuple[int, int]) -> torch.Tensor:
+    """The latent a run saved (see :mod:`generator.io.latents`), checked against this VQGAN and size."""
+    latent = read_latent(path)  # (1, C, h, w)
+    factor = vqgan.downsample_factor
+    expected = (vqgan.config.embed_dim, size[1] // factor, size[0] // factor)
+    if tuple(latent.shape[1:]) != expected:
+        channels, rows, cols = latent.shape[1:]
+        raise InputError(
+            f"the latent in {path} is for {cols * factor}x{rows * factor} images of a VQGAN with {channels} channels, "
+            f"not {size[0]}x{size[1]} with {expected[0]}; continue it with the size and VQGAN of the run it came from."
+        )
+    return latent.to(vqgan.codebook.device)

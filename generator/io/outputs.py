@@ -26,6 +26,7 @@ from generator.errors import GeneratorError, InputError, OutputError, summary
 from generator.io import video
 from generator.io.atomic_files import atomic_path, output_error, write_bytes_atomic
 from generator.io.images import png_bytes
+from generator.io.latents import LATENT_FILE, latent_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +256,11 @@ class RunWriter:
         """Save an extra PNG (e.g. ``final_x4.png``) in the run folder; returns its path."""
         path = self._make_dir(self._root()) / _check_name(name, ".png")
         return self._record(save_png(image, path, text=text, folder=self._folder))
+
+    def write_latent(self, latent: Any) -> Path:
+        """Save the run's latent (1, C, h, w) as ``latent.safetensors``, so the run can be continued."""
+        path = self._make_dir(self._root()) / LATENT_FILE
+        return self._record(write_bytes_atomic(path, latent_bytes(latent), folder=self._folder))
 
     def frames(self) -> list[Path]:
         """The frame files in ``frames/``, sorted by step number."""

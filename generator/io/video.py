@@ -13,7 +13,10 @@ import errno
 import logging
 import numbers
 import os
-from collections.abc import Iterable, Sequence
+import re
+import subprocess
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ import imageio.v2 as imageio_v2
 import numpy as np
 from PIL import Image
 
-from generator.errors import GeneratorError, InputError, OutputError
+from generator.errors import GeneratorError, InputError, OutputError, summary
 from generator.io.atomic_files import atomic_path, output_error
 
 logger = logging.getLogger(__name__)
@@ -204,3 +207,149 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         scaled = np.asarray(image, dtype=np.float64) / 257.0
         image = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+# --- reading videos, interpolation and sound (the animation's restyle and smooth output) ---
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _ffmpeg() -> str:
+    """The ffmpeg bundled with imageio-ffmpeg (no system ffmpeg is needed)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([_ffmpeg(), "-hide_banner", "-nostdin", *args], capture_output=True, text=True,
+                          check=False)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds.
+
+    Attributes:
+        fps: frames per second.
+        size: (width, height).
+        has_audio: whether it has a sound track.
+    """
+
+    fps: float
+    size: tuple[int, int]
+    has_audio: bool
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Frame rate, size and whether there is sound, read by the bundled ffmpeg.
+
+    Raises:
+        InputError: the file is missing or holds no readable video stream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"the video {path} does not exist; check the path of --video-init.")
+    result = _run_ffmpeg(["-i", str(path)])  # ffmpeg describes the input on stderr, then complains about no output
+    stream = re.search(r"Stream #\S+.*?: Video: .*?, (\d+)x(\d+)[ ,].*?(?:([\d.]+) fps|([\d.]+) tbr)", result.stderr)
+    if stream is None:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1][:200] if lines else "no video stream"
+        raise InputError(f"{path} cannot be read as a video ({reason}); give an intact video file or a folder "
+                         "of frames.")
+    fps = float(stream[3] or stream[4])
+    return VideoInfo(fps, (int(stream[1]), int(stream[2])), bool(re.search(r"Stream #\S+.*?: Audio:", result.stderr)))
+
+
+def read_video_frames(path: Path) -> Iterator[Image.Image]:
+    """The frames of a video file, one RGB image at a time.
+
+    Raises:
+        InputError: the file cannot be decoded.
+    """
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        width, height = meta["size"]
+        for raw in reader:
+            yield Image.frombytes("RGB", (width, height), raw)
+    except (OSError, RuntimeError, StopIteration, KeyError) as error:
+        raise InputError(f"{path} cannot be decoded as a video ({summary(error)}); give an intact video file or "
+                         "a folder of frames.") from error
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The image files of a folder of frames, in natural order (``2.png`` before ``10.png``)."""
+    def natural(path: Path) -> list:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name.lower())]
+
+    return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                  key=natural)
+
+
+def interpolate_mp4(source: Path, path: Path, *, factor: int, fps: float) -> Path:
+    """A new mp4 at ``path`` with ``factor`` times the frames of ``source`` (at ``fps``):
+    ffmpeg's motion-compensated ``minterpolate`` puts ``factor - 1`` frames after every frame,
+    the last held, so ``n`` frames become exactly ``n * factor`` at ``fps * factor``.
+
+    Raises:
+        OutputError: ffmpeg failed; ``source`` is kept.
+    """
+    path = Path(path)
+    frames, _ = _count(source, path)
+    target = frames * factor
+    with atomic_path(path) as tmp:
+        result = _run_ffmpeg(["-i", str(source), "-vf",
+                              f"tpad=stop_mode=clone:stop={factor},minterpolate=fps={fps * factor:g}:mi_mode=mci",
+                              "-frames:v", str(target), "-an", "-c:v", MP4_CODEC, "-crf", str(MP4_CRF),
+                              "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp)])
+        if result.returncode != 0:
+            raise _encoder_error(RuntimeError(result.stderr.strip().splitlines()[-1:] or "ffmpeg failed"), path,
+                                 "ffmpeg")
+        _verify_mp4(tmp, path, target)
+    logger.info("wrote %s (%d frames interpolated from %d)", path, target, frames)
+    return path
+
+
+def add_audio(video_path: Path, audio_source: Path, path: Path) -> Path:
+    """A new mp4 at ``path``: the picture of ``video_path`` (not re-encoded) with the sound of
+    ``audio_source``, cut to the shorter of the two.
+
+    Raises:
+        OutputError: ffmpeg failed; ``video_path`` is kept.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        result = _run_ffmpeg(["-i", str(video_path), "-i", str(audio_source), "-map", "0:v:0", "-map", "1:a:0",
+                              "-c:v", "copy", "-c:a", "aac", "-shortest", "-movflags", "+faststart", "-f", "mp4", "-y",
+                              str(tmp)])
+        if result.returncode != 0:
+            raise _encoder_error(RuntimeError(result.stderr.strip().splitlines()[-1:] or "ffmpeg failed"), path,
+                                 "ffmpeg")
+    return path
+
+
+def _count(source: Path, path: Path) -> tuple[int, float]:
+    import imageio_ffmpeg
+
+    try:
+        return imageio_ffmpeg.count_frames_and_secs(str(source))
+    except (OSError, RuntimeError) as error:
+        raise _encoder_error(error, path, "ffmpeg") from error
+
+
+def count_frames(path: Path) -> int:
+    """The number of frames of a video file (decodes it once).
+
+    Raises:
+        InputError: the file cannot be decoded.
+    """
+    import imageio_ffmpeg
+
+    try:
+        return int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
+    except (OSError, RuntimeError) as error:
+        raise InputError(f"{path} cannot be decoded as a video ({summary(error)}); give an intact video file or "
+                         "a folder of frames.") from error

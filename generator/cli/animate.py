@@ -1,0 +1,131 @@
+"""``python -m generator animate "prompt" [flags]``: zoom, pan and rotate videos, prompts that
+change at frames, video restyle.
+
+    python -m generator animate "a fractal forest" --frames 120 --zoom "0:1.0, 60:1.04, 120:1.0" --angle 0.5
+    python -m generator animate "a forest ^ a burning forest ^ ashes" --frames 90 --zoom 1.02
+    python -m generator animate "oil painting" --video-init input.mp4 --every 2 --blend 0.3
+    python -m generator animate --resume outputs/20240101-120000-a-fractal-forest-7
+
+A subcommand rather than flags on the main command: an animation has settings of its own
+(frames, motion, restyle, video), its own outputs (every frame, ``frames.jsonl``, a video) and
+``--resume``, and ``--steps`` means something else in it (the first frame's steps). Every
+text-to-image flag works here too, with the same name. Motion flags take a number or
+keyframes ``"FRAME:VALUE, ..."``; ``--prompt-at FRAME=PROMPT`` (repeatable) changes the
+prompts at a frame (see generator/animation/keyframes.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from generator.animation.keyframes import MotionSchedule, prompt_timeline
+from generator.animation.pipeline import Animator
+from generator.animation.resume import read_resume
+from generator.animation.state import MODE, Resume
+from generator.cli.common import base_settings
+from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
+from generator.cli.generate import DEFAULT_OUT, add_settings_arguments
+from generator.config import AnimationConfig, clip_model_spec
+from generator.config_schema import field_paths, merge, nest
+from generator.errors import ConfigError
+from generator.guidance.pipeline import TextToImage
+from generator.presets import DEFAULT_PRESET
+
+_S = argparse.SUPPRESS
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    """The text-to-image parser plus the animation's flags (named after AnimationConfig fields)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1],
+        description="Make an animation (zoom, pan, rotate, changing prompts) or restyle a video with VQGAN+CLIP.")
+    parser.add_argument("prompts", nargs="?", default=_S, metavar="PROMPT",
+                        help="'text:weight:stop | more text' ; '^' separates story phrases (advancing every "
+                             "--change-prompt-every frames)")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for run folders (default: outputs)")
+    add_settings_arguments(parser)  # every text-to-image flag
+    frames = parser.add_argument_group("animation")
+    add = frames.add_argument
+    add("--frames", type=int, default=_S, metavar="N", help="frames to make (default 60; a restyle: every input frame)")
+    add("--steps-per-frame", type=int, default=_S, metavar="N", help="optimisation steps of each frame after the first")
+    add("--first-frame-steps", type=int, default=_S, metavar="N",
+        help="steps of the first frame (default: --steps; a restyle: --steps-per-frame)")
+    add("--zoom", default=_S, metavar="Z|KEYFRAMES", help="scale per frame, e.g. 1.02 or '0:1.0, 60:1.04'")
+    add("--angle", default=_S, metavar="DEG|KEYFRAMES", help="counter-clockwise rotation per frame in degrees")
+    add("--translate-x", default=_S, metavar="PX|KEYFRAMES", help="shift to the right per frame in pixels")
+    add("--translate-y", default=_S, metavar="PX|KEYFRAMES", help="shift downward per frame in pixels")
+    add("--smooth", action="store_true", default=_S, help="ease in and out of keyframes instead of straight lines")
+    add("--prompt-at", action="append", default=_S, metavar="FRAME=PROMPT",
+        help="from FRAME on, PROMPT replaces the prompts (repeat for more); or use '^' stories with "
+             "--change-prompt-every N frames")
+    add("--frame-init-weight", type=float, default=_S, metavar="W",
+        help="MSE weight holding each frame near the moved previous frame (coherence)")
+    add("--video-init", default=_S, metavar="VIDEO|FOLDER", help="restyle this video (or folder of frames)")
+    add("--every", type=int, default=_S, metavar="K", help="restyle every K-th input frame")
+    add("--blend", type=float, default=_S, metavar="B",
+        help="mix this much of the previous output into each input frame (0..1)")
+    add("--interpolate", type=int, default=_S, metavar="N",
+        help="N times the frames by motion interpolation (n frames become n*N)")
+    add("--video-length", type=float, default=_S, metavar="SECONDS", help="choose the frame rate so the video lasts "
+                                                                         "this long")
+    add("--resume", metavar="RUN_FOLDER", help="continue a stopped animation with its recorded settings")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> AnimationConfig:
+    """defaults < preset (a text-to-image one) or --from (an animation's) < flags."""
+    if args.from_output:
+        base = base_settings(args.from_output, args.preset, kind=MODE)
+    else:
+        base = base_settings(None, args.preset, kind="text-to-image", default_preset=DEFAULT_PRESET)
+    return AnimationConfig.from_dict(merge(base, _overrides(args)))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    given = {k: v for k, v in vars(args).items() if k in field_paths(AnimationConfig)}
+    if "clip_models" in given:
+        given["clip_models"] = [clip_model_spec(values) for values in given["clip_models"]]
+    if "init_image" in given and "init" not in given:
+        given["init"] = "image"
+    if "prior" in given and "init" not in given:
+        given["init"] = "prior"
+    return nest(AnimationConfig, given)
+
+
+def check_plan(config: AnimationConfig) -> None:
+    """The keyframes and prompts parse (before any model is loaded)."""
+    motion = config.motion
+    MotionSchedule.parse(motion.zoom, motion.angle, motion.translate_x, motion.translate_y, smooth=motion.smooth)
+    prompt_timeline(config.prompts, config.prompt_at, frames=config.frames or 100_000,
+                    change_every=config.change_prompt_every)
+
+
+def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | None = None) -> int:
+    """Animate from parsed arguments; return the exit code."""
+    resume: Resume | None = None
+    if args.resume:
+        settings = [name for name in vars(args) if name in field_paths(AnimationConfig)]
+        if settings or args.from_output or args.preset:
+            flag = "--" + settings[0].replace("_", "-") if settings else ("--from" if args.from_output else "--preset")
+            raise ConfigError(f"--resume continues with the recorded settings, so {flag} cannot be given with it; "
+                              "leave it out.")
+        config, resume = read_resume(args.resume)
+    else:
+        config = config_from_args(args)
+    check_plan(config)
+    make_pipeline = make_pipeline or TextToImage.from_pretrained
+    pipeline = make_pipeline(config.models, device=args.device, weights_dir=args.weights_dir, offline=args.offline)
+    try:
+        record = present(Animator(pipeline).run(config, resume), Path(args.out), unit="frame",
+                         parent=resume.parent if resume else None)
+    except Interrupted:
+        return EXIT_INTERRUPTED
+    assert record.done is not None
+    videos = ", ".join(str(path) for path in record.videos)
+    print(f"done in {record.done.timings.get('total', 0):.1f}s: {record.result} ({videos})", file=sys.stderr)
+    print(record.result)
+    return 0
