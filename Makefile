@@ -26,8 +26,8 @@ $(VENV)/.runtime-installed: $(VENV)/.torch-installed requirements.txt
 	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
-	$(BIN)/python -m pip install -r requirements-dev.txt
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt requirements-ray.txt
+	$(BIN)/python -m pip install -r requirements-dev.txt -r requirements-ray.txt
 	touch $@
 
 install: $(VENV)/.runtime-installed

@@ -27,6 +27,7 @@ from generator.config import (
     clip_model_spec,
 )
 from generator.config_schema import field_paths, merge, nest
+from generator.errors import ConfigError
 from generator.guidance.cutouts import AUGMENTATIONS
 from generator.guidance.pipeline import TextToImage
 from generator.presets import DEFAULT_PRESET
@@ -103,23 +104,37 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("prompts", nargs="?", default=_S, metavar="PROMPT",
                         help="'text:weight:stop | more text' ; '^' separates story phrases")
+    parser.add_argument("-n", "--images", type=int, default=1, metavar="N",
+                        help="make N images of the prompt, with seeds SEED, SEED+1, ... (random ones, recorded, "
+                             "without --seed); the models are loaded once")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for run folders (default: outputs)")
+    add_settings_arguments(parser)
+    return parser
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every text-to-image setting: ``--preset``, ``--from``, ``--device``, the config flags,
+    upscaling and weights (shared with ``batch``, whose jobs take them as defaults)."""
     parser.add_argument("--preset", metavar="NAME|JSON",
                         help=f"named settings (default: {DEFAULT_PRESET}); see `presets`")
     parser.add_argument("--from", dest="from_output", metavar="PNG|JSON",
                         help="repeat a run from the config embedded in its final.png (or its config.json)")
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for run folders (default: outputs)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     for names, kwargs in _config_flags():
         parser.add_argument(*names, default=_S, **kwargs)
     add_upscale_arguments(parser, _S)
     add_weights_arguments(parser)
-    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The plain settings of the parsed flags: defaults < preset (or --from) < flags."""
+    base = base_settings(args.from_output, args.preset, kind="text-to-image", default_preset=DEFAULT_PRESET)
+    return merge(base, _overrides(args))
 
 
 def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     """defaults < preset (or --from) < flags."""
-    base = base_settings(args.from_output, args.preset, kind="text-to-image", default_preset=DEFAULT_PRESET)
-    return GenerationConfig.from_dict(merge(base, _overrides(args)))
+    return GenerationConfig.from_dict(settings_from_args(args))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,13 +155,17 @@ def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | No
     (``TextToImage.from_pretrained`` by default; tests pass tiny models).
     """
     config = config_from_args(args)
+    if args.images < 1:
+        raise ConfigError(f"-n/--images must be 1 or more, not {args.images}.")
     make_pipeline = make_pipeline or TextToImage.from_pretrained
     pipeline = make_pipeline(config.models, device=args.device, weights_dir=args.weights_dir, offline=args.offline)
-    try:
-        record = present(pipeline.run(config), Path(args.out), unit="step")
-    except Interrupted:
-        return EXIT_INTERRUPTED
-    assert record.done is not None
-    print(f"done in {record.done.timings.get('total', 0):.1f}s: {record.result}", file=sys.stderr)
-    print(record.result)
+    for index in range(args.images):  # image k: seed + k when a seed was given, else a fresh random (recorded) one
+        one = config.replace(seed=config.seed + index) if config.seed is not None else config
+        try:
+            record = present(pipeline.run(one), Path(args.out), unit="step")
+        except Interrupted:
+            return EXIT_INTERRUPTED
+        assert record.done is not None
+        print(f"done in {record.done.timings.get('total', 0):.1f}s: {record.result}", file=sys.stderr)
+        print(record.result)
     return 0

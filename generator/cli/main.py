@@ -18,8 +18,10 @@ from generator.errors import GeneratorError
 
 SUBCOMMANDS = {
     "generate": ("generator.cli.generate", "text to image (the default when no subcommand is named)"),
+    "animate": ("generator.cli.animate", "zoom/pan/rotate videos with keyframes, changing prompts, video restyle"),
     "sample": ("generator.cli.sample", "sample images from a Taming transformer prior"),
     "upscale": ("generator.cli.upscale", "upscale any image with an ESRGAN-family model"),
+    "batch": ("generator.cli.batch", "many images: a prompts/JSONL/CSV file of jobs, seeds, batches, Ray"),
     "download": ("generator.cli.download", "fetch registry weights, or list them with --list"),
     "presets": ("generator.cli.presets", "list the presets and their settings"),
 }
@@ -55,7 +57,7 @@ def main(argv: Sequence[str] | None = None, *, make_pipeline: Callable | None = 
     prog = "python -m generator" if name == "generate" else f"python -m generator {name}"
     parsed = module.build_parser(prog).parse_args(rest)
     try:
-        if name == "generate":
+        if name in ("generate", "animate", "batch"):
             return module.run(parsed, make_pipeline=make_pipeline)
         return module.run(parsed)
     except GeneratorError as error:

@@ -4,11 +4,13 @@ A file is streamed into ``<name>.part`` beside its destination. An interrupted d
 resumed with a ``Range`` request on the next attempt, mirrors are tried in order, the
 finished file is checked against its byte size and sha256, and only then renamed into
 place atomically. A small sidecar ``<name>.sha256`` remembers the verified digest together
-with the file's size and modification time, so checking a 1 GB file again is free.
+with the file's size and modification time, so checking a 1 GB file again is free. A lock
+(``<name>.lock``) lets one process download a file while others wait, then use it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -21,11 +23,16 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from generator.errors import WeightsError
+
+try:
+    import fcntl
+except ImportError:  # Windows: downloads are not locked across processes
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,7 @@ CHUNK_BYTES = 1 << 20
 USER_AGENT = f"vqgan-clip-generator/1.0 Python-urllib/{sys.version_info[0]}.{sys.version_info[1]}"
 SIDECAR_SUFFIX = ".sha256"
 PART_SUFFIX = ".part"
+LOCK_SUFFIX = ".lock"
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
@@ -204,18 +212,79 @@ def download_file(
             f"cannot create the weights directory {dest.parent} ({error.strerror}); "
             "choose a writable --weights-dir."
         ) from error
-    close: Callable[[], None] | None = None
-    if progress is None:
-        progress, close = tqdm_progress(dest.name)
-    try:
-        _fetch_any(url_list, dest, part, sha256, size, progress, timeout, binary)
-    finally:
-        if close is not None:
-            close()
-    digest = _verify(part, dest, sha256, size)
-    os.replace(part, dest)
-    write_sidecar(dest, digest)
+    with download_lock(dest):
+        if _finished_by_another(dest, sha256, size):
+            return dest
+        close: Callable[[], None] | None = None
+        if progress is None:
+            progress, close = tqdm_progress(dest.name)
+        try:
+            _fetch_any(url_list, dest, part, sha256, size, progress, timeout, binary)
+        finally:
+            if close is not None:
+                close()
+        digest = _verify(part, dest, sha256, size)
+        os.replace(part, dest)
+        write_sidecar(dest, digest)
     return dest
+
+
+def lock_path(dest: str | os.PathLike[str]) -> Path:
+    """The lock file of ``dest``'s download (``dest`` + ``.lock``)."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + LOCK_SUFFIX)
+
+
+@contextlib.contextmanager
+def download_lock(dest: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the exclusive lock of ``dest``'s download, across processes (and threads): a
+    second downloader of the same file waits here until the first has finished, then finds
+    the verified file.
+
+    An advisory ``flock`` on ``<dest>.lock``, released by the system if its holder dies. The
+    holder removes the lock file before letting go; a waiter that then holds a lock on the
+    removed file opens the path again, so two processes never hold it at once. Where
+    ``fcntl`` is missing (Windows) nothing is locked.
+    """
+    path = lock_path(dest)
+    if fcntl is None:
+        yield
+        return
+    while True:
+        try:
+            handle = open(path, "a+b")  # held open as long as the lock is
+        except OSError as error:  # a read-only folder cannot be downloaded into anyway; the download says why
+            logger.debug("could not open %s: %s", path, error)
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process that is downloading %s", Path(dest).name)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()  # the file this lock was on has been removed by its previous holder
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _finished_by_another(dest: Path, sha256: str | None, size: int | None) -> bool:
+    """Whether ``dest`` is already there and verified (another process downloaded it while
+    this one waited for the lock)."""
+    if not dest.is_file():
+        return False
+    if size is not None and dest.stat().st_size != size:
+        return False
+    return sha256 is None or cached_sha256(dest).startswith(sha256.lower())
 
 
 def _verify(part: Path, dest: Path, sha256: str | None, size: int | None) -> str:
@@ -485,6 +554,14 @@ def download_member(urls: Sequence[str], dest: str | os.PathLike[str], member: s
             to unpack to far more than its size.
     """
     dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with download_lock(dest):
+        if dest.is_file():  # unpacked by another process while this one waited
+            return dest
+        return _download_member(urls, dest, member, progress)
+
+
+def _download_member(urls: Sequence[str], dest: Path, member: str, progress: ProgressCallback | None) -> Path:
     archive_path = download_file(urls, dest.with_name(dest.name + ".zip"), sha256=None, size=None,
                                  progress=progress, binary=True)
     try:
