@@ -46,16 +46,31 @@ _SHAPE_FIELDS = ("quantizer", "n_embed", "embed_dim", "z_channels", "ch", "ch_mu
 
 
 def read_yaml(path: str | Path) -> Mapping[str, Any]:
-    """Parse a config file safely; a missing or malformed file is a :class:`ConfigError`."""
+    """Parse a config file safely; a missing or malformed file is a :class:`ConfigError`.
+
+    The errors never quote the file's content (the parser's messages show the offending
+    line): a file that is no model config, such as a README given by mistake, is named with
+    the line and column where parsing failed.
+    """
     path = Path(path)
+    hint = "give the model's .yaml, the one that came with its checkpoint"
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the path.") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path} is not a readable YAML file ({error}); give the model's .yaml.") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path} does not hold a model config; give the model's .yaml.")
+    except IsADirectoryError:
+        raise ConfigError(f"{path.name} is a folder, not a config file; {hint}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path.name} is not a readable YAML file (it is not UTF-8 text); {hint}.") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {path.name} ({error.strerror or type(error).__name__}); {hint}.") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f" (a syntax error at line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{path.name} is not a readable YAML file{where}; {hint}.") from None
+    model = data.get("model", data) if isinstance(data, Mapping) else None
+    if not isinstance(model, Mapping) or not isinstance(model.get("params", {}), Mapping):
+        raise ConfigError(f"{path.name} does not hold a model config; {hint}.")
     return data
 
 

@@ -71,3 +71,18 @@ def _from_widget(name: str, value: Any, hint: Any) -> Any:
         return list(value)
     return value
 
+
+
+def preset_fields(config_cls: type, settings: Mapping[str, Any]) -> set[str]:
+    """The widget names a partial config (a preset's settings) sets: its leaf fields, with
+    ``size`` as ``width`` and ``height``."""
+    named = set()
+    for leaf, path in field_paths(config_cls).items():
+        node: Any = settings
+        for part in path.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            named |= {"width", "height"} if leaf == "size" else {leaf}
+    return named

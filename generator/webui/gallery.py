@@ -1,16 +1,38 @@
-"""Past runs, read from the outputs folder for the web UI's gallery (newest first)."""
+"""Past runs, read from the outputs folder for the web UI's gallery (newest first), and who
+owns them.
+
+The web UI records which browser session (an owner id the page keeps in the browser) wrote
+each run folder, in ``<outputs>/.webui-owners.json`` (folder name -> owner id), written
+atomically under a lock. A session sees, deletes and downloads its own runs; with
+``--shared-gallery`` everyone sees and downloads every run (runs of the command line, which
+have no owner, only appear there), and still deletes only their own.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from generator.errors import InputError
+from generator.errors import InputError, OutputError, summary
+from generator.io.atomic_files import atomic_path, output_error
 from generator.io.outputs import MODE_KEY, PROMPT_KEY, read_png_text
-from generator.sinks import RUN_RECORD
+from generator.sinks import RUN_RECORD, RunRecord
+
+try:  # serialises writers of the owners index across processes (two servers on one folder)
+    import fcntl
+except ImportError:  # Windows: the in-process lock only
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +47,8 @@ class PastRun:
         mode: ``text-to-image`` or ``sample``.
         title: the prompt, or the prior's name for samples.
         config: the resolved config (``config.json``).
+        owner: the owner id of the browser session that wrote it (None: the command line, or
+            a run made before owners were recorded).
     """
 
     folder: Path
@@ -32,9 +56,11 @@ class PastRun:
     mode: str
     title: str
     config: dict[str, Any]
+    owner: str | None = None
 
     @property
     def caption(self) -> str:
+        """The gallery caption: the title's start and the seed."""
         seed = self.config.get("seed")
         return f"{self.title[:60]} · seed {seed}" if seed is not None else self.title[:60]
 
@@ -68,18 +94,256 @@ def _recorded_mode(folder: Path, image: Path) -> tuple[str, str | None]:
     return text.get(MODE_KEY, "text-to-image"), text.get(PROMPT_KEY)
 
 
-def list_runs(outputs_dir: Path, limit: int = 60) -> list[PastRun]:
-    """The newest ``limit`` run folders in ``outputs_dir`` that hold a final.png and config.json."""
+def list_runs(outputs_dir: Path, limit: int = 60, owner: str | None = None) -> list[PastRun]:
+    """The newest ``limit`` run folders in ``outputs_dir`` that hold a final.png and config.json.
+
+    Args:
+        outputs_dir: the outputs folder.
+        limit: at most this many runs.
+        owner: only the runs this owner id wrote (see :func:`record_owner`); None: every run
+            (the shared gallery), also those of the command line.
+    """
+    outputs_dir = Path(outputs_dir)
     if not outputs_dir.is_dir():
         return []
-    folders = sorted((p for p in outputs_dir.iterdir() if p.is_dir()),
+    owners = read_owners(outputs_dir)
+    folders = sorted((p for p in outputs_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and (owner is None or owners.get(p.name) == owner)),
                      key=lambda p: (p / "final.png").stat().st_mtime if (p / "final.png").exists() else 0,
                      reverse=True)
     runs = []
     for folder in folders:
         run = _read(folder)
         if run is not None:
-            runs.append(run)
+            runs.append(PastRun(run.folder, run.image, run.mode, run.title, run.config, owners.get(folder.name)))
             if len(runs) == limit:
                 break
     return runs
+
+
+OWNERS_FILE = ".webui-owners.json"
+"""The owners index in the outputs folder: ``{run folder name: owner id}``."""
+_LOCK_FILE = ".webui-owners.lock"
+_TRASH_PREFIX = ".deleting-"
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def read_owners(outputs_dir: Path) -> dict[str, str]:
+    """The owners index of ``outputs_dir`` (``{}`` when there is none; a damaged one is
+    logged and read as empty, so the gallery shows only the shared runs)."""
+    path = Path(outputs_dir) / OWNERS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        logger.warning("cannot read the gallery's owners index %s (%s); runs show as unowned", path, summary(error))
+        return {}
+    if not isinstance(data, dict):
+        logger.warning("the gallery's owners index %s is not a JSON object; runs show as unowned", path)
+        return {}
+    return {str(name): str(who) for name, who in data.items() if isinstance(who, str)}
+
+
+@contextlib.contextmanager
+def _owners_lock(outputs_dir: Path) -> Iterator[None]:
+    """Hold the lock of ``outputs_dir``'s owners index (threads, and processes where fcntl exists)."""
+    key = outputs_dir.resolve()
+    with _locks_guard:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:
+        if fcntl is None:
+            yield
+            return
+        try:
+            handle = open(outputs_dir / _LOCK_FILE, "a+b")  # noqa: SIM115 (held for the block)
+        except OSError as error:
+            raise output_error(error, outputs_dir / _LOCK_FILE, outputs_dir) from error
+        with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _write_owners(outputs_dir: Path, owners: dict[str, str]) -> None:
+    """Replace the owners index atomically (a temporary file, fsynced, renamed over it)."""
+    path = outputs_dir / OWNERS_FILE
+    tmp = outputs_dir / f".webui-owners.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(owners, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise output_error(error, path, outputs_dir) from error
+
+
+def record_owner(outputs_dir: Path, folder: str | os.PathLike[str], owner: str) -> bool:
+    """Record that the browser session ``owner`` wrote the run folder ``folder``.
+
+    Args:
+        outputs_dir: the outputs folder.
+        folder: the run folder (a path directly in ``outputs_dir``, or its name).
+        owner: the session's owner id (non-empty).
+
+    Returns:
+        True when recorded (or already recorded for ``owner``); False when ``folder`` is no
+        folder directly in ``outputs_dir`` or already belongs to another owner (a folder is
+        never handed over). Record run folders only (see :func:`record_session_owner`).
+
+    Raises:
+        ValueError: ``owner`` is empty.
+        OutputError: the index cannot be written.
+    """
+    if not owner:
+        raise ValueError("owner must be a non-empty id")
+    outputs_dir = Path(outputs_dir)
+    name = _folder_name(outputs_dir, folder)
+    if name is None or not (outputs_dir / name).is_dir():
+        return False
+    with _owners_lock(outputs_dir):
+        owners = read_owners(outputs_dir)
+        if owners.get(name) not in (None, owner):
+            logger.warning("run folder %s already belongs to another session; not recorded again", name)
+            return False
+        if owners.get(name) != owner:
+            owners[name] = owner
+            _write_owners(outputs_dir, owners)
+    return True
+
+
+def record_session_owner(outputs_dir: Path, record: RunRecord | None, owner: str | None) -> bool:
+    """:func:`record_owner` for a web UI job's :class:`~generator.sinks.RunRecord` (the
+    session's ``record``), once the job ended however it ended. Upscales, which write into
+    the shared ``upscaled/`` folder, jobs that wrote nothing and an empty owner are skipped.
+
+    Returns:
+        Whether an owner was recorded.
+    """
+    if not owner or record is None or record.folder is None or record.mode == "upscale":
+        return False
+    return record_owner(outputs_dir, record.folder, owner)
+
+
+def _folder_name(outputs_dir: Path, folder: str | os.PathLike[str]) -> str | None:
+    """The name of a run folder directly in ``outputs_dir`` (given as a name or a path), or
+    None for anything else: ``..``, hidden names, other folders."""
+    text = os.fspath(folder)
+    path = Path(text)
+    if path.is_absolute() or os.sep in text or "/" in text or "\\" in text:
+        try:
+            if path.resolve().parent != outputs_dir.resolve():
+                return None
+        except (OSError, ValueError):
+            return None
+        text = path.name
+    if not text or text.startswith(".") or "\x00" in text:
+        return None
+    return text
+
+
+def _owned_folder(outputs_dir: Path, folder_name: str, owner: str | None, shared: bool, *,
+                  action: str, own_only: bool) -> Path:
+    """The run folder ``folder_name`` if this session may ``action`` it, else one sentence.
+
+    In a private gallery, a refused name gets the same sentence whether the run is missing,
+    another session's or no run at all, so that sessions learn nothing of each other's runs.
+    """
+    outputs_dir = Path(outputs_dir)
+    shown = repr(folder_name if len(str(folder_name)) <= 60 else str(folder_name)[:57] + "...")
+    not_yours = InputError(f"{shown} is not one of your runs; choose a run in the gallery to {action}.")
+    name = _folder_name(outputs_dir, folder_name) if isinstance(folder_name, str) and "/" not in folder_name \
+        and "\\" not in folder_name else None
+    if name is None or not owner and own_only:
+        raise not_yours
+    folder = outputs_dir / name
+    if folder.is_symlink() or not folder.is_dir():
+        raise not_yours
+    recorded = read_owners(outputs_dir).get(name)
+    if owner and recorded == owner:
+        return folder
+    if shared and not own_only:
+        return folder
+    if shared:  # visible in the shared gallery: say why
+        raise InputError(f"{shown} was made by another session (or the command line); you can {action} only "
+                         "your own runs.")
+    raise not_yours
+
+
+def delete_run(outputs_dir: Path, folder_name: str, owner: str, shared: bool = False) -> None:
+    """Delete one of ``owner``'s run folders: moved away atomically (renamed to a hidden name,
+    so it leaves the gallery at once), then removed, and dropped from the owners index.
+
+    Args:
+        outputs_dir: the outputs folder.
+        folder_name: the run folder's name (as :attr:`PastRun.folder` ``.name``).
+        owner: the session's owner id.
+        shared: the gallery is shared (``--shared-gallery``): a run of someone else is
+            visible there, so its refusal says so; own runs only all the same.
+
+    Raises:
+        InputError: not a run of ``owner`` (another session's, the command line's, missing,
+            or a name outside the outputs folder: ``..``, an absolute path, a hidden name);
+            one sentence, the same for all of these in a private gallery.
+        OutputError: the folder could not be moved away.
+    """
+    outputs_dir = Path(outputs_dir)
+    with _owners_lock(outputs_dir):
+        folder = _owned_folder(outputs_dir, folder_name, owner, shared, action="delete", own_only=True)
+        trash = outputs_dir / f"{_TRASH_PREFIX}{secrets.token_hex(4)}-{folder.name}"
+        try:
+            os.rename(folder, trash)
+        except FileNotFoundError:  # deleted meanwhile (another tab of this session)
+            raise InputError(f"{folder.name!r} is not one of your runs; choose a run in the gallery to "
+                             "delete.") from None
+        except OSError as error:
+            raise OutputError(f"cannot delete the run {folder.name} ({error.strerror or summary(error)}); "
+                              "check the outputs folder's permissions.") from error
+        owners = read_owners(outputs_dir)
+        owners.pop(folder.name, None)
+        _write_owners(outputs_dir, owners)
+    try:
+        shutil.rmtree(trash)
+    except OSError as error:  # out of the gallery already; what is left is hidden
+        logger.warning("could not remove all of %s (%s)", trash, summary(error))
+    logger.info("deleted the run %s", folder.name)
+
+
+def zip_run(outputs_dir: Path, folder_name: str, owner: str | None, shared: bool = False,
+            dest_dir: Path | None = None) -> Path:
+    """A zip of a run folder (every file under it; symlinks are skipped), for download.
+
+    Args:
+        outputs_dir: the outputs folder.
+        folder_name: the run folder's name.
+        owner: the session's owner id.
+        shared: the gallery is shared (``--shared-gallery``): any run may be zipped.
+        dest_dir: where the zip goes (default: a new temporary folder, which Gradio serves).
+
+    Returns:
+        ``<dest_dir>/<folder name>.zip`` (entries under ``<folder name>/``).
+
+    Raises:
+        InputError: not a run this session may download (see :func:`delete_run`).
+        OutputError: the zip cannot be written.
+    """
+    folder = _owned_folder(outputs_dir, folder_name, owner, shared, action="download", own_only=False)
+    dest_dir = Path(dest_dir) if dest_dir is not None else Path(tempfile.mkdtemp(prefix="vqgan-run-"))
+    dest = dest_dir / f"{folder.name}.zip"
+    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for root, dirs, files in os.walk(folder):  # never follows a symlinked folder
+            dirs.sort()
+            for file_name in sorted(files):
+                path = Path(root) / file_name
+                if path.is_symlink() or not path.is_file():
+                    continue
+                stored = path.suffix.lower() in (".png", ".mp4", ".gif", ".zip", ".safetensors")
+                archive.write(path, arcname=f"{folder.name}/{path.relative_to(folder).as_posix()}",
+                              compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    return dest

@@ -17,13 +17,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from generator.config import GenerationConfig, SampleConfig, UpscaleConfig
+from generator.animation.pipeline import Animator
+from generator.config import AnimationConfig, GenerationConfig, SampleConfig, UpscaleConfig
+from generator.errors import InputError
 from generator.events import Event, Preview, Progress, relay
 from generator.io.image_data import read_image_data
 from generator.io.outputs import FRAMES_DIR, zip_frames
+from generator.io.video import write_mp4
 from generator.runs import GenerationRun
 from generator.sinks import RunRecord, drive, write_upscaled
 from generator.upscale.tiles import upscale_with
+from generator.webui.gallery import record_session_owner
+from generator.webui.limits import DEFAULT_MAX_MEGAPIXELS, check_upscale_size
 from generator.webui.studio import Session, Studio
 
 logger = logging.getLogger(__name__)
@@ -41,6 +46,8 @@ class Update:
     results: list[str] | None = None
     video: str | None = None
     files: list[str] | None = None
+    info: str | None = None
+    seed: int | None = None
 
 
 def _as_update(event: Event) -> Update:
@@ -58,32 +65,55 @@ def describe(event: Progress) -> str:
     return text
 
 
-def _present(run: GenerationRun, studio: Studio, session: Session) -> Iterator[Update]:
+def _present(run: GenerationRun, studio: Studio, session: Session, parent: Path | None = None) -> Iterator[Update]:
     """The web UI's presentation of the one driver (:func:`generator.sinks.drive`): it writes
     the files, this turns events into updates. A Stop closes this generator at a ``yield``,
     which closes the driver, which keeps the work."""
     record = session.record = RunRecord(run.state.mode)
-    with contextlib.closing(drive(run, studio.outputs_dir, record=record)) as events:
-        for event in events:
-            if isinstance(event, Preview):
-                yield Update(preview=event.image)
-            else:
-                yield _as_update(event)
+    try:
+        with contextlib.closing(drive(run, studio.outputs_dir, record=record, parent=parent)) as events:
+            for event in events:
+                if isinstance(event, Preview):
+                    yield Update(preview=event.image)
+                else:
+                    yield _as_update(event)
+    finally:  # done, stopped or failed: the run folder is this browser's, in its gallery
+        record_session_owner(studio.outputs_dir, record, session.owner or session.key)
     yield _final_update(record)
 
 
 def _final_update(record: RunRecord) -> Update:
     assert record.folder is not None and record.result is not None and record.done is not None
-    images = [record.result] + [p for p in record.files if p.suffix == ".png" and p.parent == record.folder
-                                and p != record.result]
-    files = images + record.videos
-    frames = sorted((record.folder / FRAMES_DIR).glob("*.png"))
-    if frames:
-        files.append(frames_download(record.folder))
     seconds = sum(v for k, v in record.done.timings.items() if k in ("total", "upscale", "load"))
+    update = kept_update(record)
+    update.status = f"done in {seconds:.1f}s · {record.folder.name}"
+    update.info = generation_info(record.done.config, seconds, record.step, record.total)
+    update.seed = record.done.seed
+    return update
+
+
+def kept_update(record: RunRecord) -> Update:
+    """What a run folder offers (its result, images, video, frames as a zip), finished or stopped."""
+    assert record.folder is not None
+    images = [p for p in record.files if p.suffix == ".png" and p.parent == record.folder and p != record.result]
+    files = ([record.result] if record.result else []) + images + record.videos
+    if sorted((record.folder / FRAMES_DIR).glob("*.png")):
+        files.append(frames_download(record.folder))
     mp4 = next((v for v in record.videos if v.suffix == ".mp4"), None)
-    return Update(status=f"done in {seconds:.1f}s · {record.folder.name}", result=str(record.result),
-                  video=str(mp4) if mp4 else None, files=[str(p) for p in files])
+    return Update(result=str(record.result) if record.result else None, video=str(mp4) if mp4 else None,
+                  files=[str(p) for p in files])
+
+
+def generation_info(config: dict, seconds: float | None, step: int, total: int) -> str:
+    """``city at night · seed 7 · 256x256 · 300 steps · 41.2 s`` (steps reached when stopped)."""
+    size = config.get("size") or []
+    parts = [str(config.get("prompts") or config.get("model") or ""), f"seed {config.get('seed')}"]
+    if len(size) == 2:
+        parts.append(f"{size[0]}x{size[1]}")
+    parts.append(f"{step} of {total} steps" if 0 < step < total else f"{total or step} steps")
+    if seconds is not None:
+        parts.append(f"{seconds:.1f} s")
+    return " · ".join(p for p in parts if p)
 
 
 def frames_download(folder: Path) -> Path:
@@ -93,12 +123,37 @@ def frames_download(folder: Path) -> Path:
     return zip_frames(folder, destination)
 
 
-def text_to_image_job(studio: Studio, config: GenerationConfig, session: Session) -> Iterator[Update]:
-    """Generate from text, writing ``final.png``, frames and video; frames also as a zip."""
+def text_to_image_job(studio: Studio, config: GenerationConfig, session: Session,
+                      parent: Path | None = None, count: int = 1) -> Iterator[Update]:
+    """Generate from text, writing ``final.png``, frames and video; frames also as a zip.
+    ``parent``: the run folder this one continues (recorded in its ``run.json``). ``count``
+    (the batch count): that many images in a row, each its own run folder, with the seeds
+    the command line's ``-n`` gives (seed, seed + 1, ..., or fresh random ones)."""
+    if count < 1:
+        raise InputError(f"the number of images must be 1 or more, not {count}.")
     with session.running():
         yield Update(status="loading models…")
         pipeline = studio.text_to_image_for(config.models)
-        yield from _present(pipeline.run(config), studio, session)
+        finals: list[str] = []
+        for index in range(count):
+            image = config.replace(seed=config.seed + index) if config.seed is not None else config.with_seed()
+            yield Update(status="starting…" if count == 1 else f"image {index + 1} of {count}…")
+            last = None
+            for update in _present(pipeline.run(image), studio, session, parent):
+                if update.progress is not None and count > 1:
+                    step, total, text = update.progress
+                    update.progress = (step, total, f"image {index + 1} of {count} · {text}")
+                if update.result is not None:
+                    last = update
+                    continue
+                yield update
+            assert last is not None
+            finals.append(last.result)
+            if count > 1:
+                last.status = f"{index + 1} of {count} done · {last.status}"
+                last.results = list(finals)
+                last.files = list(dict.fromkeys(finals + (last.files or [])))
+            yield last
 
 
 def sample_job(studio: Studio, config: SampleConfig, session: Session) -> Iterator[Update]:
@@ -112,15 +167,38 @@ def sample_job(studio: Studio, config: SampleConfig, session: Session) -> Iterat
             yield update
 
 
-def upscale_job(studio: Studio, image_path: str, config: UpscaleConfig, session: Session) -> Iterator[Update]:
-    """Upscale an uploaded (or sent) image into ``<outputs>/upscaled/<name>_x4.png``."""
+def upscale_job(studio: Studio, image_path: str, config: UpscaleConfig, session: Session,
+                max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Iterator[Update]:
+    """Upscale an uploaded (or sent) image into ``<outputs>/upscaled/<name>_x4.png``; the final
+    update's ``results`` is the pair (before, after). Outputs over ``max_megapixels`` are refused."""
     with session.running():
         image = read_image_data(image_path)
+        if config.upscale:
+            check_upscale_size(image.size, config.upscale, max_megapixels)
         yield Update(status="loading the upscaler…")
         upscaler = studio.upscalers.get(config.upscale_model, config.upscale_denoise)
+        check_upscale_size(image.size, config.upscale or upscaler.scale, max_megapixels, network_scale=upscaler.scale)
         result = yield from relay(upscale_with(upscaler, image, config), _as_update)
         path = write_upscaled(studio.outputs_dir / "upscaled", Path(image_path), image, result, config,
                               upscaler.name, config.upscale or upscaler.scale)
         session.record = RunRecord("upscale", status="done", folder=path.parent, result=path, files=[path])
         yield Update(status=f"{image.size[0]}x{image.size[1]} → {result.size[0]}x{result.size[1]} · {path.name}",
-                     result=str(path), files=[str(path)])
+                     result=str(path), results=[image_path, str(path)], files=[str(path)])
+
+
+def animation_job(studio: Studio, config: AnimationConfig, session: Session) -> Iterator[Update]:
+    """Make an animation (zoom, pan, rotate, prompts at frames, or a restyle), writing its run
+    folder like ``python -m generator animate``; a video preview of the frames so far grows as
+    frames arrive (re-encoded less often as it gets long), then the final video."""
+    with session.running():
+        yield Update(status="loading models…")
+        pipeline = studio.text_to_image_for(config.models)
+        frames: list[Image.Image] = []
+        preview_dir = Path(tempfile.mkdtemp(prefix="vqgan-studio-animation-"))
+        for update in _present(Animator(pipeline).run(config), studio, session):
+            if update.preview is not None and (not frames or update.preview.size == frames[0].size):
+                frames.append(update.preview)  # frames, not their upscaled copies
+                if len(frames) >= 2 and len(frames) % max(1, len(frames) // 20) == 0:
+                    update.video = str(write_mp4(frames, preview_dir / f"frames-{len(frames):05d}.mp4",
+                                                 fps=config.output.fps))
+            yield update

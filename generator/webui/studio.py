@@ -2,7 +2,9 @@
 
 The Gradio queue runs one heavy job at a time (one GPU), so a Studio never loads models
 concurrently; switching to other models (another preset's CLIP ensemble, another prior)
-drops the previous ones first to free memory. On a GPU the text-to-image models and the
+loads them while the previous ones stay loaded (waiting on the CPU, on a GPU) and drops
+the previous ones only once the new ones loaded: a failed load (a missing or broken file)
+leaves the models other sessions use loaded and working. On a GPU the text-to-image models and the
 prior's are not kept there together: the set a job does not use waits in the computer's
 memory and comes back when a job needs it (a second or two, instead of loading again).
 """
@@ -27,6 +29,7 @@ from generator.prior.loader import Prior, transformer_registry_name
 from generator.prior.pipeline import Sampler
 from generator.sinks import RunRecord
 from generator.upscale.loader import UpscalerCache
+from generator.webui.gallery import PastRun, list_runs
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +45,31 @@ class Session:
     """What the Stop and "use the latest result" buttons need to know about a browser session.
 
     ``record`` tells what became of the latest job (its folder and main image, also after a
-    Stop); ``finished`` is set whenever no job of this session is running.
+    Stop); ``finished`` is set whenever no job of this session is running; ``owner`` names
+    the browser in the gallery's owner index (the session's own key for API clients).
     """
 
     record: RunRecord | None = None
     finished: threading.Event = field(default_factory=_idle)
+    claimed: bool = False
+    owner: str = ""  # the browser's lasting id (kept in its local storage): whose runs these are
+    key: str = "default"  # Gradio's session hash
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def claim(self) -> bool:
+        """Reserve this session for one run (a click, Enter, Ctrl+Enter): False while a run of
+        this session is claimed or running, so two submissions never start two runs. The
+        reservation ends with the run (:meth:`running`) or with :meth:`release`."""
+        with self._lock:
+            if self.claimed or not self.finished.is_set():
+                return False
+            self.claimed = True
+            return True
+
+    def release(self) -> None:
+        """Drop a reservation whose run never started (stopped while it waited in the queue)."""
+        with self._lock:
+            self.claimed = False
 
     @property
     def folder(self) -> Path | None:
@@ -66,6 +89,7 @@ class Session:
         try:
             yield self
         finally:
+            self.claimed = False
             self.finished.set()
 
 
@@ -77,6 +101,8 @@ class Studio:
         outputs_dir: run folders are created here; the server serves files from here only.
         models: the text-to-image models used unless a run asks for others.
         text_to_image, sampler: already-loaded pipelines (tests pass tiny ones).
+        shared_gallery: every session's gallery shows every run (``--shared-gallery``);
+            otherwise each session sees its own (see :meth:`runs_for`).
     """
 
     outputs_dir: Path
@@ -88,6 +114,7 @@ class Studio:
     sampler: Sampler | None = None
     upscalers: UpscalerCache | None = None
     sessions: dict[str, Session] = field(default_factory=dict)
+    shared_gallery: bool = False
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)
@@ -100,7 +127,7 @@ class Studio:
     def session(self, request: Any = None) -> Session:
         """The state of one browser session (Gradio's session hash), created on first use."""
         key = str(getattr(request, "session_hash", None) or "default")
-        return self.sessions.setdefault(key, Session())
+        return self.sessions.setdefault(key, Session(key=key))
 
     def text_to_image_for(self, models: ModelsConfig) -> TextToImage:
         """The text-to-image pipeline for ``models``, loading it (and dropping another) if needed,
@@ -110,11 +137,10 @@ class Studio:
         current = self.text_to_image
         if current is not None and models.identity in (current.models.identity, current.requested.identity):
             return current.to(self.device)
-        self.text_to_image = None
-        _free(self.device)
         logger.info("loading models for %s", models.vqgan)
-        self.text_to_image = TextToImage.from_pretrained(models, device=self.device, weights_dir=self.weights_dir,
-                                                         offline=self.offline)
+        with self._replacing(current):
+            self.text_to_image = TextToImage.from_pretrained(models, device=self.device,
+                                                             weights_dir=self.weights_dir, offline=self.offline)
         return self.text_to_image
 
     def sampler_for(self, model: str, transformer_config: str | None = None) -> Sampler:
@@ -127,12 +153,33 @@ class Studio:
                 and current.transformer_config == transformer_config:
             current.prior.to(self.device)
             return current
-        self.sampler = None
-        _free(self.device)
-        self.sampler = Sampler.from_pretrained(model, transformer_config, device=self.device,
-                                               weights_dir=self.weights_dir, offline=self.offline)
+        with self._replacing(current.prior if current is not None else None):
+            self.sampler = Sampler.from_pretrained(model, transformer_config, device=self.device,
+                                                   weights_dir=self.weights_dir, offline=self.offline)
         return self.sampler
 
+    def runs_for(self, owner: str | None, limit: int = 60) -> list[PastRun]:
+        """The gallery of the browser session ``owner``: its own runs, or every run (also the
+        command line's) when the gallery is shared (:attr:`shared_gallery`)."""
+        return list_runs(self.outputs_dir, limit=limit, owner=None if self.shared_gallery else owner)
+
+    @contextlib.contextmanager
+    def _replacing(self, models: TextToImage | Prior | None) -> Iterator[None]:
+        """Load other models in the block while ``models`` (the ones in use) stay loaded: on a
+        GPU they wait on the CPU meanwhile. A failed load leaves them loaded and back on the
+        device, so the sessions using them are not affected; they are dropped only when the
+        block succeeded (it assigned their replacement)."""
+        if models is not None:
+            self._park(models)
+        try:
+            yield
+        except BaseException:
+            if models is not None and self.device.type == "cuda":
+                _free(self.device)
+                models.to(self.device)
+            raise
+        del models  # the last reference here: the replaced models can be freed
+        _free(self.device)
 
     def _park(self, models: TextToImage | Prior) -> None:
         """On a GPU, move ``models`` to the CPU (still loaded) and give their GPU memory back."""

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,20 +33,27 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class App:
+    url: str
+    outputs: Path
+
+
 @pytest.fixture(scope="module")
-def app_url(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def app(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but /usr/bin/chromium is missing; .ci/run installs it with apt-get.")
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     folder = tmp_path_factory.mktemp("app")
-    preset = folder / "tiny.json"
-    preset.write_text(json.dumps({"description": "tiny models in tests",
-                                  "config": {"size": [32, 32], "steps": 40, "cutouts": {"cutn": 4},
-                                             "output": {"save_every": 4, "video": True}}}))
+    presets = folder / "presets"
+    presets.mkdir()
+    (presets / "tiny.json").write_text(json.dumps({
+        "description": "tiny models in tests",
+        "config": {"size": [32, 32], "steps": 40, "cutouts": {"cutn": 4}, "output": {"save_every": 4, "video": True}}}))
     port = _free_port()
-    command = [sys.executable, "app.py", "--port", str(port), "--out", str(folder / "outputs"), "--preset", str(preset),
-               "--device", "cpu", *tiny_files.cli_args()]
+    command = [sys.executable, "app.py", "--port", str(port), "--out", str(folder / "outputs"),
+               "--preset", str(presets / "tiny.json"), "--device", "cpu", *tiny_files.cli_args()]
     log = (folder / "app.log").open("w")
     process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"})
@@ -59,7 +68,7 @@ def app_url(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"app.py did not start:\n{(folder / 'app.log').read_text()}")
                 time.sleep(0.5)
-        yield url
+        yield App(url, folder / "outputs")
     finally:
         process.terminate()
         try:
@@ -70,7 +79,7 @@ def app_url(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 
 
 @pytest.fixture(scope="module")
-def browser(app_url: str):
+def browser(app: App):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -79,50 +88,164 @@ def browser(app_url: str):
         browser.close()
 
 
-@pytest.fixture
-def page(browser, app_url: str):
-    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+def _open(browser, app: App, width: int = 1400, height: int = 1100):
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
-    page.goto(app_url)
+    failures: list[str] = []
+    page.on("response", lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 500 else None)
+    page.goto(app.url)
+    page.locator("#generate").wait_for(timeout=60_000)
+    return context, page, failures
+
+
+@pytest.fixture(scope="module")
+def context(browser):
+    """One browser (its local storage: one owner in the gallery) for the tests of this module."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context, app: App):
+    page = context.new_page()
+    failures: list[str] = []
+    page.on("response", lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 500 else None)
+    page.goto(app.url)
     page.locator("#generate").wait_for(timeout=60_000)
     yield page
-    context.close()
+    page.close()
+    assert not failures, f"the server answered with errors: {failures}"
 
 
 def _prompt(page):
     return page.locator("#prompt textarea, #prompt input").first
 
 
-def test_generate_shows_a_preview_then_the_final_image(page) -> None:
-    from playwright.sync_api import expect
+def _set_steps(page, steps: int) -> None:
+    field = page.locator("#steps input[type=number]")
+    field.fill(str(steps))
+    field.press("Enter")
 
-    _prompt(page).fill("city at night")
-    _prompt(page).press("Enter")  # Enter starts a run
-    expect(page.locator("#preview img").first).to_be_visible(timeout=120_000)
-    expect(page.locator("#status")).to_contain_text("done in", timeout=180_000)
-    expect(page.locator("#result img").first).to_be_visible()
+
+def _status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def _runs(app: App) -> list[Path]:
+    return sorted(p for p in app.outputs.iterdir() if p.is_dir()) if app.outputs.is_dir() else []
+
+
+def _shot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "ui-generate.png"), full_page=True)
-    assert (ARTIFACTS / "ui-generate.png").stat().st_size > 10_000
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
 
 
-def test_stop_ends_a_long_run_and_keeps_the_last_image(page) -> None:
+def _uncovered(page, selector: str) -> bool:
+    """True when the topmost element at the centre of ``selector`` belongs to it (no overlay)."""
+    return page.evaluate("""(selector) => {
+        const box = document.querySelector(selector).getBoundingClientRect();
+        const top = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+        return !!top && !!top.closest(selector);
+    }""", selector)
+
+
+def test_the_preview_is_visible_and_changes_during_a_run_then_stop_offers_the_work(page, app: App) -> None:
     from playwright.sync_api import expect
 
+    assert not page.locator("#preview").is_visible()  # no empty preview box before a run
     _prompt(page).fill("a very long walk")
-    steps = page.locator("#steps input[type=number]")
-    steps.fill("2000")
-    steps.press("Enter")
+    _set_steps(page, 2000)
+    before = len(_runs(app))
     page.locator("#generate").click()
-    expect(page.locator("#preview img").first).to_be_visible(timeout=120_000)
-    started = time.monotonic()
-    page.locator("#stop").click()
-    expect(page.locator("#status")).to_contain_text("Stopped", timeout=60_000)
-    assert time.monotonic() - started < 60
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "ui-stopped.png"), full_page=True)
+    preview = page.locator("#preview img").first
+    expect(preview).to_be_visible(timeout=120_000)
+    page.wait_for_timeout(500)
+    first = preview.screenshot()
+    assert _uncovered(page, "#preview img")
+    expect(page.locator("#status .status-bar")).to_be_visible()
+    page.wait_for_timeout(2500)
+    second = preview.screenshot()
+    assert _uncovered(page, "#preview img")
+    assert first != second  # the image forms while the user watches
+    _shot(page, "ui-running.png")
+    page.keyboard.press("Escape")  # Esc stops
+    expect(page.locator("#status")).to_contain_text("Stopped at step", timeout=60_000)
     expect(page.locator("#status")).to_contain_text("Kept in")
     expect(page.locator("#result img").first).to_be_visible(timeout=30_000)
+    files = page.locator("#files")
+    expect(files).to_contain_text(re.compile(r"frames\s*\.zip"), timeout=30_000)
+    expect(files).to_contain_text(re.compile(r"video\s*\.mp4"))
+    runs = _runs(app)
+    assert len(runs) == before + 1
+    record = json.loads((runs[-1] / "run.json").read_text())
+    config = json.loads((runs[-1] / "config.json").read_text())
+    assert record["status"] == "stopped" and 0 < record["step"] < 2000 and config["steps"] == record["step"]
+
+
+def test_enter_then_click_starts_one_run_and_the_seed_comes_back(page, app: App) -> None:
+    from playwright.sync_api import expect
+
+    _prompt(page).fill("one run only")
+    before = len(_runs(app))
+    _prompt(page).press("Enter")
+    page.locator("#generate").click()
+    expect(page.locator("#status")).to_contain_text("done in", timeout=180_000)
+    assert page.locator("#status .status-error").count() == 0
+    page.wait_for_timeout(1000)
+    assert len(_runs(app)) == before + 1  # Enter and the click made one run
+    info = page.locator("#info").inner_text()
+    seed = json.loads((_runs(app)[-1] / "config.json").read_text())["seed"]
+    assert f"seed {seed}" in info and "one run only" in info and "32x32" in info and "40 steps" in info
+    assert page.locator("#seed input").input_value() == "-1"
+    page.locator("#reuse-seed").click()
+    expect(page.locator("#seed input")).to_have_value(str(seed))
+    assert not page.locator("#preview").is_visible() and page.locator("#result img").first.is_visible()
+
+
+def test_continue_adds_steps_in_a_new_folder_that_names_its_parent(page, app: App) -> None:
+    from playwright.sync_api import expect
+
+    _prompt(page).fill("continue me")
+    page.keyboard.press("Control+Enter")  # Ctrl+Enter generates
+    expect(page.locator("#status")).to_contain_text("done in", timeout=180_000)
+    parent = max(_runs(app), key=lambda folder: folder.stat().st_mtime)
+    page.locator("#more-steps input").fill("8")
+    page.locator("#continue").click()
+    expect(page.locator("#info")).to_contain_text("8 steps", timeout=180_000)
+    child = max(_runs(app), key=lambda folder: folder.stat().st_mtime)
+    assert child != parent
+    record = json.loads((child / "run.json").read_text())
+    assert record["parent"] == str(parent) and record["step"] == 8
+    assert json.loads((child / "config.json").read_text())["init"]["init_latent"] == str(parent)
+
+
+def test_errors_stay_in_the_status_line_and_no_button_gives_a_server_error(page) -> None:
+    from playwright.sync_api import expect
+
+    _prompt(page).fill("")
+    page.locator("#generate").click()
+    expect(page.locator("#status .status-error")).to_contain_text("the prompt is empty", timeout=60_000)
+    page.wait_for_timeout(11_000)  # longer than a toast lives
+    assert "the prompt is empty" in _status(page)
+    page.get_by_role("tab", name="Gallery").click()
+    page.locator("#load-settings").click()  # nothing selected
+    expect(page.locator("#gallery-status")).to_contain_text("select a run in the gallery first", timeout=30_000)
+
+
+def test_a_preset_sets_only_what_it_names_and_says_what_it_is(page) -> None:
+    from playwright.sync_api import expect
+
+    _prompt(page).fill("my own prompt")
+    page.locator("#seed input").fill("1234")
+    page.locator("#preset input").fill("fast")
+    page.keyboard.press("Enter")
+    expect(page.locator("#preset-info")).to_contain_text("A quick sketch", timeout=30_000)
+    expect(page.locator("#steps input[type=number]")).to_have_value("100")
+    assert _prompt(page).input_value() == "my own prompt"  # the prompt is the user's
+    assert page.locator("#seed input").input_value() == "1234"  # fast names no seed
 
 
 def test_gallery_lists_the_runs_and_loads_their_settings(page) -> None:
@@ -131,12 +254,55 @@ def test_gallery_lists_the_runs_and_loads_their_settings(page) -> None:
     page.get_by_role("tab", name="Gallery").click()
     page.get_by_role("button", name="Refresh").click()
     expect(page.locator("#gallery img").first).to_be_visible(timeout=30_000)
-    assert page.locator("#gallery img").count() >= 2  # the two runs of the tests above
-    page.locator("#gallery img").first.click()
-    expect(page.get_by_text("a very long walk").first).to_be_visible(timeout=30_000)  # newest first
+    assert page.locator("#gallery img").count() >= 2
+    page.locator("#gallery img").last.click()  # the oldest: the stopped run of the first test
+    expect(page.get_by_text("a very long walk").first).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Load these settings").click()
     expect(_prompt(page)).to_have_value("a very long walk", timeout=30_000)
     # the stopped run recorded the step it reached, so its settings repeat the kept image
     steps = page.locator("#steps input[type=number]")
     expect(steps).not_to_have_value("2000")
     assert 1 <= int(steps.input_value()) < 2000
+
+
+def test_on_a_phone_the_title_is_short_and_generate_is_in_view(browser, app: App) -> None:
+    context, page, failures = _open(browser, app, width=375, height=740)
+    try:
+        title = page.locator("#title h2")
+        line = float(page.evaluate("(el) => parseFloat(getComputedStyle(el).lineHeight)", title.element_handle()))
+        assert title.bounding_box()["height"] <= 2 * line + 2
+        for selector in ("#prompt", "#generate"):
+            box = page.locator(selector).bounding_box()
+            assert box["y"] >= 0 and box["y"] + box["height"] <= 740, selector
+        assert not page.locator("#preview").is_visible()
+        _shot(page, "ui-phone.png")
+    finally:
+        context.close()
+    assert not failures
+
+
+def test_another_browser_sees_none_of_these_runs_in_its_gallery(browser, app: App) -> None:
+    assert len(_runs(app)) >= 3
+    context, page, failures = _open(browser, app)
+    try:
+        page.get_by_role("tab", name="Gallery").click()
+        page.get_by_role("button", name="Refresh").click()
+        page.wait_for_timeout(2000)
+        assert page.locator("#gallery img").count() == 0
+    finally:
+        context.close()
+    assert not failures
+
+
+def test_readme_screenshot(page) -> None:
+    """Regenerates docs/ui.png, the README's picture of the page after a run."""
+    from playwright.sync_api import expect
+
+    _prompt(page).fill("city at night | neon:0.5")
+    page.locator("#generate").click()
+    expect(page.locator("#status")).to_contain_text("done in", timeout=180_000)
+    expect(page.locator("#result img").first).to_be_visible()
+    page.wait_for_timeout(500)
+    path = ROOT / "docs" / "ui.png"
+    page.screenshot(path=str(path), full_page=False)
+    assert path.stat().st_size > 10_000

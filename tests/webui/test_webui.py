@@ -153,8 +153,10 @@ def test_api_through_gradio_client_and_file_serving_rules(served, studio: Studio
     values = to_form(tiny_run_config(tiny_files, steps=3, seed=11))
     names = [p["parameter_name"] for p in info["named_endpoints"]["/generate"]["parameters"]]
     arguments = {name: values.get(name) for name in names if name != "image_prompt_files"}
-    status, preview, result, video, files = client.predict(**arguments, image_prompt_files=None, api_name="/generate")
+    status, preview, result, video, files, info = client.predict(**arguments, image_prompt_files=None,
+                                                                 api_name="/generate")
     assert "done in" in status and Path(result).name.endswith(".png")
+    assert "city at night · seed 11 · 32x32 · 3 steps" in info  # the generation info under the result
     produced = np.asarray(Image.open(result))
     folder = next(p for p in studio.outputs_dir.iterdir() if p.is_dir())
     assert np.array_equal(produced, np.asarray(Image.open(folder / "final.png")))
@@ -223,3 +225,15 @@ def test_errors_reach_an_api_client_as_the_cli_sentence(served, tiny_files) -> N
     with pytest.raises(Exception, match="the prompt is empty; give some text to draw"):
         client.predict(**{n: values.get(n) for n in names if n != "image_prompt_files"}, image_prompt_files=None,
                        api_name="/generate")
+
+
+def test_batch_count_makes_that_many_runs_with_consecutive_seeds(studio: Studio, tiny_files) -> None:
+    session = studio.session()
+    updates = list(text_to_image_job(studio, tiny_run_config(tiny_files, steps=2, seed=5), session, count=3))
+    folders = sorted(p for p in studio.outputs_dir.iterdir() if p.is_dir())
+    seeds = sorted(json.loads((folder / "config.json").read_text())["seed"] for folder in folders)
+    assert seeds == [5, 6, 7]
+    finals = [u for u in updates if u.result is not None]
+    assert len(finals) == 3 and finals[-1].results == [u.result for u in finals]
+    assert "3 of 3 done" in finals[-1].status
+    assert {Path(r).parent for r in finals[-1].results} == set(folders)
