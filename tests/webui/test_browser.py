@@ -281,6 +281,30 @@ def test_on_a_phone_the_title_is_short_and_generate_is_in_view(browser, app: App
     assert not failures
 
 
+def test_the_animate_tab_grows_a_video_preview_and_writes_an_animation(page, app: App) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Animate").click()
+    page.locator("#animate-prompt textarea").fill("a slow zoom")
+    for selector, value in (("#frames input", "8"), ("#first-steps input", "2"), ("#steps-per-frame input", "1"),
+                            ("#zoom textarea, #zoom input", "1.1")):
+        page.locator(selector).first.fill(value)
+    page.locator("#animate").click()
+    sources: set[str] = set()
+    deadline = time.monotonic() + 240
+    while "done in" not in page.locator("#animate-status").inner_text() and time.monotonic() < deadline:
+        video = page.locator("#animate-video video")
+        if video.count():
+            sources.add(video.first.get_attribute("src") or "")
+        page.wait_for_timeout(150)
+    expect(page.locator("#animate-status")).to_contain_text("done in", timeout=5_000)
+    assert len(sources - {""}) >= 2  # the preview video was replaced as frames arrived
+    folder = max(_runs(app), key=lambda path: path.stat().st_mtime)
+    lines = (folder / "frames.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and json.loads(lines[-1])["zoom"] == 1.1
+    _shot(page, "ui-animate.png")
+
+
 def test_another_browser_sees_none_of_these_runs_in_its_gallery(browser, app: App) -> None:
     assert len(_runs(app)) >= 3
     context, page, failures = _open(browser, app)
