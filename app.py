@@ -60,7 +60,9 @@ logger = logging.getLogger("generator.app")
 MAX_UPLOAD = "64mb"
 # Results are often small (256 px): show them scaled up to the frame, with crisp pixels.
 CSS = """
-#preview img, #result img, #upscaled img, #animate-preview img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#preview img, #result img, #upscaled img, #animate-preview img {
+  width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
+}
 #title h2 { margin: 0; } #title p { margin: 0; opacity: 0.75; }
 .status-progress { display: flex; align-items: center; gap: 0.6em; }
 .status-bar { flex: 1; height: 6px; border-radius: 3px; background: var(--neutral-200, #ddd); overflow: hidden; }
