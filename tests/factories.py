@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import types
 from collections.abc import Iterator
@@ -160,3 +161,10 @@ def tiny_run_config(files: TinyModelFiles, **overrides: Any) -> GenerationConfig
             "cutouts": {"cutn": 4}}
     return GenerationConfig.from_dict(merge(base, overrides))
 
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child the test stops with SIGINT: a shell starting the suite in the
+    background (``cmd &``) makes its children ignore SIGINT, and Python keeps an ignored SIGINT
+    ignored, so restore the default and Ctrl-C reaches the child as KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,6 +16,7 @@ import pytest
 from generator.cli.main import main
 from generator.config import AnimationConfig
 from tests.animation.conftest import animate, frame_paths, frames_of
+from tests.factories import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--size", "32", "32", "--cutn", "4", "--precision", "fp32"]
@@ -37,13 +38,13 @@ def _only_folder(out: Path) -> Path:
 
 def test_resume_after_ctrl_c_gives_the_frames_of_an_uninterrupted_run(tiny_pipeline, tiny_files,
                                                                      tmp_path: Path) -> None:
-    frames = 10
+    frames = 40  # enough that the SIGINT lands mid-run on a fast, idle machine too
     args = ["a long zoom ^ a longer zoom", *tiny_files.cli_args(), "--frames", str(frames), "--steps", "1",
             "--steps-per-frame", "1", "--zoom", "0:1.0, 8:1.1", "--angle", "3", "--frame-init-weight", "0.1",
             "--seed", "4", *FAST]
     process = subprocess.Popen([sys.executable, "-m", "generator", "animate", *args, "--out", str(tmp_path / "a")],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and sum(map(_published, tmp_path.glob("a/*"))) < 3:

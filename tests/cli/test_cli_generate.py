@@ -18,6 +18,7 @@ from PIL import Image
 
 from generator.cli.main import main
 from generator.io.outputs import CONFIG_KEY, read_png_text
+from tests.factories import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--size", "32", "32", "--cutn", "4"]
@@ -77,7 +78,7 @@ def test_ctrl_c_keeps_the_frames_and_writes_the_latest_image(tiny_files, tmp_pat
         [sys.executable, "-m", "generator", "a long walk", *tiny_files.cli_args(), "--steps", "100000",
          "--save-every", "5", "--video", "--seed", "1", *FAST, "--out", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 180

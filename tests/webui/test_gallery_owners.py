@@ -134,9 +134,10 @@ def test_zip_of_a_run(outputs: Path, tmp_path: Path) -> None:
 def test_a_web_ui_run_is_recorded_for_its_session(tiny_pipeline, tiny_files, tmp_path: Path) -> None:
     studio = Studio(outputs_dir=tmp_path / "outputs", text_to_image=tiny_pipeline)
     session = studio.session()
+    session.owner = "owner-a"  # the page sets it from the browser's local storage
     list(text_to_image_job(studio, tiny_run_config(tiny_files, steps=1, seed=5), session))
-    assert record_session_owner(studio.outputs_dir, session.record, "owner-a")
-    assert [run.config["seed"] for run in studio.runs_for("owner-a")] == [5]
+    assert [run.config["seed"] for run in studio.runs_for("owner-a")] == [5]  # the job recorded its owner
+    assert not record_session_owner(studio.outputs_dir, session.record, "owner-b")  # owners are never reassigned
     assert studio.runs_for("owner-b") == []
     assert not record_session_owner(studio.outputs_dir, session.record, None)
     assert not record_session_owner(studio.outputs_dir, None, "owner-a")

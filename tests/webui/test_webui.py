@@ -197,8 +197,12 @@ def test_heavy_events_share_one_gpu_slot(studio: Studio) -> None:
 
     demo = app.build_demo(studio=studio)
     heavy = {f.api_name: (f.concurrency_id, f.concurrency_limit) for f in demo.fns.values() if f.queue}
-    assert heavy["generate"] == heavy["sample"] == heavy["upscale"] == ("gpu", 1)
-    assert all(value == ("gpu", 1) for value in heavy.values())  # every queued event: one job at a time
+    assert heavy["generate"] == heavy["sample"] == heavy["upscale"] == heavy["animate"] == ("gpu", 1)
+    # every other queued event runs one job at a time too, except the claims, which only reserve a run
+    queued = [f for f in demo.fns.values() if f.queue]
+    claims = [f for f in queued if f.concurrency_id == "claims"]
+    assert claims and all(f.concurrency_limit is None and f.fn.__name__ == "claimed" for f in claims)
+    assert all((f.concurrency_id, f.concurrency_limit) == ("gpu", 1) for f in queued if f not in claims)
 
 
 def test_main_serves_locally_with_limits(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_files) -> None:
