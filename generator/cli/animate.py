@@ -20,7 +20,6 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from generator.animation.keyframes import MotionSchedule, prompt_timeline
 from generator.animation.pipeline import Animator
@@ -28,9 +27,9 @@ from generator.animation.resume import read_resume
 from generator.animation.state import MODE, Resume
 from generator.cli.common import base_settings
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
-from generator.cli.generate import DEFAULT_OUT, add_settings_arguments
-from generator.config import AnimationConfig, clip_model_spec
-from generator.config_schema import field_paths, merge, nest
+from generator.cli.generate import DEFAULT_OUT, add_settings_arguments, overrides_from_args
+from generator.config import AnimationConfig
+from generator.config_schema import field_paths, merge
 from generator.errors import ConfigError
 from generator.guidance.pipeline import TextToImage
 from generator.presets import DEFAULT_PRESET
@@ -82,18 +81,7 @@ def config_from_args(args: argparse.Namespace) -> AnimationConfig:
         base = base_settings(args.from_output, args.preset, kind=MODE)
     else:
         base = base_settings(None, args.preset, kind="text-to-image", default_preset=DEFAULT_PRESET)
-    return AnimationConfig.from_dict(merge(base, _overrides(args)))
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    given = {k: v for k, v in vars(args).items() if k in field_paths(AnimationConfig)}
-    if "clip_models" in given:
-        given["clip_models"] = [clip_model_spec(values) for values in given["clip_models"]]
-    if "init_image" in given and "init" not in given:
-        given["init"] = "image"
-    if "prior" in given and "init" not in given:
-        given["init"] = "prior"
-    return nest(AnimationConfig, given)
+    return AnimationConfig.from_dict(merge(base, overrides_from_args(args, AnimationConfig)))
 
 
 def check_plan(config: AnimationConfig) -> None:

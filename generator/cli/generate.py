@@ -129,7 +129,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The plain settings of the parsed flags: defaults < preset (or --from) < flags."""
     base = base_settings(args.from_output, args.preset, kind="text-to-image", default_preset=DEFAULT_PRESET)
-    return merge(base, _overrides(args))
+    return merge(base, overrides_from_args(args))
 
 
 def config_from_args(args: argparse.Namespace) -> GenerationConfig:
@@ -137,15 +137,17 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     return GenerationConfig.from_dict(settings_from_args(args))
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    given = {k: v for k, v in vars(args).items() if k in field_paths(GenerationConfig)}
+def overrides_from_args(args: argparse.Namespace, config_cls: type = GenerationConfig) -> dict[str, Any]:
+    """The settings the flags give, as a nested partial config of ``config_cls`` (an init image
+    or a prior given without ``--init`` implies that init)."""
+    given = {k: v for k, v in vars(args).items() if k in field_paths(config_cls)}
     if "clip_models" in given:
         given["clip_models"] = [clip_model_spec(values) for values in given["clip_models"]]
     if "init_image" in given and "init" not in given:
         given["init"] = "image"
     if "prior" in given and "init" not in given:
         given["init"] = "prior"
-    return nest(GenerationConfig, given)
+    return nest(config_cls, given)
 
 
 def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | None = None) -> int:

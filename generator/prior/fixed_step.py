@@ -67,7 +67,7 @@ class CachedStep:
             return self.gpt(token.view(-1, 1), cache=self.cache, last_only=True)[:, -1]
 
 
-class FixedStep:
+class FixedStep(CachedStep):
     """One token per sequence at a time, fixed shapes, optionally a CUDA graph.
 
     Args:
@@ -80,9 +80,8 @@ class FixedStep:
 
     @torch.inference_mode()
     def __init__(self, gpt: GPT, batch: int, max_length: int, *, graph: bool = False):
+        super().__init__(gpt, batch, max_length)
         device = gpt.pos_emb.device
-        self.gpt, self.batch = gpt, batch
-        self.cache = KVCache(gpt.config, batch, max_length, device=device, dtype=linear_dtype(gpt))
         self.slots = torch.arange(max_length, device=device)  # (T_max,)
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)  # (B, 1)
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # (1,)
@@ -92,14 +91,6 @@ class FixedStep:
             if device.type != "cuda":
                 raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
             self._capture()
-
-    @property
-    def max_length(self) -> int:
-        return self.cache.max_length
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.cache.keys.dtype
 
     def _forward(self) -> torch.Tensor:
         with torch.autocast(self.token.device.type, enabled=False):
@@ -127,13 +118,6 @@ class FixedStep:
             self.graph, self.logits = None, None
             return
         self.graph, self.logits = graph, logits
-
-    @torch.inference_mode()
-    def prefill(self, prefix: torch.Tensor) -> torch.Tensor:
-        """Run the (B, T) prefix through the model, filling slots [0, T); its last logits (B, vocab)."""
-        self.cache.length = 0
-        with torch.autocast(prefix.device.type, enabled=False):
-            return self.gpt(prefix, cache=self.cache, last_only=True)[:, -1]
 
     @torch.inference_mode()
     def __call__(self, token: torch.Tensor, position: int) -> torch.Tensor:
