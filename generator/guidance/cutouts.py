@@ -188,7 +188,14 @@ class MakeCutouts(nn.Module):
         cols = resample_matrices(xs, sizes, width, self.cut_size, image.device).to(image.dtype)  # (N, S, W)
         cutouts = rows[:, None] @ image @ cols.transpose(1, 2)[:, None]  # (N, 3, S, S)
         if len(self.augment):
-            cutouts = self.augment(cutouts)
+            augmented = self.augment(cutouts)
+            # A degenerate random warp (a perspective whose corners nearly collapse) gives a cutout
+            # of NaN: that cutout is used unaugmented, and the NaN its warp sends back in the
+            # backward pass is dropped. Device operations only, so no host sync per step.
+            finite = torch.isfinite(augmented).flatten(1).all(dim=1).view(-1, 1, 1, 1)  # (N, 1, 1, 1)
+            if cutouts.requires_grad:
+                cutouts.register_hook(lambda grad: torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0))
+            cutouts = torch.where(finite, augmented, cutouts)
         if self.noise_fac:
             strength = torch.rand(self.cutn, 1, 1, 1, device=image.device, dtype=cutouts.dtype) * self.noise_fac
             cutouts = cutouts + strength * torch.randn_like(cutouts)

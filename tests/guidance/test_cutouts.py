@@ -82,3 +82,26 @@ def test_augmentation_names_and_aliases() -> None:
     assert names == ("affine", "perspective", "jitter", "erasing")
     with pytest.raises(ConfigError, match="unknown augmentation 'perspektive'; did you mean perspective"):
         canonical_augments(["perspektive"])
+
+
+class _DegenerateWarp(torch.nn.Module):
+    """A warp whose second cutout comes out NaN, as a perspective with collapsed corners does:
+    its sampling weights are NaN, so its backward sends NaN to the input too."""
+
+    def forward(self, cutouts: torch.Tensor) -> torch.Tensor:
+        weights = torch.ones(cutouts.shape[0], 1, 1, 1)
+        weights[1] = float("nan")
+        return cutouts.flip(-1) * weights
+
+
+def test_a_degenerate_augmentation_leaves_its_cutout_unaugmented_and_the_gradient_finite() -> None:
+    image = torch.rand(1, 3, 48, 48, requires_grad=True)
+    maker = MakeCutouts(32, 4, augments=["flip"])
+    maker.augment = torch.nn.Sequential(_DegenerateWarp())
+    out = maker(image, torch.Generator().manual_seed(0))
+    plain = MakeCutouts(32, 4)(image, torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[1], plain[1])  # the degenerate one, unaugmented
+    assert torch.equal(out[0], plain[0].flip(-1))  # the others, augmented
+    out.sum().backward()
+    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
