@@ -9,8 +9,6 @@ module loads no model. Widgets are named after config fields; the logic behind t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import inspect
 import json
 import logging
 import sys
@@ -22,9 +20,6 @@ from typing import Any
 import gradio as gr
 
 from generator.config import (
-    INIT_MODES,
-    OPTIMISERS,
-    PRECISIONS,
     AnimationConfig,
     GenerationConfig,
     ModelsConfig,
@@ -34,13 +29,13 @@ from generator.config import (
     new_seed,
 )
 from generator.errors import GeneratorError, InputError
-from generator.guidance.cutouts import AUGMENTATIONS
 from generator.guidance.pipeline import TextToImage
 from generator.io.latents import LATENT_FILE
-from generator.presets import list_presets, load_preset
-from generator.webui.catalogue import model_choices, model_hint
+from generator.presets import load_preset
+from generator.webui.catalogue import model_hint
 from generator.webui.forms import from_form, preset_fields, to_form
 from generator.webui.gallery import PastRun, delete_run, zip_run
+from generator.webui.handlers import guarded, named, stream
 from generator.webui.jobs import (
     Update,
     animation_job,
@@ -53,8 +48,14 @@ from generator.webui.jobs import (
 from generator.webui.limits import DEFAULT_MAX_MEGAPIXELS
 from generator.webui.paths import PathPolicy
 from generator.webui.pnginfo import read_settings
-from generator.webui.status import error_html, message_html, progress_html
-from generator.webui.studio import Session, Studio
+from generator.webui.status import error_html, message_html
+from generator.webui.studio import Studio
+from generator.webui.widgets import (
+    animate_widgets,
+    models_menu,
+    sample_widgets,
+    text_to_image_widgets,
+)
 
 logger = logging.getLogger("generator.app")
 MAX_UPLOAD = "64mb"
@@ -90,242 +91,6 @@ PREVIEW_EVERY = 10  # steps between previews when a preset sets none: watching t
 GPU = "gpu"  # every heavy event shares one queue slot: one job at a time on the GPU
 
 
-def _models_menu(kind: str, value: str | None, label: str, weights: Any, **kwargs: Any) -> gr.Dropdown:
-    """A model menu: installed models first, then files in the weights folder, then registry
-    models that would download; a path typed in stays possible."""
-    return gr.Dropdown(model_choices(kind, weights), value=value or None, label=label, allow_custom_value=True,
-                       **kwargs)
-
-
-def _widgets_text_to_image(values: dict[str, Any], preset: str, weights: Any) -> dict[str, gr.components.Component]:
-    """The text-to-image form and its buttons; returns widgets by config field name."""
-    w: dict[str, gr.components.Component] = {}
-    with gr.Row(equal_height=True):
-        w["prompts"] = gr.Textbox(values["prompts"], label="Prompt", scale=4, max_lines=3, elem_id="prompt",
-                                  placeholder="city at night | neon:0.5 | blurry:-0.3   (Enter to generate)")
-        with gr.Column(scale=1, min_width=150, elem_id="run-buttons"):
-            w["run"] = gr.Button("Generate", variant="primary", elem_id="generate")
-            w["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
-    with gr.Row():
-        presets: list[Any] = list_presets(kind="text-to-image")
-        if preset not in presets:  # a preset file given to app.py --preset
-            presets.append((Path(preset).stem, preset))
-        w["preset"] = gr.Dropdown(presets, value=preset, label="Preset", scale=1, elem_id="preset")
-        w["preset_info"] = gr.Markdown(load_preset_description(preset), elem_id="preset-info")
-    with gr.Row():
-        w["width"] = gr.Number(values["width"], label="Width (0: auto)", precision=0, minimum=0, maximum=4096)
-        w["height"] = gr.Number(values["height"], label="Height (0: auto)", precision=0, minimum=0, maximum=4096)
-        w["steps"] = gr.Slider(1, 2000, values["steps"], step=1, label="Steps", elem_id="steps")
-        w["seed"] = gr.Number(values["seed"], label="Seed (-1: random)", precision=0, minimum=-1, elem_id="seed")
-        w["images"] = gr.Number(1, label="Images (seed, seed+1, …)", precision=0, minimum=1, maximum=64,
-                                elem_id="images")
-        with gr.Column(scale=0, min_width=130):
-            w["random_seed"] = gr.Button("Random seed", size="sm")
-            w["reuse_seed"] = gr.Button("Reuse last seed", size="sm", elem_id="reuse-seed")
-    with gr.Accordion("Advanced", open=False):
-        with gr.Row():
-            w["image_prompts"] = gr.Textbox(values["image_prompts"], label="Image prompts (path:weight | ...)")
-            w["image_prompt_files"] = gr.File(label="Image prompts (upload)", file_count="multiple",
-                                              file_types=["image"])
-            w["noise_prompts"] = gr.Textbox(values["noise_prompts"], label="Noise prompts (seed:weight | ...)")
-            w["change_prompt_every"] = gr.Number(values["change_prompt_every"], label="Steps per ^ phrase (0: split)",
-                                                 precision=0)
-        with gr.Row():
-            w["init"] = gr.Dropdown(list(INIT_MODES), value=values["init"], label="Start from")
-            w["init_image"] = gr.Image(label="Init image", type="filepath", height=160)
-            w["init_weight"] = gr.Number(values["init_weight"], label="Init weight (MSE toward the start)")
-            w["init_weight_decay_steps"] = gr.Number(values["init_weight_decay_steps"],
-                                                     label="Init weight reaches 0 at step", precision=0)
-        with gr.Row():
-            w["cutn"] = gr.Slider(1, 256, values["cutn"], step=1, label="Cutouts")
-            w["cut_pow"] = gr.Number(values["cut_pow"], label="Cutout size power")
-            w["noise_fac"] = gr.Number(values["noise_fac"], label="Cutout noise")
-            w["augments"] = gr.CheckboxGroup(list(AUGMENTATIONS), value=list(values["augments"]), label="Augmentations")
-        with gr.Row():
-            w["optimiser"] = gr.Dropdown(list(OPTIMISERS), value=values["optimiser"], label="Optimiser")
-            w["lr"] = gr.Number(values["lr"], label="Learning rate")
-            w["tv_weight"] = gr.Number(values["tv_weight"], label="Smoothness (TV) weight")
-            w["precision"] = gr.Dropdown(list(PRECISIONS), value=values["precision"], label="Precision")
-        with gr.Row():
-            w["save_every"] = gr.Number(values["save_every"], label="Preview (and frame) every N steps (0: none)",
-                                        precision=0, elem_id="save-every")
-            w["video"] = gr.Checkbox(values["video"], label="Video (mp4)")
-            w["gif"] = gr.Checkbox(values["gif"], label="Gif")
-            w["fps"] = gr.Number(values["fps"], label="Frames per second", precision=0)
-        with gr.Row():
-            w["upscale"] = gr.Number(values["upscale"], label="Upscale factor (0: off)")
-            w["upscale_model"] = _models_menu("upscaler", values["upscale_model"], "Upscaler", weights)
-            w["upscale_tile"] = gr.Number(values["upscale_tile"], label="Upscale tile", precision=0)
-        with gr.Row():
-            w["vqgan"] = _models_menu("vqgan", values["vqgan"], "VQGAN", weights, elem_id="vqgan")
-            w["vqgan_config"] = gr.Textbox(values["vqgan_config"], label="VQGAN yaml (optional)")
-            w["clip_models"] = gr.Textbox(values["clip_models"], label="CLIP models (MODEL PRETRAINED WEIGHT per line)",
-                                          lines=2)
-        with gr.Row():
-            w["prior"] = _models_menu("transformer", values["prior"], "Prior for 'Start from: prior'", weights)
-            w["prior_top_k"] = gr.Number(values["prior_top_k"], label="Prior top-k", precision=0)
-            w["prior_top_p"] = gr.Number(values["prior_top_p"], label="Prior top-p")
-            w["prior_temperature"] = gr.Number(values["prior_temperature"], label="Prior temperature")
-    return w
-
-
-def _widgets_animate(values: dict[str, Any]) -> dict[str, gr.components.Component]:
-    """The animation form (its models are those of the text-to-image form's Advanced section)."""
-    w: dict[str, gr.components.Component] = {}
-    with gr.Row(equal_height=True):
-        w["prompts"] = gr.Textbox(values["prompts"], label="Prompt (^ separates story phrases)", scale=4,
-                                  max_lines=3, elem_id="animate-prompt")
-        with gr.Column(scale=1, min_width=150):
-            w["run"] = gr.Button("Animate", variant="primary", elem_id="animate")
-            w["stop"] = gr.Button("Stop", variant="stop", elem_id="animate-stop")
-    with gr.Row():
-        w["frames"] = gr.Number(values["frames"] or 60, label="Frames", precision=0, minimum=1, elem_id="frames")
-        w["steps"] = gr.Number(values["steps"], label="Steps of the first frame", precision=0, minimum=0,
-                               elem_id="first-steps")
-        w["steps_per_frame"] = gr.Number(values["steps_per_frame"], label="Steps per frame", precision=0, minimum=0,
-                                         elem_id="steps-per-frame")
-        w["width"] = gr.Number(values["width"], label="Width (0: auto)", precision=0, minimum=0)
-        w["height"] = gr.Number(values["height"], label="Height (0: auto)", precision=0, minimum=0)
-        w["seed"] = gr.Number(values["seed"], label="Seed (-1: random)", precision=0, minimum=-1)
-    with gr.Row():
-        w["zoom"] = gr.Textbox(values["zoom"], label="Zoom per frame (1.02 or 0:1.0, 60:1.04)", elem_id="zoom")
-        w["angle"] = gr.Textbox(values["angle"], label="Degrees per frame")
-        w["translate_x"] = gr.Textbox(values["translate_x"], label="Pan x (pixels per frame)")
-        w["translate_y"] = gr.Textbox(values["translate_y"], label="Pan y (pixels per frame)")
-        w["smooth"] = gr.Checkbox(values["smooth"], label="Ease between keyframes")
-    with gr.Accordion("Prompts at frames, coherence, restyle, video", open=False):
-        with gr.Row():
-            w["prompt_at"] = gr.Textbox("\n".join(values["prompt_at"] or ()), lines=3,
-                                        label="Prompts at frames (FRAME=PROMPT per line)")
-            w["change_prompt_every"] = gr.Number(values["change_prompt_every"], precision=0,
-                                                 label="Frames per ^ phrase (0: split over the frames)")
-            w["frame_init_weight"] = gr.Number(values["frame_init_weight"], label="Coherence (MSE to the moved frame)")
-        with gr.Row():
-            w["video_init"] = gr.Video(label="Video to restyle (optional)", sources=["upload"], height=200)
-            w["every"] = gr.Number(values["every"], label="Every Nth input frame", precision=0, minimum=1)
-            w["blend"] = gr.Slider(0, 1, values["blend"], step=0.05, label="Blend with the previous output")
-        with gr.Row():
-            w["fps"] = gr.Number(values["fps"], label="Frames per second", precision=0, minimum=1)
-            w["interpolate"] = gr.Number(values["interpolate"], label="Interpolate ×N", precision=0, minimum=1)
-            w["video_length"] = gr.Number(values["video_length"], label="Video length in seconds (0: from fps)")
-            w["cutn"] = gr.Slider(1, 256, values["cutn"], step=1, label="Cutouts")
-    return w
-
-
-def _widgets_sample(values: dict[str, Any], weights: Any) -> dict[str, gr.components.Component]:
-    """The prior-sampling form."""
-    w: dict[str, gr.components.Component] = {}
-    with gr.Row():
-        w["model"] = _models_menu("transformer", values["model"], "Prior", weights, scale=2, elem_id="sample-model")
-        w["transformer_config"] = gr.Textbox(values["transformer_config"], label="Project yaml (optional)", scale=2)
-        w["n"] = gr.Slider(1, 16, values["n"], step=1, label="Images")
-        w["batch_size"] = gr.Slider(1, 16, values["batch_size"], step=1, label="Batch size")
-    with gr.Row():
-        w["width"] = gr.Number(values["width"], label="Width (0: trained size)", precision=0, minimum=0)
-        w["height"] = gr.Number(values["height"], label="Height (larger: sliding window)", precision=0, minimum=0)
-        w["top_k"] = gr.Number(values["top_k"], label="Top-k (0: off)", precision=0)
-        w["top_p"] = gr.Number(values["top_p"], label="Top-p")
-        w["temperature"] = gr.Number(values["temperature"], label="Temperature")
-        w["seed"] = gr.Number(values["seed"], label="Seed (-1: random)", precision=0, minimum=-1)
-    with gr.Row():
-        w["class_label"] = gr.Number(values["class_label"], label="Class (class-conditional priors; -1: none)",
-                                     precision=0)
-        w["condition"] = gr.File(label="Condition map (segmentation or depth)", file_types=["image"])
-        w["complete"] = gr.Image(label="Complete this image (optional)", type="filepath", height=160)
-        w["keep"] = gr.Slider(0, 0.95, values["keep"], step=0.05, label="Keep this fraction")
-    with gr.Row():
-        w["save_every"] = gr.Number(values["save_every"], label="Preview every N rows (0: none)", precision=0)
-        w["video"] = gr.Checkbox(values["video"], label="Video")
-        w["use_cache"] = gr.Checkbox(values["use_cache"], label="Key/value cache")
-        w["upscale"] = gr.Number(values["upscale"], label="Upscale factor (0: off)")
-        w["upscale_model"] = _models_menu("upscaler", values["upscale_model"], "Upscaler", weights)
-    return w
-
-
-def _named(handler: Callable[..., Iterator[tuple]], names: Sequence[str]) -> Callable[..., Iterator[tuple]]:
-    """A Gradio handler with one parameter per widget name (the API then reads ``prompts``,
-    ``steps``, ``cutn``...), after the run's claim (a State, not part of the API), passing
-    ``handler`` the claim, the values as a dict, and the request."""
-
-    def wrapper(*args: Any) -> Iterator[tuple]:
-        claim, *values, request = args
-        yield from handler(claim, dict(zip(names, values, strict=True)), request)
-
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter("claim", kind)] + [inspect.Parameter(name, kind) for name in names]
-        + [inspect.Parameter("request", kind, annotation=gr.Request)])
-    wrapper.__annotations__ = {"request": gr.Request}  # Gradio finds special parameters by type hint
-    return wrapper
-
-
-def _update_tuple(update: Update, names: Sequence[str]) -> tuple[Any, ...]:
-    """The widget updates of an :class:`Update`, in the order of ``names``; gr.skip() leaves a widget.
-    The status line shows progress as a thin bar. Plain values, so API clients get plain values;
-    which image boxes are shown is set around the run (see ``shown``)."""
-    status = None
-    if update.progress is not None:
-        status = progress_html(*update.progress)
-    elif update.status is not None:
-        status = message_html(update.status, "done" if update.result else "info")
-    compare = tuple(update.results) if update.results and len(update.results) == 2 else None
-    values = {"status": status, "preview": update.preview, "result": update.result, "results": update.results,
-              "compare": compare,
-              "video": update.video, "files": update.files, "info": update.info, "seed": update.seed}
-    return tuple(gr.skip() if values[name] is None else values[name] for name in names)
-
-
-def _status_only(html: str, names: Sequence[str]) -> tuple[Any, ...]:
-    return tuple(html if name == "status" else gr.skip() for name in names)
-
-
-def _stream(make_job: Callable[[], Iterator[Update]], names: Sequence[str], session: Session) -> Iterator[tuple]:
-    """Drive a job for Gradio: widget updates, notices as toasts, and an error (in the settings
-    or in the run) as one sentence that stays in the status line; API clients receive it as
-    the error. ``make_job`` checks the settings and makes the job.
-
-    A Stop (or a closed browser tab) closes this generator at a ``yield``; ``closing`` then
-    closes the job, which keeps what the run produced.
-    """
-    try:
-        job = make_job()
-        with contextlib.closing(job):
-            for update in job:
-                if update.notice:
-                    gr.Info(update.notice)
-                yield _update_tuple(update, names)
-        return
-    except (GeneratorError, gr.Error) as error:
-        message = error.message if isinstance(error, gr.Error) else str(error)
-    except Exception as error:  # never a bare HTTP 500: say what happened, keep the page usable
-        logger.exception("a job failed")
-        message = f"something went wrong ({type(error).__name__}: {error}); the server log has the details"
-    finally:
-        session.release()  # a run that never started gives its claim back
-    yield _status_only(error_html(message), names)
-    raise gr.Error(message, print_exception=False, visible=False)
-
-
-def _guarded(handler: Callable[..., tuple], status_index: int, count: int) -> Callable[..., tuple]:
-    """A quick (unqueued) handler whose errors become the status sentence at ``status_index`` of
-    its ``count`` outputs instead of an HTTP 500."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> tuple:
-        try:
-            return handler(*args, **kwargs)
-        except (GeneratorError, gr.Error) as error:
-            message = error.message if isinstance(error, gr.Error) else str(error)
-        except Exception as error:
-            logger.exception("a handler failed")
-            message = f"something went wrong ({type(error).__name__}: {error}); the server log has the details"
-        return tuple(error_html(message) if i == status_index else gr.skip() for i in range(count))
-
-    wrapper.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = getattr(handler, "__annotations__", {})
-    return wrapper
-
-
-BUSY = "busy"  # the claim of a submission that found a run of this session already going
 
 
 def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | None = None,
@@ -357,7 +122,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
         gr.Markdown("## VQGAN Studio\nVQGAN+CLIP, Taming Transformers priors, ESRGAN upscaling", elem_id="title")
         with gr.Tabs() as tabs:
             with gr.Tab("Text to image", id="t2i"):
-                t2i = _widgets_text_to_image(t2i_values, preset, weights)
+                t2i = text_to_image_widgets(t2i_values, preset, weights)
                 t2i_hint = gr.HTML(elem_id="model-hint")
                 t2i_status = gr.HTML(elem_id="status")
                 with gr.Row():
@@ -378,7 +143,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                 t2i_claim = gr.State(None)
                 t2i_seed = gr.State(None)
             with gr.Tab("Animate", id="animate"):
-                anim = _widgets_animate(anim_values)
+                anim = animate_widgets(anim_values)
                 anim_status = gr.HTML(elem_id="animate-status")
                 with gr.Row():
                     anim_preview = gr.Image(label="Latest frame", type="pil", interactive=False, format="png",
@@ -389,7 +154,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                                      elem_id="animate-files")
                 anim_claim = gr.State(None)
             with gr.Tab("Prior", id="prior"):
-                smp = _widgets_sample(sample_values, weights)
+                smp = sample_widgets(sample_values, weights)
                 with gr.Row():
                     smp_run = gr.Button("Sample", variant="primary", elem_id="sample")
                     smp_stop = gr.Button("Stop", variant="stop", elem_id="sample-stop")
@@ -405,7 +170,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                 smp_claim = gr.State(None)
             with gr.Tab("Upscale", id="upscale"):
                 with gr.Row():
-                    up_model = _models_menu("upscaler", UpscaleConfig().upscale_model, "Upscaler", weights,
+                    up_model = models_menu("upscaler", UpscaleConfig().upscale_model, "Upscaler", weights,
                                             elem_id="upscale-model")
                     up_scale = gr.Number(0, label="Scale (0: the model's)")
                     up_tile = gr.Number(256, label="Tile (0: whole image)", precision=0)
@@ -482,7 +247,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                 config = _config(GenerationConfig, _checked_t2i(paths, form))
                 return text_to_image_job(studio, config, session, count=count)
 
-            yield from _stream(job, t2i_outputs, session)
+            yield from stream(job, t2i_outputs, session)
 
         def continued(claim: str | None, more: float | None, request: gr.Request) -> Iterator[tuple]:
             session = studio.session(request)
@@ -491,7 +256,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                 config, parent = _continuation(session, int(more or 0))
                 return text_to_image_job(studio, config, session, parent=parent)
 
-            yield from _stream(job, t2i_outputs, session)
+            yield from stream(job, t2i_outputs, session)
 
         def animate(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
             session = studio.session(request)
@@ -503,11 +268,11 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                 config = _config(AnimationConfig, {**models, **form})
                 return animation_job(studio, config, session)
 
-            yield from _stream(job, anim_outputs, session)
+            yield from stream(job, anim_outputs, session)
 
         def sample(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
             session = studio.session(request)
-            yield from _stream(lambda: sample_job(studio, _config(SampleConfig, _checked_sample(paths, form)), session),
+            yield from stream(lambda: sample_job(studio, _config(SampleConfig, _checked_sample(paths, form)), session),
                                smp_outputs, session)
 
         def upscale(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
@@ -524,7 +289,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                                        upscale_alpha=form["upscale_alpha"])
                 return upscale_job(studio, path, config, session, max_megapixels=max_upscale_megapixels)
 
-            yield from _stream(job, ["status", "compare", "files"], session)
+            yield from stream(job, ["status", "compare", "files"], session)
 
         def stopped(request: gr.Request) -> tuple:
             """After Stop: Gradio cancels the run once the Stop click has returned, the job then
@@ -550,7 +315,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
         claiming = dict(concurrency_id="claims", concurrency_limit=None, show_progress="hidden", api_name=False)
         t2i_inputs = [t2i_claim] + [t2i[n] for n in t2i_names] + [t2i["image_prompt_files"]]
         t2i_out = [t2i_status, t2i_preview, t2i_result, t2i_video, t2i_files, t2i_info, t2i_seed]
-        generate_fn = _named(generate, [*t2i_names, "image_prompt_files"])
+        generate_fn = named(generate, [*t2i_names, "image_prompt_files"])
         claim_out = [t2i_status, t2i_claim, t2i_preview]
         run_evt = t2i["run"].click(claimed, None, claim_out, **claiming).success(
             generate_fn, t2i_inputs, t2i_out, api_name="generate", **heavy)
@@ -568,20 +333,20 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
         t2i["random_seed"].click(lambda: new_seed(), None, t2i["seed"], **quick)
         t2i["reuse_seed"].click(lambda seed: gr.skip() if seed is None else seed, t2i_seed, t2i["seed"], **quick)
         preset_outputs = [t2i[n] for n in t2i_names] + [t2i["preset_info"], t2i_status]
-        t2i["preset"].change(_guarded(lambda name: _preset_update(name, studio, t2i_names), len(preset_outputs) - 1,
+        t2i["preset"].change(guarded(lambda name: _preset_update(name, studio, t2i_names), len(preset_outputs) - 1,
                                       len(preset_outputs)), t2i["preset"], preset_outputs, **quick)
 
         def status_after_stop(request: gr.Request) -> tuple:
             return stopped(request)[:1]
 
         anim_evt = anim["run"].click(claimed, None, [anim_status, anim_claim, anim_preview], **claiming).success(
-            _named(animate, anim_names), [anim_claim] + [anim[n] for n in anim_names],
+            named(animate, anim_names), [anim_claim] + [anim[n] for n in anim_names],
             [anim_status, anim_preview, anim_video, anim_files], api_name="animate", **heavy)
         anim["stop"].click(lambda: message_html("Stopping…"), None, anim_status, cancels=[anim_evt], **quick).then(
             status_after_stop, None, [anim_status], **quick)
 
         smp_evt = smp_run.click(claimed, None, [smp_status, smp_claim, smp_preview], **claiming).success(
-            _named(sample, smp_names), [smp_claim] + [smp[n] for n in smp_names],
+            named(sample, smp_names), [smp_claim] + [smp[n] for n in smp_names],
             [smp_status, smp_preview, smp_results, smp_video, smp_files], api_name="sample", **heavy)
         smp_stop.click(lambda: message_html("Stopping…"), None, smp_status, cancels=[smp_evt], **quick).then(
             status_after_stop, None, [smp_status], **quick)
@@ -592,7 +357,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
         up_from.click(latest_result, None, up_input, **quick)
         up_names = ["image", "upscale_model", "upscale", "upscale_tile", "upscale_denoise", "upscale_alpha"]
         up_evt = up_run.click(claimed, None, [up_status, up_claim, gr.State()], **claiming).success(
-            _named(upscale, up_names), [up_claim, up_input, up_model, up_scale, up_tile, up_denoise, up_alpha],
+            named(upscale, up_names), [up_claim, up_input, up_model, up_scale, up_tile, up_denoise, up_alpha],
             [up_status, up_result, up_files], api_name="upscale", **heavy)
 
         def hinted(kind: str, target: gr.components.Component) -> Callable[[str | None], tuple[str]]:
@@ -602,7 +367,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                     paths.check(value, "model")
                 text = model_hint(kind, value, weights)
                 return (error_html(text) if text else "",)
-            return _guarded(hint, 0, 1)
+            return guarded(hint, 0, 1)
 
         menus = (("upscaler", up_model, up_hint), ("vqgan", t2i["vqgan"], t2i_hint),
                  ("transformer", t2i["prior"], t2i_hint), ("upscaler", t2i["upscale_model"], t2i_hint),
@@ -666,19 +431,19 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                     *[values.get(n, gr.skip()) for n in t2i_names], *[gr.skip()] * len(smp_names))
 
         gal_refresh.click(refresh, None, gallery, **quick)
-        gal_delete.click(_guarded(delete, 0, 4), gal_selected, [gal_title, gallery, gal_config, gal_selected], **quick)
-        gal_zip.click(_guarded(download, 0, 2), gal_selected, [gal_title, gal_download], **quick)
+        gal_delete.click(guarded(delete, 0, 4), gal_selected, [gal_title, gallery, gal_config, gal_selected], **quick)
+        gal_zip.click(guarded(download, 0, 2), gal_selected, [gal_title, gal_download], **quick)
         gallery.select(select, None, [gal_title, gal_config, gal_selected], **quick)
         load_outputs = [gal_title, tabs, *[t2i[n] for n in t2i_names], *[smp[n] for n in smp_names]]
-        gal_load.click(_guarded(load, 0, len(load_outputs)), gal_selected, load_outputs, **quick)
+        gal_load.click(guarded(load, 0, len(load_outputs)), gal_selected, load_outputs, **quick)
         def png_read(path: str | None) -> tuple:
             if not path:
                 return "", None, None
             settings = read_settings(paths.check_image(path, "PNG"))
             return message_html(settings.summary), settings.config, {"mode": settings.mode, "config": settings.config}
 
-        png_input.change(_guarded(png_read, 0, 3), png_input, [png_status, png_config, png_selected], **quick)
-        png_load.click(_guarded(load, 0, len(load_outputs)), png_selected,
+        png_input.change(guarded(png_read, 0, 3), png_input, [png_status, png_config, png_selected], **quick)
+        png_load.click(guarded(load, 0, len(load_outputs)), png_selected,
                        [png_status, *load_outputs[1:]], **quick)
         for event in (run_evt, submit_evt, continue_evt, smp_evt, anim_evt):
             event.then(refresh, None, gallery, **quick)
@@ -748,14 +513,6 @@ def _preset_config(name: str, studio: Studio) -> GenerationConfig:
     """A text-to-image preset; one that leaves the models alone keeps the app's models."""
     config = _guard(lambda: load_preset(name, kind="text-to-image").config())
     return config.replace(models=studio.models) if config.models == ModelsConfig() else config
-
-
-def load_preset_description(name: str) -> str:
-    """The description of a preset, for the line beside the preset menu."""
-    try:
-        return load_preset(name, kind="text-to-image").description
-    except GeneratorError as error:
-        return str(error)
 
 
 def _preset_update(name: str, studio: Studio, names: Sequence[str]) -> tuple[Any, ...]:

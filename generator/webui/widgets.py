@@ -1,0 +1,176 @@
+"""The web UI's forms as Gradio widgets, named after config fields (``cutn`` for
+``cutouts.cutn``) so :mod:`generator.webui.forms` maps them to configs; ``app.py`` places them
+in its tabs and wires their events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from generator.config import INIT_MODES, OPTIMISERS, PRECISIONS
+from generator.errors import GeneratorError
+from generator.guidance.cutouts import AUGMENTATIONS
+from generator.presets import list_presets, load_preset
+from generator.webui.catalogue import model_choices
+
+
+def models_menu(kind: str, value: str | None, label: str, weights: Any, **kwargs: Any) -> gr.Dropdown:
+    """A model menu: installed models first, then files in the weights folder, then registry
+    models that would download; a path typed in stays possible."""
+    return gr.Dropdown(model_choices(kind, weights), value=value or None, label=label, allow_custom_value=True,
+                       **kwargs)
+
+
+def text_to_image_widgets(values: dict[str, Any], preset: str, weights: Any) -> dict[str, gr.components.Component]:
+    """The text-to-image form and its buttons; returns widgets by config field name."""
+    w: dict[str, gr.components.Component] = {}
+    with gr.Row(equal_height=True):
+        w["prompts"] = gr.Textbox(values["prompts"], label="Prompt", scale=4, max_lines=3, elem_id="prompt",
+                                  placeholder="city at night | neon:0.5 | blurry:-0.3   (Enter to generate)")
+        with gr.Column(scale=1, min_width=150, elem_id="run-buttons"):
+            w["run"] = gr.Button("Generate", variant="primary", elem_id="generate")
+            w["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
+    with gr.Row():
+        presets: list[Any] = list_presets(kind="text-to-image")
+        if preset not in presets:  # a preset file given to app.py --preset
+            presets.append((Path(preset).stem, preset))
+        w["preset"] = gr.Dropdown(presets, value=preset, label="Preset", scale=1, elem_id="preset")
+        w["preset_info"] = gr.Markdown(load_preset_description(preset), elem_id="preset-info")
+    with gr.Row():
+        w["width"] = gr.Number(values["width"], label="Width (0: auto)", precision=0, minimum=0, maximum=4096)
+        w["height"] = gr.Number(values["height"], label="Height (0: auto)", precision=0, minimum=0, maximum=4096)
+        w["steps"] = gr.Slider(1, 2000, values["steps"], step=1, label="Steps", elem_id="steps")
+        w["seed"] = gr.Number(values["seed"], label="Seed (-1: random)", precision=0, minimum=-1, elem_id="seed")
+        w["images"] = gr.Number(1, label="Images (seed, seed+1, …)", precision=0, minimum=1, maximum=64,
+                                elem_id="images")
+        with gr.Column(scale=0, min_width=130):
+            w["random_seed"] = gr.Button("Random seed", size="sm")
+            w["reuse_seed"] = gr.Button("Reuse last seed", size="sm", elem_id="reuse-seed")
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            w["image_prompts"] = gr.Textbox(values["image_prompts"], label="Image prompts (path:weight | ...)")
+            w["image_prompt_files"] = gr.File(label="Image prompts (upload)", file_count="multiple",
+                                              file_types=["image"])
+            w["noise_prompts"] = gr.Textbox(values["noise_prompts"], label="Noise prompts (seed:weight | ...)")
+            w["change_prompt_every"] = gr.Number(values["change_prompt_every"], label="Steps per ^ phrase (0: split)",
+                                                 precision=0)
+        with gr.Row():
+            w["init"] = gr.Dropdown(list(INIT_MODES), value=values["init"], label="Start from")
+            w["init_image"] = gr.Image(label="Init image", type="filepath", height=160)
+            w["init_weight"] = gr.Number(values["init_weight"], label="Init weight (MSE toward the start)")
+            w["init_weight_decay_steps"] = gr.Number(values["init_weight_decay_steps"],
+                                                     label="Init weight reaches 0 at step", precision=0)
+        with gr.Row():
+            w["cutn"] = gr.Slider(1, 256, values["cutn"], step=1, label="Cutouts")
+            w["cut_pow"] = gr.Number(values["cut_pow"], label="Cutout size power")
+            w["noise_fac"] = gr.Number(values["noise_fac"], label="Cutout noise")
+            w["augments"] = gr.CheckboxGroup(list(AUGMENTATIONS), value=list(values["augments"]), label="Augmentations")
+        with gr.Row():
+            w["optimiser"] = gr.Dropdown(list(OPTIMISERS), value=values["optimiser"], label="Optimiser")
+            w["lr"] = gr.Number(values["lr"], label="Learning rate")
+            w["tv_weight"] = gr.Number(values["tv_weight"], label="Smoothness (TV) weight")
+            w["precision"] = gr.Dropdown(list(PRECISIONS), value=values["precision"], label="Precision")
+        with gr.Row():
+            w["save_every"] = gr.Number(values["save_every"], label="Preview (and frame) every N steps (0: none)",
+                                        precision=0, elem_id="save-every")
+            w["video"] = gr.Checkbox(values["video"], label="Video (mp4)")
+            w["gif"] = gr.Checkbox(values["gif"], label="Gif")
+            w["fps"] = gr.Number(values["fps"], label="Frames per second", precision=0)
+        with gr.Row():
+            w["upscale"] = gr.Number(values["upscale"], label="Upscale factor (0: off)")
+            w["upscale_model"] = models_menu("upscaler", values["upscale_model"], "Upscaler", weights)
+            w["upscale_tile"] = gr.Number(values["upscale_tile"], label="Upscale tile", precision=0)
+        with gr.Row():
+            w["vqgan"] = models_menu("vqgan", values["vqgan"], "VQGAN", weights, elem_id="vqgan")
+            w["vqgan_config"] = gr.Textbox(values["vqgan_config"], label="VQGAN yaml (optional)")
+            w["clip_models"] = gr.Textbox(values["clip_models"], label="CLIP models (MODEL PRETRAINED WEIGHT per line)",
+                                          lines=2)
+        with gr.Row():
+            w["prior"] = models_menu("transformer", values["prior"], "Prior for 'Start from: prior'", weights)
+            w["prior_top_k"] = gr.Number(values["prior_top_k"], label="Prior top-k", precision=0)
+            w["prior_top_p"] = gr.Number(values["prior_top_p"], label="Prior top-p")
+            w["prior_temperature"] = gr.Number(values["prior_temperature"], label="Prior temperature")
+    return w
+
+
+def animate_widgets(values: dict[str, Any]) -> dict[str, gr.components.Component]:
+    """The animation form (its models are those of the text-to-image form's Advanced section)."""
+    w: dict[str, gr.components.Component] = {}
+    with gr.Row(equal_height=True):
+        w["prompts"] = gr.Textbox(values["prompts"], label="Prompt (^ separates story phrases)", scale=4,
+                                  max_lines=3, elem_id="animate-prompt")
+        with gr.Column(scale=1, min_width=150):
+            w["run"] = gr.Button("Animate", variant="primary", elem_id="animate")
+            w["stop"] = gr.Button("Stop", variant="stop", elem_id="animate-stop")
+    with gr.Row():
+        w["frames"] = gr.Number(values["frames"] or 60, label="Frames", precision=0, minimum=1, elem_id="frames")
+        w["steps"] = gr.Number(values["steps"], label="Steps of the first frame", precision=0, minimum=0,
+                               elem_id="first-steps")
+        w["steps_per_frame"] = gr.Number(values["steps_per_frame"], label="Steps per frame", precision=0, minimum=0,
+                                         elem_id="steps-per-frame")
+        w["width"] = gr.Number(values["width"], label="Width (0: auto)", precision=0, minimum=0)
+        w["height"] = gr.Number(values["height"], label="Height (0: auto)", precision=0, minimum=0)
+        w["seed"] = gr.Number(values["seed"], label="Seed (-1: random)", precision=0, minimum=-1)
+    with gr.Row():
+        w["zoom"] = gr.Textbox(values["zoom"], label="Zoom per frame (1.02 or 0:1.0, 60:1.04)", elem_id="zoom")
+        w["angle"] = gr.Textbox(values["angle"], label="Degrees per frame")
+        w["translate_x"] = gr.Textbox(values["translate_x"], label="Pan x (pixels per frame)")
+        w["translate_y"] = gr.Textbox(values["translate_y"], label="Pan y (pixels per frame)")
+        w["smooth"] = gr.Checkbox(values["smooth"], label="Ease between keyframes")
+    with gr.Accordion("Prompts at frames, coherence, restyle, video", open=False):
+        with gr.Row():
+            w["prompt_at"] = gr.Textbox("\n".join(values["prompt_at"] or ()), lines=3,
+                                        label="Prompts at frames (FRAME=PROMPT per line)")
+            w["change_prompt_every"] = gr.Number(values["change_prompt_every"], precision=0,
+                                                 label="Frames per ^ phrase (0: split over the frames)")
+            w["frame_init_weight"] = gr.Number(values["frame_init_weight"], label="Coherence (MSE to the moved frame)")
+        with gr.Row():
+            w["video_init"] = gr.Video(label="Video to restyle (optional)", sources=["upload"], height=200)
+            w["every"] = gr.Number(values["every"], label="Every Nth input frame", precision=0, minimum=1)
+            w["blend"] = gr.Slider(0, 1, values["blend"], step=0.05, label="Blend with the previous output")
+        with gr.Row():
+            w["fps"] = gr.Number(values["fps"], label="Frames per second", precision=0, minimum=1)
+            w["interpolate"] = gr.Number(values["interpolate"], label="Interpolate ×N", precision=0, minimum=1)
+            w["video_length"] = gr.Number(values["video_length"], label="Video length in seconds (0: from fps)")
+            w["cutn"] = gr.Slider(1, 256, values["cutn"], step=1, label="Cutouts")
+    return w
+
+
+def sample_widgets(values: dict[str, Any], weights: Any) -> dict[str, gr.components.Component]:
+    """The prior-sampling form."""
+    w: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        w["model"] = models_menu("transformer", values["model"], "Prior", weights, scale=2, elem_id="sample-model")
+        w["transformer_config"] = gr.Textbox(values["transformer_config"], label="Project yaml (optional)", scale=2)
+        w["n"] = gr.Slider(1, 16, values["n"], step=1, label="Images")
+        w["batch_size"] = gr.Slider(1, 16, values["batch_size"], step=1, label="Batch size")
+    with gr.Row():
+        w["width"] = gr.Number(values["width"], label="Width (0: trained size)", precision=0, minimum=0)
+        w["height"] = gr.Number(values["height"], label="Height (larger: sliding window)", precision=0, minimum=0)
+        w["top_k"] = gr.Number(values["top_k"], label="Top-k (0: off)", precision=0)
+        w["top_p"] = gr.Number(values["top_p"], label="Top-p")
+        w["temperature"] = gr.Number(values["temperature"], label="Temperature")
+        w["seed"] = gr.Number(values["seed"], label="Seed (-1: random)", precision=0, minimum=-1)
+    with gr.Row():
+        w["class_label"] = gr.Number(values["class_label"], label="Class (class-conditional priors; -1: none)",
+                                     precision=0)
+        w["condition"] = gr.File(label="Condition map (segmentation or depth)", file_types=["image"])
+        w["complete"] = gr.Image(label="Complete this image (optional)", type="filepath", height=160)
+        w["keep"] = gr.Slider(0, 0.95, values["keep"], step=0.05, label="Keep this fraction")
+    with gr.Row():
+        w["save_every"] = gr.Number(values["save_every"], label="Preview every N rows (0: none)", precision=0)
+        w["video"] = gr.Checkbox(values["video"], label="Video")
+        w["use_cache"] = gr.Checkbox(values["use_cache"], label="Key/value cache")
+        w["upscale"] = gr.Number(values["upscale"], label="Upscale factor (0: off)")
+        w["upscale_model"] = models_menu("upscaler", values["upscale_model"], "Upscaler", weights)
+    return w
+
+
+def load_preset_description(name: str) -> str:
+    """The description of a preset, for the line beside the preset menu."""
+    try:
+        return load_preset(name, kind="text-to-image").description
+    except GeneratorError as error:
+        return str(error)
