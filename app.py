@@ -569,8 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 studio.text_to_image_for(models)
             except GeneratorError as error:
                 logger.warning("%s The UI starts anyway; Generate will say the same until this is fixed.", error)
-        # Beyond this machine, the path fields take registry names, weights-folder files and uploads only.
+        # Beyond this machine, the path fields take registry names, weights-folder files and uploads only,
+        # and image addresses are fetched from the public internet only.
         paths = PathPolicy.for_server(args.host, args.share, outputs_dir=args.out, weights_dir=args.weights_dir)
+        paths.guard_fetches()
         demo = build_demo(studio=studio, preset=args.preset, paths=paths,
                           max_upscale_megapixels=args.max_upscale_megapixels)
     except GeneratorError as error:

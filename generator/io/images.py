@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import http.client
 import io
-import os
 import re
-import urllib.request
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,11 +14,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from generator.errors import InputError
+from generator.io.fetch import fetch_bytes
 
 # Refuse decompression bombs outright rather than warning: 16k x 16k is the limit.
 MAX_PIXELS = 16384 * 16384
-MAX_FETCH_BYTES = 64 * 2**20  # images given as http(s) addresses
-FETCH_TIMEOUT = 30
 _URL = re.compile(r"https?://", re.IGNORECASE)
 _PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "P", "RGB", "RGBA"})
 _ZIP_TEXT_OVER = 2048  # longer text chunks are stored compressed (zTXt / compressed iTXt)
@@ -41,37 +37,11 @@ def open_image(source: str | Path, *, what: str = "image") -> Image.Image:
     """
     if is_url(source):
         url = str(source).strip()
-        return _decode(io.BytesIO(_fetch(url, what)), url, what)
+        return _decode(io.BytesIO(fetch_bytes(url, what)), url, what)
     path = Path(source)
     if not path.is_file():
         raise InputError(f"{what} {path} does not exist; check the path.")
     return _decode(path, str(path), what)
-
-
-def _fetch(url: str, what: str) -> bytes:
-    """The body at ``url``, at most :data:`MAX_FETCH_BYTES`, within :data:`FETCH_TIMEOUT` seconds."""
-    if os.environ.get("GENERATOR_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise InputError(f"offline mode forbids fetching the {what} {url}; download it and give its path.")
-    request = urllib.request.Request(url, headers={"User-Agent": "vqgan-studio (image fetch)"})
-    try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as response:
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > MAX_FETCH_BYTES:
-                raise InputError(f"the {what} at {url} is {int(declared) / 2**20:.0f} MB, more than the "
-                                 f"{MAX_FETCH_BYTES // 2**20} MB this tool fetches; download it and give its path.")
-            data = response.read(MAX_FETCH_BYTES + 1)
-    except InputError:
-        raise
-    except (OSError, ValueError, http.client.HTTPException) as error:
-        code = getattr(error, "code", None)
-        reason = getattr(error, "reason", None) or error
-        reason = f"HTTP {code} {reason}" if code else reason
-        raise InputError(f"could not fetch the {what} {url} ({str(reason)[:120]}); check the address, or "
-                         "download the image and give its path.") from None
-    if len(data) > MAX_FETCH_BYTES:
-        raise InputError(f"the {what} at {url} is larger than the {MAX_FETCH_BYTES // 2**20} MB this tool "
-                         "fetches; download it and give its path.")
-    return data
 
 
 def _decode(source: Path | io.BytesIO, name: str, what: str) -> Image.Image:

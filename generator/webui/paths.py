@@ -20,6 +20,7 @@ from pathlib import Path
 
 from generator.errors import GeneratorError, InputError
 from generator.guidance.prompts import parse_prompts
+from generator.io import fetch
 from generator.weights import store
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -93,11 +94,20 @@ class PathPolicy:
         return cls(store.weights_dir(weights_dir), (gradio_upload_dir(), Path(outputs_dir)),
                    open=is_local_only(host, share))
 
+    def guard_fetches(self) -> None:
+        """For a closed policy, make this process fetch image addresses from public internet
+        addresses only (:data:`generator.io.fetch.PUBLIC_ONLY_ENV`), so a web user cannot make
+        the server request its own ports, its network or a cloud metadata service. An open
+        policy (this computer only) leaves fetching as on the command line."""
+        if not self.open:
+            os.environ[fetch.PUBLIC_ONLY_ENV] = "1"
+
     def refusal(self, field: str, *, image: bool = False) -> str:
         """The one sentence a refused value of ``field`` (an image field: ``image``) gets; it
         names no path and is the same for every refused value."""
         if image:
-            return (f"the {field} field takes an upload, a result of this server or an http(s) address; "
+            return (f"the {field} field takes an upload, a result of this server or an http(s) address on the "
+                    "internet; "
                     "other server paths are refused.")
         return (f"the {field} field takes a registry name, a file in the weights folder or an upload on this "
                 "server; other server paths are refused.")

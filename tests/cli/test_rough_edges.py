@@ -147,7 +147,7 @@ def test_images_given_by_url_are_fetched_and_never_mangled(file_server, tmp_path
     with pytest.raises(InputError, match=f"could not fetch the init image {missing} \\(HTTP 404 Not Found\\)"):
         open_image(missing, what="init image")
     file_server.files["/big.png"] = b"\x00" * 100
-    monkeypatch.setattr("generator.io.images.MAX_FETCH_BYTES", 50)
+    monkeypatch.setattr("generator.io.fetch.MAX_FETCH_BYTES", 50)
     with pytest.raises(InputError, match="larger than|more than"):
         open_image(file_server.url("/big.png"), what="init image")
     monkeypatch.setenv("GENERATOR_OFFLINE", "1")

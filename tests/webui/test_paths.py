@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from generator.errors import InputError
+from generator.io import fetch
 from generator.webui.paths import PathPolicy, gradio_upload_dir, is_local_only
 
 REFUSED = ("the VQGAN field takes a registry name, a file in the weights folder or an upload on this server; "
@@ -50,7 +51,7 @@ def test_a_refused_path_gets_the_same_sentence_whatever_it_is(closed: PathPolicy
         with pytest.raises(InputError) as caught:
             closed.check_image(value, "init image")
         assert str(caught.value) == ("the init image field takes an upload, a result of this server or an http(s) "
-                                     "address; other server paths are refused.")
+                                     "address on the internet; other server paths are refused.")
 
 
 def test_dot_dot_and_symlinks_out_of_the_weights_folder_are_refused(closed: PathPolicy, tree: dict[str, Path]) -> None:
@@ -120,3 +121,11 @@ def test_servers_beyond_localhost_are_closed(tmp_path: Path, monkeypatch: pytest
     import gradio.utils
 
     assert os.path.realpath(gradio_upload_dir()) == gradio.utils.get_upload_folder()  # where Gradio 6 puts uploads
+
+
+def test_a_server_beyond_localhost_fetches_public_addresses_only(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(fetch.PUBLIC_ONLY_ENV, "0")  # recorded, so the test leaves the environment as it was
+    PathPolicy.for_server("127.0.0.1", False, outputs_dir=tmp_path).guard_fetches()
+    assert os.environ[fetch.PUBLIC_ONLY_ENV] == "0"
+    PathPolicy.for_server("0.0.0.0", False, outputs_dir=tmp_path).guard_fetches()
+    assert os.environ[fetch.PUBLIC_ONLY_ENV] == "1"
