@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
+import subprocess
 import sys
+import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import yaml
 
 from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
 from generator.config_schema import merge
 from models.vqgan import VQGAN, VQGANConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_vqgan_config(**overrides: Any) -> VQGANConfig:
@@ -163,8 +169,34 @@ def tiny_run_config(files: TinyModelFiles, **overrides: Any) -> GenerationConfig
 
 
 
-def default_sigint() -> None:
+def _default_sigint() -> None:
     """``preexec_fn`` for a child the test stops with SIGINT: a shell starting the suite in the
     background (``cmd &``) makes its children ignore SIGINT, and Python keeps an ignored SIGINT
     ignored, so restore the default and Ctrl-C reaches the child as KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def ctrl_c_cli(args: list[str], ready: Callable[[], bool], *, timeout: float = 180) -> tuple[int, str]:
+    """Run ``python -m generator *args`` as a user does, press Ctrl-C (SIGINT) once ``ready()``
+    holds, and return the exit code and what it printed to stderr.
+
+    Fails the test when the run ends before ``ready()`` or ``timeout`` seconds pass first.
+    """
+    process = subprocess.Popen([sys.executable, "-m", "generator", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=_default_sigint)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if process.poll() is not None:
+                pytest.fail(f"the run ended before it was interrupted: {process.communicate()[1]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the run did not get ready to interrupt within {timeout:.0f} s")
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode, stderr

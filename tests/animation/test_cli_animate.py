@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pytest
 from generator.cli.main import main
 from generator.config import AnimationConfig
 from tests.animation.conftest import animate, frame_paths, frames_of
-from tests.factories import default_sigint
+from tests.factories import ctrl_c_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--size", "32", "32", "--cutn", "4", "--precision", "fp32"]
@@ -42,21 +40,9 @@ def test_resume_after_ctrl_c_gives_the_frames_of_an_uninterrupted_run(tiny_pipel
     args = ["a long zoom ^ a longer zoom", *tiny_files.cli_args(), "--frames", str(frames), "--steps", "1",
             "--steps-per-frame", "1", "--zoom", "0:1.0, 8:1.1", "--angle", "3", "--frame-init-weight", "0.1",
             "--seed", "4", *FAST]
-    process = subprocess.Popen([sys.executable, "-m", "generator", "animate", *args, "--out", str(tmp_path / "a")],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=default_sigint)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and sum(map(_published, tmp_path.glob("a/*"))) < 3:
-            if process.poll() is not None:
-                pytest.fail(f"the run ended early: {process.communicate()[1]}")
-            time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr
+    returncode, stderr = ctrl_c_cli(["animate", *args, "--out", str(tmp_path / "a")],
+                                    lambda: sum(map(_published, tmp_path.glob("a/*"))) >= 3)
+    assert returncode == 130, stderr
     stopped = _only_folder(tmp_path / "a")
     record = json.loads((stopped / "run.json").read_text())
     kept = len(frames_of(stopped))

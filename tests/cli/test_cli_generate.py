@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -18,7 +16,7 @@ from PIL import Image
 
 from generator.cli.main import main
 from generator.io.outputs import CONFIG_KEY, read_png_text
-from tests.factories import default_sigint
+from tests.factories import ctrl_c_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--size", "32", "32", "--cutn", "4"]
@@ -74,27 +72,11 @@ def _has_pyav() -> bool:
 
 
 def test_ctrl_c_keeps_the_frames_and_writes_the_latest_image(tiny_files, tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "generator", "a long walk", *tiny_files.cli_args(), "--steps", "100000",
-         "--save-every", "5", "--video", "--seed", "1", *FAST, "--out", str(tmp_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=default_sigint,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            frames = list(tmp_path.glob("*/frames/[0-9]*.png"))  # published frames, not .NNNNNN.*.tmp.png
-            if len(frames) >= 2:
-                break
-            if process.poll() is not None:
-                pytest.fail(f"the run ended early: {process.communicate()[1]}")
-            time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr
+    args = ["a long walk", *tiny_files.cli_args(), "--steps", "100000", "--save-every", "5", "--video", "--seed", "1",
+            *FAST, "--out", str(tmp_path)]
+    # published frames, not the .NNNNNN.*.tmp.png files of atomic writes
+    returncode, stderr = ctrl_c_cli(args, lambda: len(list(tmp_path.glob("*/frames/[0-9]*.png"))) >= 2)
+    assert returncode == 130, stderr
     folder = _only_run_folder(tmp_path)
     assert "interrupted at step" in stderr and str(folder) in stderr
     assert (folder / "final.png").is_file() and (folder / "video.mp4").is_file()
