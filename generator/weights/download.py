@@ -3,18 +3,15 @@
 A file is streamed into ``<name>.part`` beside its destination. An interrupted download is
 resumed with a ``Range`` request on the next attempt, mirrors are tried in order, the
 finished file is checked against its byte size and sha256, and only then renamed into
-place atomically. A small sidecar ``<name>.sha256`` remembers the verified digest together
-with the file's size and modification time, so checking a 1 GB file again is free. A lock
-(``<name>.lock``) lets one process download a file while others wait, then use it.
+place atomically, its digest cached in a sidecar (:mod:`generator.weights.digests`). A lock
+(:mod:`generator.weights.locks`) lets one process download a file while others wait, then
+use it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import hashlib
 import http.client
-import json
 import logging
 import os
 import re
@@ -23,16 +20,13 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from generator.errors import WeightsError
-
-try:
-    import fcntl
-except ImportError:  # Windows: downloads are not locked across processes
-    fcntl = None  # type: ignore[assignment]
+from generator.weights import digests
+from generator.weights.locks import download_lock
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +35,7 @@ ProgressCallback = Callable[[int, int | None], None]
 
 CHUNK_BYTES = 1 << 20
 USER_AGENT = f"vqgan-clip-generator/1.0 Python-urllib/{sys.version_info[0]}.{sys.version_info[1]}"
-SIDECAR_SUFFIX = ".sha256"
 PART_SUFFIX = ".part"
-LOCK_SUFFIX = ".lock"
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
@@ -60,7 +52,6 @@ class _NotTheFile(Exception):
 # URLError, socket and TLS errors are all OSErrors; local write failures are turned into a
 # WeightsError before they could be mistaken for one.
 _NETWORK_ERRORS = (OSError, http.client.HTTPException, _Truncated, _NotTheFile)
-OBSERVED_FILE = "observed-sha256.json"
 _TEXT_TYPES = ("text/", "application/json", "application/xhtml", "application/xml")
 
 
@@ -68,75 +59,6 @@ def part_path(dest: str | os.PathLike[str]) -> Path:
     """Where the partial download of ``dest`` is kept (``dest`` + ``.part``)."""
     dest = Path(dest)
     return dest.with_name(dest.name + PART_SUFFIX)
-
-
-def sidecar_path(path: str | os.PathLike[str]) -> Path:
-    """Where the verification cache of ``path`` is kept (``path`` + ``.sha256``)."""
-    path = Path(path)
-    return path.with_name(path.name + SIDECAR_SUFFIX)
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 digest of a file, read in chunks.
-
-    Args:
-        path: The file to hash.
-
-    Returns:
-        The lowercase hex digest.
-    """
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def write_sidecar(path: str | os.PathLike[str], digest: str) -> None:
-    """Record ``digest`` for ``path`` with its current size and mtime (best effort).
-
-    Args:
-        path: The verified file.
-        digest: Its hex sha256 digest.
-    """
-    path = Path(path)
-    stat = path.stat()
-    record = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    try:
-        sidecar_path(path).write_text(json.dumps(record) + "\n", encoding="utf-8")
-    except OSError as error:  # a read-only weights folder only costs a rehash next time
-        logger.debug("could not write %s: %s", sidecar_path(path), error)
-
-
-def cached_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of ``path``, reusing the sidecar when the file's size and mtime are unchanged.
-
-    Args:
-        path: An existing file.
-
-    Returns:
-        The lowercase hex digest (recomputed and re-cached when the sidecar is stale).
-    """
-    path = Path(path)
-    stat = path.stat()
-    try:
-        record = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
-        digest = record["sha256"]
-        if (
-            record["size"] == stat.st_size
-            and record["mtime_ns"] == stat.st_mtime_ns
-            and isinstance(digest, str)
-            and re.fullmatch(r"[0-9a-f]{64}", digest)
-        ):
-            return digest
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    digest = sha256_of(path)
-    write_sidecar(path, digest)
-    return digest
-
-
-def remove_file(path: str | os.PathLike[str]) -> None:
-    """Delete a file together with its sidecar, ignoring whichever does not exist."""
-    Path(path).unlink(missing_ok=True)
-    sidecar_path(path).unlink(missing_ok=True)
 
 
 def tqdm_progress(description: str) -> tuple[ProgressCallback, Callable[[], None]]:
@@ -225,56 +147,8 @@ def download_file(
                 close()
         digest = _verify(part, dest, sha256, size)
         os.replace(part, dest)
-        write_sidecar(dest, digest)
+        digests.write_sidecar(dest, digest)
     return dest
-
-
-def lock_path(dest: str | os.PathLike[str]) -> Path:
-    """The lock file of ``dest``'s download (``dest`` + ``.lock``)."""
-    dest = Path(dest)
-    return dest.with_name(dest.name + LOCK_SUFFIX)
-
-
-@contextlib.contextmanager
-def download_lock(dest: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the exclusive lock of ``dest``'s download, across processes (and threads): a
-    second downloader of the same file waits here until the first has finished, then finds
-    the verified file.
-
-    An advisory ``flock`` on ``<dest>.lock``, released by the system if its holder dies. The
-    holder removes the lock file before letting go; a waiter that then holds a lock on the
-    removed file opens the path again, so two processes never hold it at once. Where
-    ``fcntl`` is missing (Windows) nothing is locked.
-    """
-    path = lock_path(dest)
-    if fcntl is None:
-        yield
-        return
-    while True:
-        try:
-            handle = open(path, "a+b")  # held open as long as the lock is
-        except OSError as error:  # a read-only folder cannot be downloaded into anyway; the download says why
-            logger.debug("could not open %s: %s", path, error)
-            yield
-            return
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("waiting for another process that is downloading %s", Path(dest).name)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:
-            break
-        handle.close()  # the file this lock was on has been removed by its previous holder
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 def _finished_by_another(dest: Path, sha256: str | None, size: int | None) -> bool:
@@ -284,7 +158,7 @@ def _finished_by_another(dest: Path, sha256: str | None, size: int | None) -> bo
         return False
     if size is not None and dest.stat().st_size != size:
         return False
-    return sha256 is None or cached_sha256(dest).startswith(sha256.lower())
+    return sha256 is None or digests.cached_sha256(dest).startswith(sha256.lower())
 
 
 def _verify(part: Path, dest: Path, sha256: str | None, size: int | None) -> str:
@@ -300,7 +174,7 @@ def _verify(part: Path, dest: Path, sha256: str | None, size: int | None) -> str
             f"the downloaded {dest.name} has {actual_size} bytes instead of the expected "
             f"{size}, so it was deleted; {advice}"
         )
-    digest = sha256_of(part)
+    digest = digests.sha256_of(part)
     if sha256 is not None and not digest.startswith(sha256.lower()):
         part.unlink(missing_ok=True)
         raise WeightsError(
@@ -461,7 +335,7 @@ def _open_part(part: Path, mode: str) -> IO[bytes]:
 def _partial_is_complete(part: Path, offset: int, total: int | None, sha256: str | None) -> bool:
     """After HTTP 416: is the partial file already the whole file?"""
     if sha256 is not None:
-        return sha256_of(part) == sha256.lower()
+        return digests.sha256_of(part) == sha256.lower()
     return total is not None and total == offset
 
 
@@ -500,50 +374,6 @@ def looks_like_text(head: bytes) -> bool:
     return b"\x00" not in sample and all(32 <= byte < 127 or byte in b"\t\n\r\f" for byte in sample)
 
 
-def move_aside(path: str | os.PathLike[str]) -> Path:
-    """Rename a file that failed its check to ``<name>.rejected`` (or ``.rejected-2``, ...),
-    together with dropping its sidecar, so a user's own copy is never deleted."""
-    path = Path(path)
-    aside, counter = path.with_name(path.name + ".rejected"), 2
-    while aside.exists():
-        aside, counter = path.with_name(f"{path.name}.rejected-{counter}"), counter + 1
-    os.replace(path, aside)
-    sidecar_path(path).unlink(missing_ok=True)
-    return aside
-
-
-def observed_hash(root: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
-    """The size and sha256 recorded for registry file ``name`` at its first download, if any."""
-    try:
-        record = json.loads((Path(root) / OBSERVED_FILE).read_text(encoding="utf-8")).get(name)
-    except (OSError, ValueError, AttributeError):
-        return None
-    if isinstance(record, dict) and isinstance(record.get("sha256"), str) and isinstance(record.get("size"), int):
-        return record
-    return None
-
-
-def record_observed_hash(root: str | os.PathLike[str], name: str, path: str | os.PathLike[str]) -> str:
-    """Record the size and sha256 of a freshly downloaded file without a published hash, so
-    later runs check it; returns the digest."""
-    digest = cached_sha256(path)
-    records_path = Path(root) / OBSERVED_FILE
-    try:
-        records = json.loads(records_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        records = {}
-    if not isinstance(records, dict):
-        records = {}
-    records[name] = {"sha256": digest, "size": Path(path).stat().st_size, "file": Path(path).name}
-    tmp = records_path.with_name(records_path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, records_path)
-    except OSError as error:  # a read-only weights folder only loses the later check
-        logger.warning("could not record the hash of %s in %s: %s", name, records_path, error)
-    return digest
-
-
 def download_member(urls: Sequence[str], dest: str | os.PathLike[str], member: str, *,
                     progress: ProgressCallback | None = None) -> Path:
     """Download a zip (resuming like :func:`download_file`), keep only ``member`` as ``dest``,
@@ -579,11 +409,11 @@ def _download_member(urls: Sequence[str], dest: Path, member: str, progress: Pro
                 shutil.copyfileobj(source, target, CHUNK_BYTES)
             os.replace(tmp, dest)
     except zipfile.BadZipFile:
-        remove_file(archive_path)
+        digests.remove_file(archive_path)
         raise WeightsError(f"the downloaded {archive_path.name} is not a zip file, so it was deleted; run the "
                            "command again, or download it by hand.") from None
     except OSError as error:
         raise _write_error(error, dest.with_name(dest.name + PART_SUFFIX)) from error
-    remove_file(archive_path)
-    write_sidecar(dest, sha256_of(dest))
+    digests.remove_file(archive_path)
+    digests.write_sidecar(dest, digests.sha256_of(dest))
     return dest

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from generator.errors import WeightsError
-from generator.weights import download
+from generator.weights import digests, download
 from generator.weights.download import ProgressCallback
 from generator.weights.registry import KINDS, REGISTRY, WeightFile
 
@@ -134,13 +134,13 @@ def _inspect(entry: WeightFile, path: Path) -> tuple[str, str]:
     actual_size = path.stat().st_size
     expected_size, expected_hash, what = entry.size, entry.sha256, "instead of"
     if expected_hash is None:  # no published hash: the one seen on the first download, if any
-        observed = download.observed_hash(path.parent, entry.name)
+        observed = digests.observed_hash(path.parent, entry.name)
         if observed is None:
             return "unverified", ""
         expected_size, expected_hash, what = observed["size"], observed["sha256"], "but was"
     if expected_size is not None and actual_size != expected_size:
         return "corrupt", f"it has {actual_size} bytes {what} {expected_size}"
-    digest = download.cached_sha256(path)
+    digest = digests.cached_sha256(path)
     if not digest.startswith(expected_hash):
         return "corrupt", f"its sha256 is {digest} {what} {expected_hash}"
     return "verified", ""
@@ -201,7 +201,7 @@ def ensure(
             f"{entry.source_file or 'the file'} from {entry.urls[0]}, or pass it as a local path."
         )
     if state == "corrupt":
-        aside = download.move_aside(path)
+        aside = digests.move_aside(path)
         logger.warning("%s is not the expected %s file (%s); it was renamed %s and will be fetched again.",
                        path, entry.name, reason, aside.name)
         if offline_mode(offline):
@@ -226,7 +226,7 @@ def ensure(
             download.download_file(entry.urls, path, sha256=entry.sha256, size=entry.size, progress=progress,
                                    binary=entry.binary)
         if entry.sha256 is None:
-            digest = download.record_observed_hash(root, entry.name, path)
+            digest = digests.record_observed_hash(root, entry.name, path)
             logger.info("%s has no published hash; recorded sha256 %s to check it against from now on",
                         entry.filename, digest)
     for companion in entry.companions:

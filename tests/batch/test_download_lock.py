@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from generator.weights import download
+from generator.weights import download, locks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_a_second_process_waits_for_the_download_and_uses_the_verified_file(file
     dest = tmp_path / "weights" / "model.ckpt"
     dest.parent.mkdir()
     body = file_server.files["/file.bin"]
-    with open(download.lock_path(dest), "a+b") as held:
+    with open(locks.lock_path(dest), "a+b") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a first process downloading the file holds it
         waiting = _start(file_server, dest)
         assert waiting.stdout.readline().strip() == "started"
@@ -66,7 +66,7 @@ def test_the_lock_is_held_while_downloading_and_removed_after(file_server, tmp_p
     seen: list[bool] = []
 
     def progress(done: int, total: int | None) -> None:
-        with open(download.lock_path(dest), "a+b") as probe:
+        with open(locks.lock_path(dest), "a+b") as probe:
             try:
                 fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 seen.append(False)
@@ -77,4 +77,4 @@ def test_the_lock_is_held_while_downloading_and_removed_after(file_server, tmp_p
     download.download_file([file_server.url("/file.bin")], dest, sha256=hashlib.sha256(body).hexdigest(),
                            size=len(body), progress=progress)
     assert seen and all(seen)
-    assert not download.lock_path(dest).exists()  # removed by its holder once done
+    assert not locks.lock_path(dest).exists()  # removed by its holder once done

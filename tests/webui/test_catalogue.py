@@ -79,13 +79,14 @@ def test_hints_say_how_to_get_a_model_before_any_button(weights: Path) -> None:
 
 
 def test_nothing_is_hashed_or_downloaded(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from generator.weights import download
+    from generator.weights import digests, download
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the catalogue must not hash or download")
 
-    for name in ("cached_sha256", "download_file", "download_member"):
-        monkeypatch.setattr(download, name, forbidden)
+    for module, name in ((digests, "cached_sha256"), (digests, "sha256_of"), (download, "download_file"),
+                         (download, "download_member")):
+        monkeypatch.setattr(module, name, forbidden)
     _touch(weights / "RealESRGAN_x4plus.pth")
     assert model_choices("upscaler")[0] == ("realesrgan_x4plus · installed", "realesrgan_x4plus")
     assert model_hint("upscaler", "realesrgan_x2plus", offline=False).startswith("realesrgan_x2plus is not downloaded")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from generator.errors import WeightsError
-from generator.weights import download
+from generator.weights import digests, download
 from tests.http_server import FileServer
 
 
@@ -36,7 +36,7 @@ def test_download_verifies_reports_progress_and_writes_sidecar(file_server, tmp_
     assert done == sorted(done) and done[0] == 0 and done[-1] == len(body)
     assert len(seen) > 2 and all(t == len(body) for _, t in seen)
     assert not download.part_path(dest).exists()
-    assert download.sidecar_path(dest).exists()
+    assert digests.sidecar_path(dest).exists()
     assert file_server.ranges == [None]
     assert file_server.user_agents[0] and "urllib" in file_server.user_agents[0]
 
@@ -179,17 +179,17 @@ def test_cached_sha256_reuses_the_sidecar_until_the_file_changes(tmp_path, monke
     path = tmp_path / "blob.bin"
     path.write_bytes(b"abc" * 1000)
     calls: list[Path] = []
-    real = download.sha256_of
-    monkeypatch.setattr(download, "sha256_of", lambda p: calls.append(Path(p)) or real(p))
-    first = download.cached_sha256(path)
-    second = download.cached_sha256(path)
+    real = digests.sha256_of
+    monkeypatch.setattr(digests, "sha256_of", lambda p: calls.append(Path(p)) or real(p))
+    first = digests.cached_sha256(path)
+    second = digests.cached_sha256(path)
     assert first == second == hashlib.sha256(b"abc" * 1000).hexdigest()
     assert len(calls) == 1
     path.write_bytes(b"xyz" * 1000)  # new size and mtime: the cache is stale
-    assert download.cached_sha256(path) == hashlib.sha256(b"xyz" * 1000).hexdigest()
+    assert digests.cached_sha256(path) == hashlib.sha256(b"xyz" * 1000).hexdigest()
     assert len(calls) == 2
-    download.sidecar_path(path).write_text("not json")
-    assert download.cached_sha256(path) == hashlib.sha256(b"xyz" * 1000).hexdigest()
+    digests.sidecar_path(path).write_text("not json")
+    assert digests.cached_sha256(path) == hashlib.sha256(b"xyz" * 1000).hexdigest()
     assert len(calls) == 3
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from generator.errors import WeightsError
-from generator.weights import download
+from generator.weights import digests, download
 from tests.http_server import FileServer
 
 
@@ -33,7 +33,7 @@ def test_a_redirect_is_followed_and_the_file_verified(file_server, tmp_path: Pat
     assert dest.read_bytes() == body
     assert [path for path, _ in file_server.requests] == ["/mirror/model.bin", "/file.bin"]
     assert seen[-1] == (len(body), len(body))
-    assert download.cached_sha256(dest) == _sha(body) and download.sidecar_path(dest).exists()
+    assert digests.cached_sha256(dest) == _sha(body) and digests.sidecar_path(dest).exists()
     assert not download.part_path(dest).exists()
 
 

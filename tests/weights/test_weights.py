@@ -16,7 +16,7 @@ import pytest
 from generator.cli.main import main
 from generator.config import ModelsConfig, UpscaleConfig
 from generator.errors import WeightsError
-from generator.weights import download, store
+from generator.weights import digests, download, store
 from generator.weights.store import WeightFile
 from tests.http_server import FileServer
 
@@ -162,7 +162,7 @@ def test_ensure_downloads_once_then_uses_the_verified_file(entry, file_server, t
     assert path.read_bytes() == file_server.files["/file.bin"]
     assert len(file_server.requests) == 1
     hashed: list[object] = []
-    monkeypatch.setattr(download, "sha256_of", lambda p: hashed.append(p) or "0" * 64)
+    monkeypatch.setattr(digests, "sha256_of", lambda p: hashed.append(p) or "0" * 64)
     assert store.status(entry.name, tmp_path) == "verified"  # from the download's sidecar
     assert hashed == []
     assert store.ensure(entry.name, weights_dir=tmp_path, offline=False, progress=_quiet) == path
@@ -216,7 +216,7 @@ def test_an_unhashed_download_records_its_hash_and_later_runs_check_it(file_serv
         store.ensure(item.name, weights_dir=tmp_path, offline=False, progress=_quiet)
     digest = hashlib.sha256(file_server.files["/file.bin"]).hexdigest()
     assert any("no published hash" in r.getMessage() and digest in r.getMessage() for r in caplog.records)
-    assert download.observed_hash(tmp_path, item.name)["sha256"] == digest
+    assert digests.observed_hash(tmp_path, item.name)["sha256"] == digest
     assert store.status(item.name, tmp_path) == "verified"
     path.write_bytes(file_server.files["/file.bin"][:-1] + b"!")  # same size, changed later
     assert store.status(item.name, tmp_path) == "corrupt"
