@@ -17,6 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from generator.errors import GeneratorError, InputError
 from generator.guidance.prompts import parse_prompts
@@ -175,6 +176,36 @@ class PathPolicy:
         checked = [type(prompt)(self.check_image(prompt.text, field), prompt.weight, prompt.stop)
                    for prompt in prompts]
         return " | ".join(str(prompt) for prompt in checked)
+
+    def check_generation_form(self, form: dict[str, Any]) -> dict[str, Any]:
+        """A copy of the text-to-image form (widget values by config field) with every server
+        path it names checked: models, yaml, init image, image prompts, CLIP models.
+
+        Raises:
+            InputError: the refusal sentence of the first refused field.
+        """
+        form = dict(form)
+        for name, label in (("vqgan", "VQGAN"), ("vqgan_config", "VQGAN yaml"), ("prior", "prior"),
+                            ("upscale_model", "upscaler")):
+            form[name] = self.check(form.get(name), label)
+        form["init_image"] = self.check_image(form.get("init_image"), "init image") or None
+        form["image_prompts"] = self.check_image_prompts(form.get("image_prompts"))
+        form["clip_models"] = self.check_clip_models(form.get("clip_models"))
+        return form
+
+    def check_sample_form(self, form: dict[str, Any]) -> dict[str, Any]:
+        """A copy of the prior form with every server path it names checked: prior, yaml,
+        upscaler, condition map and image to complete.
+
+        Raises:
+            InputError: the refusal sentence of the first refused field.
+        """
+        form = dict(form)
+        for name, label in (("model", "prior"), ("transformer_config", "project yaml"), ("upscale_model", "upscaler")):
+            form[name] = self.check(form.get(name), label)
+        for name, label in (("condition", "condition map"), ("complete", "image to complete")):
+            form[name] = self.check_image(form.get(name), label) or None
+        return form
 
     def check_clip_models(self, text: str | None, field: str = "CLIP models") -> str:
         """Check the paths of a CLIP models field (lines of ``MODEL [PRETRAINED [WEIGHT]]``):

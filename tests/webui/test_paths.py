@@ -129,3 +129,25 @@ def test_a_server_beyond_localhost_fetches_public_addresses_only(tmp_path: Path,
     assert os.environ[fetch.PUBLIC_ONLY_ENV] == "0"
     PathPolicy.for_server("0.0.0.0", False, outputs_dir=tmp_path).guard_fetches()
     assert os.environ[fetch.PUBLIC_ONLY_ENV] == "1"
+
+
+def test_the_forms_have_every_path_field_checked(closed: PathPolicy, tree: dict[str, Path]) -> None:
+    mine, upload = tree["weights"] / "mine.ckpt", tree["uploads"] / "abc123" / "cat.png"
+    secret = str(tree["private"] / "secret.ckpt")
+    form = {"vqgan": str(mine), "vqgan_config": "", "prior": "", "upscale_model": "realesrgan_x4plus",
+            "init_image": str(upload), "image_prompts": f"{upload}:0.5", "clip_models": "ViT-B-32 openai 1",
+            "prompts": "/etc/passwd is just text here"}
+    checked = closed.check_generation_form(form)
+    assert checked == {**form, "vqgan": str(mine.resolve()), "init_image": str(upload.resolve()),
+                       "image_prompts": f"{upload.resolve()}:0.5"}
+    assert form["vqgan"] == str(mine)  # the caller's form is left as it was
+    for name in ("vqgan", "vqgan_config", "prior", "upscale_model", "init_image", "image_prompts", "clip_models"):
+        value = f"ViT-B-32 {secret} 1" if name == "clip_models" else secret
+        with pytest.raises(InputError, match="other server paths are refused"):
+            closed.check_generation_form({**form, name: value})
+    sample = {"model": "ffhq", "transformer_config": "", "upscale_model": "", "condition": str(upload),
+              "complete": None}
+    assert closed.check_sample_form(sample) == {**sample, "condition": str(upload.resolve())}
+    for name in ("model", "transformer_config", "upscale_model", "condition", "complete"):
+        with pytest.raises(InputError, match="other server paths are refused"):
+            closed.check_sample_form({**sample, name: secret})

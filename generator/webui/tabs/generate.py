@@ -1,0 +1,159 @@
+"""The Text to image tab: the form, a live preview that becomes the result, Continue, Stop
+that keeps the latest image, presets and seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from generator.config import GenerationConfig, ModelsConfig, new_seed
+from generator.errors import InputError
+from generator.io.latents import LATENT_FILE
+from generator.presets import load_preset
+from generator.webui.forms import preset_fields, to_form
+from generator.webui.handlers import guarded, named, stream
+from generator.webui.jobs import Update, text_to_image_job
+from generator.webui.status import message_html
+from generator.webui.studio import Session, Studio
+from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, config_from, gr_guard, read_config
+from generator.webui.widgets import text_to_image_widgets
+
+PREVIEW_EVERY = 10  # steps between previews when a preset sets none: watching the image form is the point
+_BUTTONS = ("run", "stop", "preset", "preset_info", "random_seed", "reuse_seed", "image_prompt_files")
+_OUTPUTS = ["status", "preview", "result", "video", "files", "info", "seed"]
+
+
+@dataclasses.dataclass
+class TextToImageTab:
+    """What other tabs use of this one: its form widgets by config field, their names (the
+    form's order), its initial values and the events that make a run."""
+
+    fields: dict[str, gr.components.Component]
+    names: list[str]
+    values: dict[str, Any]
+    runs: list[Any]
+
+
+def text_to_image_tab(page: Page, preset: str) -> TextToImageTab:
+    """Lay out the tab (inside a ``gr.Tab``) and wire its events."""
+    values = to_form(preset_config(preset, page.studio))
+    values["save_every"] = values["save_every"] or PREVIEW_EVERY
+    t2i = text_to_image_widgets(values, preset, page.studio.weights_dir)
+    hint = gr.HTML(elem_id="model-hint")
+    status = gr.HTML(elem_id="status")
+    with gr.Row():
+        preview = gr.Image(label="Preview", type="pil", elem_id="preview", interactive=False, format="png",
+                           height=420, visible=False)
+        with gr.Column():
+            result = gr.Image(label="Result", type="filepath", elem_id="result", interactive=False, format="png",
+                              height=420, visible=False)
+            info = gr.Markdown(elem_id="info")
+            with gr.Row(visible=False) as more_row:
+                more = gr.Number(100, label="More steps", precision=0, minimum=1, maximum=10_000, scale=1,
+                                 elem_id="more-steps")
+                continue_button = gr.Button("Continue this image", scale=1, elem_id="continue")
+    with gr.Row():
+        video = gr.Video(label="Video", interactive=False, height=420, visible=False)
+        files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="files", visible=False)
+    claim = gr.State(None)
+    seed = gr.State(None)
+    names = [n for n in t2i if n not in _BUTTONS]
+    studio, paths = page.studio, page.paths
+
+    def shown(request: gr.Request) -> tuple[Any, ...]:
+        """After a run (done, stopped or failed): the result in place of the preview, "continue",
+        and the video and downloads when there are some; nothing changes if nothing was kept."""
+        record = studio.session(request).record
+        if record is None or record.result is None:
+            return (gr.skip(),) * 5
+        return (gr.update(visible=False), gr.update(visible=True), gr.update(visible=True),
+                gr.update(visible=bool(record.videos)), gr.update(visible=True))
+
+    def generate(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
+        session = studio.session(request)
+
+        def job() -> Iterator[Update]:
+            uploads = form.pop("image_prompt_files") or []
+            if uploads:
+                extra = " | ".join(str(f) for f in uploads)
+                form["image_prompts"] = f"{form['image_prompts']} | {extra}" if form["image_prompts"] else extra
+            count = int(form.pop("images", 1) or 1)
+            config = config_from(GenerationConfig, paths.check_generation_form(form))
+            return text_to_image_job(studio, config, session, count=count)
+
+        yield from stream(job, _OUTPUTS, session)
+
+    def continued(claim: str | None, more: float | None, request: gr.Request) -> Iterator[tuple]:
+        session = studio.session(request)
+
+        def job() -> Iterator[Update]:
+            config, parent = continuation(session, int(more or 0))
+            return text_to_image_job(studio, config, session, parent=parent)
+
+        yield from stream(job, _OUTPUTS, session)
+
+    inputs = [claim] + [t2i[n] for n in names] + [t2i["image_prompt_files"]]
+    outputs = [status, preview, result, video, files, info, seed]
+    generate_fn = named(generate, [*names, "image_prompt_files"])
+    claim_out = [status, claim, preview]
+    runs = [t2i["run"].click(page.claimed, None, claim_out, **CLAIMING).success(
+                generate_fn, inputs, outputs, api_name="generate", **HEAVY),
+            t2i["prompts"].submit(page.claimed, None, claim_out, **CLAIMING).success(
+                generate_fn, inputs, outputs, api_name=False, **HEAVY),
+            continue_button.click(page.claimed, None, claim_out, **CLAIMING).success(
+                continued, [claim, more], outputs, api_name=False, **HEAVY)]
+    shown_out = [preview, result, more_row, video, files]
+    for event in runs:
+        event.then(shown, None, shown_out, **QUICK)
+    t2i["stop"].click(lambda: message_html("Stopping…"), None, status, cancels=runs, **QUICK).then(
+        page.stopped, None, [status, result, video, files, info, preview], **QUICK).then(
+        shown, None, shown_out, **QUICK)
+    t2i["random_seed"].click(lambda: new_seed(), None, t2i["seed"], **QUICK)
+    t2i["reuse_seed"].click(lambda last: gr.skip() if last is None else last, seed, t2i["seed"], **QUICK)
+    preset_outputs = [t2i[n] for n in names] + [t2i["preset_info"], status]
+    t2i["preset"].change(guarded(lambda name: preset_update(name, studio, names), len(preset_outputs) - 1,
+                                 len(preset_outputs)), t2i["preset"], preset_outputs, **QUICK)
+    page.hint_menus((("vqgan", t2i["vqgan"]), ("transformer", t2i["prior"]), ("upscaler", t2i["upscale_model"])),
+                    hint)
+    return TextToImageTab(t2i, names, values, runs)
+
+
+def continuation(session: Session, more: int) -> tuple[GenerationConfig, Path]:
+    """The config that continues this session's latest text-to-image run for ``more`` steps
+    from its saved latent, and the run folder it continues.
+
+    Raises:
+        InputError: there is no such run (with a saved latent) yet, or ``more`` is below 1.
+    """
+    record = session.record
+    if record is None or record.mode != "text-to-image" or record.folder is None \
+            or not (record.folder / LATENT_FILE).is_file():
+        raise InputError("there is no image to continue yet; generate one (or stop a run) first.")
+    if more < 1:
+        raise InputError("give 1 or more steps to continue for.")
+    plain = read_config(record.folder)
+    plain["steps"] = more
+    plain["init"] = {**plain.get("init", {}), "init": "latent", "init_latent": str(record.folder)}
+    return GenerationConfig.from_dict(plain), record.folder
+
+
+def preset_config(name: str, studio: Studio) -> GenerationConfig:
+    """A text-to-image preset; one that leaves the models alone keeps the app's models."""
+    config = gr_guard(lambda: load_preset(name, kind="text-to-image").config())
+    return config.replace(models=studio.models) if config.models == ModelsConfig() else config
+
+
+def preset_update(name: str, studio: Studio, names: Sequence[str]) -> tuple[Any, ...]:
+    """The widgets a preset names, its description, and a status line; every other widget
+    (the prompt above all) keeps what the user set."""
+    preset = load_preset(name, kind="text-to-image")
+    values = to_form(preset_config(name, studio))
+    fields = preset_fields(GenerationConfig, preset.settings)
+    changed = [n for n in names if n in fields]
+    note = f"Preset {name}: " + (", ".join(changed) + " set." if changed else "nothing to change.")
+    return (*[values.get(n, gr.skip()) if n in fields else gr.skip() for n in names], preset.description,
+            message_html(note))

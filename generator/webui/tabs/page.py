@@ -1,0 +1,119 @@
+"""What every tab shares: the studio and path policy, how events are queued, and the
+handlers that begin a run (a claim), end it (Stop) and explain a model menu's choice."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from generator.errors import GeneratorError, InputError
+from generator.webui.catalogue import model_hint
+from generator.webui.forms import from_form
+from generator.webui.handlers import guarded
+from generator.webui.jobs import generation_info, kept_update
+from generator.webui.paths import PathPolicy
+from generator.webui.status import error_html, message_html
+from generator.webui.studio import Studio
+
+GPU = "gpu"  # every heavy event shares one queue slot: one job at a time on the GPU
+HEAVY = dict(concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
+"""Event options of a run: queued, one at a time on the GPU."""
+QUICK = dict(queue=False, show_progress="hidden")
+"""Event options of a quick handler that loads nothing heavy."""
+# Claims go through the queue (so a refused one is an event error, never an HTTP 500) in
+# their own group, which never waits for the GPU.
+CLAIMING = dict(concurrency_id="claims", concurrency_limit=None, show_progress="hidden", api_name=False)
+"""Event options of a run's claim (see :meth:`Page.claimed`)."""
+
+
+@dataclasses.dataclass
+class Page:
+    """The studio, the path policy and the limits every tab's handlers use."""
+
+    studio: Studio
+    paths: PathPolicy
+    max_upscale_megapixels: float
+
+    def claimed(self, request: gr.Request) -> tuple[str, str, Any]:
+        """The first, unqueued half of every submission: one run per browser session; the
+        preview box appears for the run."""
+        if not self.studio.session(request).claim():  # the run going on keeps the page; this submission ends here
+            raise gr.Error("a run of yours is already going; wait for it or press Stop (Esc).", visible=False,
+                           print_exception=False)
+        return (message_html("waiting for the GPU…" if self.studio.device.type == "cuda" else "starting…"), "go",
+                gr.update(visible=True))
+
+    def stopped(self, request: gr.Request) -> tuple:
+        """After Stop: Gradio cancels the run once the Stop click has returned, the job then
+        keeps its latest image (within one step); wait for that and offer what was kept.
+
+        Returns:
+            status, result, video, files, generation info, preview (hidden) updates.
+        """
+        session = self.studio.session(request)
+        session.finished.wait(timeout=60)
+        session.release()
+        record = session.record
+        if record is None or record.folder is None or record.status not in ("stopped", "failed"):
+            return message_html("Stopped."), *[gr.skip()] * 5
+        kept = kept_update(record)
+        step = f" at step {record.step} of {record.total}" if record.total else ""
+        info = generation_info(read_config(record.folder), None, record.step, record.total) \
+            if record.mode == "text-to-image" else ""
+        return (message_html(f"Stopped{step}. Kept in {record.folder.name}.", "done"),
+                gr.update(value=kept.result, visible=True) if kept.result else gr.skip(),
+                kept.video or gr.skip(), kept.files or gr.skip(), info or gr.skip(), gr.update(visible=False))
+
+    def status_after_stop(self, request: gr.Request) -> tuple:
+        """:meth:`stopped` for a tab that shows only the status line afterwards."""
+        return self.stopped(request)[:1]
+
+    def stop_button(self, button: gr.Button, status: gr.HTML, runs: Sequence[Any]) -> None:
+        """Wire a Stop button that cancels ``runs`` and then says what was kept."""
+        button.click(lambda: message_html("Stopping…"), None, status, cancels=list(runs), **QUICK).then(
+            self.status_after_stop, None, [status], **QUICK)
+
+    def hint_menus(self, menus: Sequence[tuple[str, gr.components.Component]], target: gr.HTML) -> None:
+        """Say in ``target``, before any button is pressed, how to get a model a menu names that
+        is not installed; ``menus`` are (model kind, menu) pairs."""
+        for kind, menu in menus:
+            menu.change(self._hinted(kind), menu, target, **QUICK)
+
+    def _hinted(self, kind: str) -> Callable[[str | None], tuple[str]]:
+        def hint(value: str | None) -> tuple[str]:
+            if not self.paths.open:
+                self.paths.check(value, "model")
+            text = model_hint(kind, value, self.studio.weights_dir)
+            return (error_html(text) if text else "",)
+        return guarded(hint, 0, 1)
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The plain ``config.json`` of a run folder.
+
+    Raises:
+        InputError: it is missing or unreadable.
+    """
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"the settings of {folder.name} cannot be read ({error}).") from None
+
+
+def gr_guard(build: Callable[[], Any]) -> Any:
+    """``build()``, its config errors raised as one-sentence gr.Error messages."""
+    try:
+        return build()
+    except GeneratorError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
+def config_from(config_cls: type, form: dict[str, Any]) -> Any:
+    """The config of a form (file widgets give paths), its errors as one sentence."""
+    form = {name: (str(value) if hasattr(value, "__fspath__") else value) for name, value in form.items()}
+    return gr_guard(lambda: from_form(config_cls, form))

@@ -1,0 +1,60 @@
+"""The Prior tab: a Taming Transformers prior samples images (unconditioned, by class, from a
+condition map or completing an image), shown as a gallery."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from generator.config import SampleConfig
+from generator.webui.forms import to_form
+from generator.webui.handlers import named, stream
+from generator.webui.jobs import sample_job
+from generator.webui.tabs.page import CLAIMING, HEAVY, Page, config_from
+from generator.webui.widgets import sample_widgets
+
+_OUTPUTS = ["status", "preview", "results", "video", "files"]
+
+
+@dataclasses.dataclass
+class PriorTab:
+    """What other tabs use of this one: its form widgets by config field, their names and the
+    event that makes a run."""
+
+    fields: dict[str, gr.components.Component]
+    names: list[str]
+    run: Any
+
+
+def prior_tab(page: Page) -> PriorTab:
+    """Lay out the tab (inside a ``gr.Tab``) and wire its events."""
+    smp = sample_widgets(to_form(SampleConfig()), page.studio.weights_dir)
+    with gr.Row():
+        run_button = gr.Button("Sample", variant="primary", elem_id="sample")
+        stop_button = gr.Button("Stop", variant="stop", elem_id="sample-stop")
+    hint = gr.HTML(elem_id="sample-hint")
+    status = gr.HTML(elem_id="sample-status")
+    with gr.Row():
+        preview = gr.Image(label="Preview", type="pil", interactive=False, format="png", height=420, visible=False)
+        results = gr.Gallery(label="Samples", columns=4, interactive=False, format="png")
+    with gr.Row():
+        video = gr.Video(label="Video", interactive=False, height=420)
+        files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+    claim = gr.State(None)
+    names = list(smp)
+
+    def sample(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
+        session = page.studio.session(request)
+        yield from stream(lambda: sample_job(page.studio, config_from(SampleConfig,
+                                                                      page.paths.check_sample_form(form)), session),
+                          _OUTPUTS, session)
+
+    run = run_button.click(page.claimed, None, [status, claim, preview], **CLAIMING).success(
+        named(sample, names), [claim] + [smp[n] for n in names], [status, preview, results, video, files],
+        api_name="sample", **HEAVY)
+    page.stop_button(stop_button, status, [run])
+    page.hint_menus((("transformer", smp["model"]), ("upscaler", smp["upscale_model"])), hint)
+    return PriorTab(smp, names, run)

@@ -1,0 +1,70 @@
+"""The Upscale tab: ESRGAN on an upload or the latest result, before and after side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from generator.config import UpscaleConfig
+from generator.errors import InputError
+from generator.webui.handlers import named, stream
+from generator.webui.jobs import Update, upscale_job
+from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page
+from generator.webui.widgets import models_menu
+
+_NAMES = ["image", "upscale_model", "upscale", "upscale_tile", "upscale_denoise", "upscale_alpha"]
+
+
+def upscale_tab(page: Page) -> Any:
+    """Lay out the tab (inside a ``gr.Tab``) and wire its events; returns the run event."""
+    with gr.Row():
+        model = models_menu("upscaler", UpscaleConfig().upscale_model, "Upscaler", page.studio.weights_dir,
+                            elem_id="upscale-model")
+        scale = gr.Number(0, label="Scale (0: the model's)")
+        tile = gr.Number(256, label="Tile (0: whole image)", precision=0)
+        denoise = gr.Number(-1, label="Denoise 0..1 (-1: off)")
+        alpha = gr.Dropdown(["network", "resize"], value="network", label="Alpha")
+    with gr.Row():
+        run_button = gr.Button("Upscale", variant="primary", elem_id="upscale")
+        stop_button = gr.Button("Stop", variant="stop", elem_id="upscale-stop")
+    hint = gr.HTML(elem_id="upscale-hint")
+    status = gr.HTML(elem_id="upscale-status")
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Image to upscale", type="filepath", height=420, elem_id="upscale-input",
+                             sources=["upload", "clipboard"])
+            from_latest = gr.Button("Use the latest result", size="sm")
+        compare = gr.ImageSlider(label="Before / after", type="filepath", interactive=False, height=420,
+                                 elem_id="upscaled")
+    files = gr.File(label="Download", file_count="multiple", interactive=False)
+    claim = gr.State(None)
+
+    def upscale(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
+        session = page.studio.session(request)
+
+        def job() -> Iterator[Update]:
+            path = page.paths.check_image(form["image"], "image to upscale")
+            if not path:
+                raise InputError("there is no image to upscale; upload one or use the latest result.")
+            chosen = page.paths.check(form["upscale_model"], "upscaler")
+            denoising = form["upscale_denoise"]
+            config = UpscaleConfig(upscale=form["upscale"] or 0.0, upscale_model=chosen,
+                                   upscale_tile=int(form["upscale_tile"] or 0),
+                                   upscale_denoise=None if denoising is None or denoising < 0 else denoising,
+                                   upscale_alpha=form["upscale_alpha"])
+            return upscale_job(page.studio, path, config, session, max_megapixels=page.max_upscale_megapixels)
+
+        yield from stream(job, ["status", "compare", "files"], session)
+
+    def latest_result(request: gr.Request) -> str | None:
+        return str(page.studio.session(request).result or "") or None
+
+    from_latest.click(latest_result, None, image, **QUICK)
+    run = run_button.click(page.claimed, None, [status, claim, gr.State()], **CLAIMING).success(
+        named(upscale, _NAMES), [claim, image, model, scale, tile, denoise, alpha], [status, compare, files],
+        api_name="upscale", **HEAVY)
+    page.hint_menus((("upscaler", model),), hint)
+    page.stop_button(stop_button, status, [run])
+    return run
