@@ -93,6 +93,15 @@ class Page:
         return guarded(hint, 0, 1)
 
 
+def run_controls(label: str, elem_id: str) -> tuple[gr.Button, gr.Button, gr.HTML, gr.HTML]:
+    """A tab's run button (``label``, id ``elem_id``) and Stop beside it, then its model hint
+    and status lines below (ids ``<elem_id>-stop``, ``-hint``, ``-status``)."""
+    with gr.Row():
+        run = gr.Button(label, variant="primary", elem_id=elem_id)
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{elem_id}-stop")
+    return run, stop, gr.HTML(elem_id=f"{elem_id}-hint"), gr.HTML(elem_id=f"{elem_id}-status")
+
+
 def read_config(folder: Path) -> dict[str, Any]:
     """The plain ``config.json`` of a run folder.
 

@@ -13,7 +13,7 @@ from generator.config import SampleConfig
 from generator.webui.forms import to_form
 from generator.webui.handlers import named, stream
 from generator.webui.jobs import sample_job
-from generator.webui.tabs.page import CLAIMING, HEAVY, Page, config_from
+from generator.webui.tabs.page import CLAIMING, HEAVY, Page, config_from, run_controls
 from generator.webui.widgets import sample_widgets
 
 _OUTPUTS = ["status", "preview", "results", "video", "files"]
@@ -32,11 +32,7 @@ class PriorTab:
 def prior_tab(page: Page) -> PriorTab:
     """Lay out the tab (inside a ``gr.Tab``) and wire its events."""
     smp = sample_widgets(to_form(SampleConfig()), page.studio.weights_dir)
-    with gr.Row():
-        run_button = gr.Button("Sample", variant="primary", elem_id="sample")
-        stop_button = gr.Button("Stop", variant="stop", elem_id="sample-stop")
-    hint = gr.HTML(elem_id="sample-hint")
-    status = gr.HTML(elem_id="sample-status")
+    run_button, stop_button, hint, status = run_controls("Sample", "sample")
     with gr.Row():
         preview = gr.Image(label="Preview", type="pil", interactive=False, format="png", height=420, visible=False)
         results = gr.Gallery(label="Samples", columns=4, interactive=False, format="png")

@@ -11,7 +11,7 @@ from generator.config import UpscaleConfig
 from generator.errors import InputError
 from generator.webui.handlers import named, stream
 from generator.webui.jobs import Update, upscale_job
-from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page
+from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, run_controls
 from generator.webui.widgets import models_menu
 
 _NAMES = ["image", "upscale_model", "upscale", "upscale_tile", "upscale_denoise", "upscale_alpha"]
@@ -26,11 +26,7 @@ def upscale_tab(page: Page) -> Any:
         tile = gr.Number(256, label="Tile (0: whole image)", precision=0)
         denoise = gr.Number(-1, label="Denoise 0..1 (-1: off)")
         alpha = gr.Dropdown(["network", "resize"], value="network", label="Alpha")
-    with gr.Row():
-        run_button = gr.Button("Upscale", variant="primary", elem_id="upscale")
-        stop_button = gr.Button("Stop", variant="stop", elem_id="upscale-stop")
-    hint = gr.HTML(elem_id="upscale-hint")
-    status = gr.HTML(elem_id="upscale-status")
+    run_button, stop_button, hint, status = run_controls("Upscale", "upscale")
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Image to upscale", type="filepath", height=420, elem_id="upscale-input",
