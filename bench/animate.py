@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from bench.common import commit, emit, machine, peak_mb, reset_peak
+from generator.animation.config import AnimationConfig
 from generator.animation.pipeline import Animator
-from generator.config import AnimationConfig, ClipModelConfig, ModelsConfig
+from generator.config import ClipModelConfig, ModelsConfig
 from generator.devices import pick_device
 from generator.errors import NonFiniteError
 from generator.events import Preview

@@ -1,7 +1,8 @@
 """Run configs: one frozen dataclass tree per mode, built from defaults < preset < flags.
 
 :class:`GenerationConfig` decides a text-to-image run, :class:`SampleConfig` a prior-sampling
-run. Every field maps one to one onto a CLI flag (``cutouts.cutn`` is ``--cutn``) and a UI
+run; an animation's config extends the first (:mod:`generator.animation.config`). Every field
+maps one to one onto a CLI flag (``cutouts.cutn`` is ``--cutn``) and a UI
 widget. ``to_dict``/``from_dict`` give the plain-JSON form embedded in every output, so a run
 can be repeated exactly (``--from final.png``). Unknown keys and out-of-range values are
 :class:`ConfigError` with one sentence naming the key. A run's seed is resolved in one place,
@@ -27,7 +28,8 @@ RECOMPUTE = ("auto", "off", "decoder")
 MAX_SIDE = 4096
 
 
-def _check(condition: bool, message: str) -> None:
+def ensure(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` (one sentence naming the key) unless ``condition``."""
     if not condition:
         raise ConfigError(message)
 
@@ -65,12 +67,12 @@ class _RunConfig:
 
 
 def _check_common(seed: int | None, size: tuple[int, int] | None, precision: str) -> None:
-    _check(seed is None or 0 <= seed < 2**63, f"seed must be a non-negative integer, not {seed}.")
-    _check(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+    ensure(seed is None or 0 <= seed < 2**63, f"seed must be a non-negative integer, not {seed}.")
+    ensure(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
     if size is not None:
-        _check(len(size) == 2, "size must be two numbers: width and height.")
+        ensure(len(size) == 2, "size must be two numbers: width and height.")
         width, height = size
-        _check(16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE,
+        ensure(16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE,
                f"size {width}x{height} is out of range; each side must be between 16 and {MAX_SIDE} pixels.")
 
 
@@ -91,8 +93,8 @@ class ClipModelConfig:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(bool(self.model.strip()), "clip_models: a CLIP model needs an architecture name or a config file.")
-        _check(math.isfinite(self.weight) and self.weight > 0,
+        ensure(bool(self.model.strip()), "clip_models: a CLIP model needs an architecture name or a config file.")
+        ensure(math.isfinite(self.weight) and self.weight > 0,
                f"clip_models: the weight of {self.model} must be a positive number, not {self.weight}.")
 
     @property
@@ -116,8 +118,8 @@ class ModelsConfig:
     prior_config: str | None = None
 
     def __post_init__(self) -> None:
-        _check(bool(self.vqgan.strip()), "vqgan must name a registry VQGAN or a checkpoint file.")
-        _check(len(self.clip_models) > 0, "clip_models must list at least one CLIP model.")
+        ensure(bool(self.vqgan.strip()), "vqgan must name a registry VQGAN or a checkpoint file.")
+        ensure(len(self.clip_models) > 0, "clip_models must list at least one CLIP model.")
 
     @property
     def identity(self) -> tuple:
@@ -142,9 +144,9 @@ class CutoutConfig:
     noise_fac: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(1 <= self.cutn <= 1024, f"cutn must be between 1 and 1024, not {self.cutn}.")
-        _check(0 < self.cut_pow <= 10, f"cut_pow must be in (0, 10], not {self.cut_pow}.")
-        _check(0 <= self.noise_fac <= 1, f"noise_fac must be between 0 and 1, not {self.noise_fac}.")
+        ensure(1 <= self.cutn <= 1024, f"cutn must be between 1 and 1024, not {self.cutn}.")
+        ensure(0 < self.cut_pow <= 10, f"cut_pow must be in (0, 10], not {self.cut_pow}.")
+        ensure(0 <= self.noise_fac <= 1, f"noise_fac must be between 0 and 1, not {self.noise_fac}.")
 
 
 @dataclass(frozen=True)
@@ -167,12 +169,12 @@ class OptimConfig:
     tv_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.optimiser in OPTIMISERS,
+        ensure(self.optimiser in OPTIMISERS,
                f"optimiser must be one of {', '.join(OPTIMISERS)}, not {self.optimiser!r}.")
-        _check(0 < self.lr <= 10, f"lr must be in (0, 10], not {self.lr}.")
-        _check(self.init_weight >= 0, f"init_weight must be 0 or more, not {self.init_weight}.")
-        _check(self.init_weight_decay_steps >= 0, "init_weight_decay_steps must be 0 or more.")
-        _check(self.tv_weight >= 0, f"tv_weight must be 0 or more, not {self.tv_weight}.")
+        ensure(0 < self.lr <= 10, f"lr must be in (0, 10], not {self.lr}.")
+        ensure(self.init_weight >= 0, f"init_weight must be 0 or more, not {self.init_weight}.")
+        ensure(self.init_weight_decay_steps >= 0, "init_weight_decay_steps must be 0 or more.")
+        ensure(self.tv_weight >= 0, f"tv_weight must be 0 or more, not {self.tv_weight}.")
 
 
 @dataclass(frozen=True)
@@ -199,10 +201,10 @@ class InitConfig:
     prior_class: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.init in INIT_MODES, f"init must be one of {', '.join(INIT_MODES)}, not {self.init!r}.")
-        _check(self.init != "image" or bool(self.init_image),
+        ensure(self.init in INIT_MODES, f"init must be one of {', '.join(INIT_MODES)}, not {self.init!r}.")
+        ensure(self.init != "image" or bool(self.init_image),
                "init=image needs an init_image; give --init-image PATH.")
-        _check(self.init != "latent" or bool(self.init_latent),
+        ensure(self.init != "latent" or bool(self.init_latent),
                "init=latent needs an init_latent: the run folder to continue (or its latent.safetensors).")
         check_sampling(self.prior_top_k, self.prior_top_p, self.prior_temperature, prefix="prior_")
 
@@ -224,8 +226,8 @@ class OutputConfig:
     fps: int = 10
 
     def __post_init__(self) -> None:
-        _check(self.save_every >= 0, f"save_every must be 0 or more, not {self.save_every}.")
-        _check(1 <= self.fps <= 120, f"fps must be between 1 and 120, not {self.fps}.")
+        ensure(self.save_every >= 0, f"save_every must be 0 or more, not {self.save_every}.")
+        ensure(1 <= self.fps <= 120, f"fps must be between 1 and 120, not {self.fps}.")
 
 
 @dataclass(frozen=True)
@@ -253,16 +255,16 @@ class UpscaleConfig:
     upscale_precision: str = "auto"
 
     def __post_init__(self) -> None:
-        _check(self.upscale == 0 or 1 <= self.upscale <= 16,
+        ensure(self.upscale == 0 or 1 <= self.upscale <= 16,
                f"upscale must be 0 (off) or a factor from 1 to 16, not {self.upscale}.")
-        _check(bool(self.upscale_model.strip()), "upscale_model must name a registry upscaler or a file.")
-        _check(self.upscale_tile == 0 or 32 <= self.upscale_tile <= 4096,
+        ensure(bool(self.upscale_model.strip()), "upscale_model must name a registry upscaler or a file.")
+        ensure(self.upscale_tile == 0 or 32 <= self.upscale_tile <= 4096,
                f"upscale_tile must be 0 (no tiles) or between 32 and 4096, not {self.upscale_tile}.")
-        _check(self.upscale_tile_pad is None or 0 <= self.upscale_tile_pad <= 512, "upscale_tile_pad must be 0 to 512.")
-        _check(self.upscale_denoise is None or 0 <= self.upscale_denoise <= 1,
+        ensure(self.upscale_tile_pad is None or 0 <= self.upscale_tile_pad <= 512, "upscale_tile_pad must be 0 to 512.")
+        ensure(self.upscale_denoise is None or 0 <= self.upscale_denoise <= 1,
                f"upscale_denoise must be between 0 and 1, not {self.upscale_denoise}.")
-        _check(self.upscale_alpha in ("network", "resize"), "upscale_alpha must be network or resize.")
-        _check(self.upscale_precision in ("auto", "fp32"), "upscale_precision must be auto or fp32.")
+        ensure(self.upscale_alpha in ("network", "resize"), "upscale_alpha must be network or resize.")
+        ensure(self.upscale_precision in ("auto", "fp32"), "upscale_precision must be auto or fp32.")
 
     @property
     def suffix(self) -> str:
@@ -314,11 +316,11 @@ class GenerationConfig(_RunConfig):
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
 
     def __post_init__(self) -> None:
-        _check(1 <= self.steps <= 100_000, f"steps must be between 1 and 100000, not {self.steps}.")
-        _check(self.change_prompt_every >= 0, "change_prompt_every must be 0 or more.")
-        _check(self.recompute in RECOMPUTE, f"recompute must be one of {', '.join(RECOMPUTE)}, not {self.recompute!r}.")
+        ensure(1 <= self.steps <= 100_000, f"steps must be between 1 and 100000, not {self.steps}.")
+        ensure(self.change_prompt_every >= 0, "change_prompt_every must be 0 or more.")
+        ensure(self.recompute in RECOMPUTE, f"recompute must be one of {', '.join(RECOMPUTE)}, not {self.recompute!r}.")
         _check_common(self.seed, self.size, self.precision)
-        _check(self.init.init != "prior" or bool(self.models.prior),
+        ensure(self.init.init != "prior" or bool(self.models.prior),
                "init=prior needs a transformer; give --prior NAME|PATH (e.g. ffhq_transformer).")
 
 
@@ -339,9 +341,9 @@ def clip_model_spec(values: list[str]) -> dict[str, Any]:
 
 def check_sampling(top_k: int, top_p: float, temperature: float, prefix: str = "") -> None:
     """Range checks shared by every config that samples from a prior."""
-    _check(top_k >= 0, f"{prefix}top_k must be 0 (off) or more, not {top_k}.")
-    _check(0 < top_p <= 1, f"{prefix}top_p must be in (0, 1], not {top_p}.")
-    _check(0 < temperature <= 10, f"{prefix}temperature must be in (0, 10], not {temperature}.")
+    ensure(top_k >= 0, f"{prefix}top_k must be 0 (off) or more, not {top_k}.")
+    ensure(0 < top_p <= 1, f"{prefix}top_p must be in (0, 1], not {top_p}.")
+    ensure(0 < temperature <= 10, f"{prefix}temperature must be in (0, 10], not {temperature}.")
 
 
 @dataclass(frozen=True)
@@ -387,98 +389,10 @@ class SampleConfig(_RunConfig):
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
 
     def __post_init__(self) -> None:
-        _check(bool(self.model.strip()), "model must name a transformer registry entry or a checkpoint file.")
-        _check(1 <= self.n <= 1024, f"n must be between 1 and 1024, not {self.n}.")
-        _check(1 <= self.batch_size <= 256, f"batch_size must be between 1 and 256, not {self.batch_size}.")
+        ensure(bool(self.model.strip()), "model must name a transformer registry entry or a checkpoint file.")
+        ensure(1 <= self.n <= 1024, f"n must be between 1 and 1024, not {self.n}.")
+        ensure(1 <= self.batch_size <= 256, f"batch_size must be between 1 and 256, not {self.batch_size}.")
         check_sampling(self.top_k, self.top_p, self.temperature)
-        _check(self.class_label is None or self.class_label >= 0, f"class must be 0 or more, not {self.class_label}.")
-        _check(0 <= self.keep < 1, f"keep must be in [0, 1), not {self.keep}.")
+        ensure(self.class_label is None or self.class_label >= 0, f"class must be 0 or more, not {self.class_label}.")
+        ensure(0 <= self.keep < 1, f"keep must be in [0, 1), not {self.keep}.")
         _check_common(self.seed, self.size, self.precision)
-
-
-@dataclass(frozen=True)
-class MotionConfig:
-    """How each animation frame moves the previous one, about the image's centre.
-
-    Every value is a constant (``"1.02"``) or keyframes ``"FRAME:VALUE, FRAME:VALUE"``
-    (``"0:1.0, 60:1.04"``), interpolated between keyframes and held after the last (see
-    generator/animation/keyframes.py; the grammar is checked when a run starts).
-
-    Attributes:
-        zoom: scale per frame (above 1 zooms in); more than 0 at every frame.
-        angle: rotation per frame in degrees, counter-clockwise.
-        translate_x: shift per frame in pixels, to the right.
-        translate_y: shift per frame in pixels, downward.
-        smooth: ease in and out of every keyframe (cosine) instead of straight lines.
-    """
-
-    zoom: str = "1.0"
-    angle: str = "0"
-    translate_x: str = "0"
-    translate_y: str = "0"
-    smooth: bool = False
-
-
-@dataclass(frozen=True)
-class RestyleConfig:
-    """Video restyle: each input frame stylised by the prompts.
-
-    Attributes:
-        video_init: a video file or a folder of frames (None: no restyle).
-        every: take every K-th input frame (the output's frame rate is the input's divided by K).
-        blend: how much of the previous output frame is mixed into each input frame (0..1).
-    """
-
-    video_init: str | None = None
-    every: int = 1
-    blend: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check(self.every >= 1, f"every must be 1 or more, not {self.every}.")
-        _check(0 <= self.blend <= 1, f"blend must be between 0 and 1, not {self.blend}.")
-
-
-@dataclass(frozen=True)
-class AnimationConfig(GenerationConfig):
-    """Everything that decides an animation (``python -m generator animate``): every
-    text-to-image setting, plus the frames, their motion and the video.
-
-    In this mode ``change_prompt_every`` counts *frames* per ``^`` story phrase (0: the
-    phrases split the frames evenly), ``steps`` is the first frame's steps unless
-    ``first_frame_steps`` is given, and ``output.save_every`` is not used (every frame is saved).
-
-    Attributes:
-        frames: frames to make (None: 60, or every selected input frame of a restyle).
-        steps_per_frame: optimisation steps of every frame after the first.
-        first_frame_steps: steps of the first frame (None: ``steps``; ``steps_per_frame`` in a restyle).
-        frame_init_weight: weight of the MSE that holds each frame near the latent it started from
-            (the transformed previous frame): temporal coherence.
-        prompt_at: keyframed prompts ``FRAME=PROMPT``: from that frame on, PROMPT (in the
-            usual prompt grammar) replaces the prompts.
-        interpolate: multiply the frame rate by this with motion-compensated interpolation.
-        video_length: seconds the video lasts (0: ``fps`` decides); the frame rate is chosen to fit.
-        motion: zoom, angle and translation per frame.
-        restyle: the input video of a restyle.
-    """
-
-    frames: int | None = None
-    steps_per_frame: int = 10
-    first_frame_steps: int | None = None
-    frame_init_weight: float = 0.0
-    prompt_at: tuple[str, ...] = ()
-    interpolate: int = 1
-    video_length: float = 0.0
-    motion: MotionConfig = field(default_factory=MotionConfig)
-    restyle: RestyleConfig = field(default_factory=RestyleConfig)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.frames is None or 1 <= self.frames <= 100_000,
-               f"frames must be between 1 and 100000, not {self.frames}.")
-        _check(0 <= self.steps_per_frame <= 100_000,
-               f"steps_per_frame must be 0 to 100000, not {self.steps_per_frame}.")
-        _check(self.first_frame_steps is None or 0 <= self.first_frame_steps <= 100_000,
-               f"first_frame_steps must be 0 to 100000, not {self.first_frame_steps}.")
-        _check(self.frame_init_weight >= 0, f"frame_init_weight must be 0 or more, not {self.frame_init_weight}.")
-        _check(1 <= self.interpolate <= 16, f"interpolate must be between 1 and 16, not {self.interpolate}.")
-        _check(self.video_length >= 0, f"video_length must be 0 (off) or a number of seconds, not {self.video_length}.")

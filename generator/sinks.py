@@ -24,8 +24,9 @@ from typing import Any
 
 from PIL import Image
 
+from generator.animation.config import AnimationConfig
 from generator.animation.state import FRAME_RECORDS, MODE, AnimationState
-from generator.config import AnimationConfig, OutputConfig, SampleConfig, UpscaleConfig
+from generator.config import OutputConfig, SampleConfig, UpscaleConfig
 from generator.config_schema import build_config
 from generator.errors import GeneratorError
 from generator.events import Done, Event, Preview

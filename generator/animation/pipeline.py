@@ -33,11 +33,11 @@ from collections.abc import Iterator
 import torch
 from PIL import Image
 
+from generator.animation.config import AnimationConfig
 from generator.animation.keyframes import Motion, MotionSchedule, PromptTimeline, prompt_timeline
 from generator.animation.motion import move
 from generator.animation.restyle import VideoSource, default_size, open_source
 from generator.animation.state import MODE, AnimationState, Resume
-from generator.config import AnimationConfig
 from generator.devices import SeedStreams, auto_size, deterministic, seed_everything
 from generator.errors import InputError
 from generator.events import Done, Event, Notice, Preview, Progress

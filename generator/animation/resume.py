@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from generator.animation.config import AnimationConfig
 from generator.animation.state import FRAME_RECORDS, MODE, Resume
-from generator.config import AnimationConfig
 from generator.errors import ConfigError, InputError
 from generator.io.images import open_image
 

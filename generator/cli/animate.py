@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from generator.animation.config import AnimationConfig
 from generator.animation.keyframes import MotionSchedule, prompt_timeline
 from generator.animation.pipeline import Animator
 from generator.animation.resume import read_resume
@@ -28,7 +29,6 @@ from generator.animation.state import MODE, Resume
 from generator.cli.common import base_settings
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.cli.generate import DEFAULT_OUT, add_settings_arguments, overrides_from_args
-from generator.config import AnimationConfig
 from generator.config_schema import field_paths, merge
 from generator.errors import ConfigError
 from generator.guidance.pipeline import TextToImage

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from generator.animation.config import AnimationConfig
 from generator.animation.pipeline import Animator
-from generator.config import AnimationConfig, GenerationConfig, SampleConfig, UpscaleConfig
+from generator.config import GenerationConfig, SampleConfig, UpscaleConfig
 from generator.errors import InputError
 from generator.events import Event, Preview, Progress, relay
 from generator.io.image_data import read_image_data

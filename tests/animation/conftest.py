@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from generator.animation.config import AnimationConfig
 from generator.animation.pipeline import Animator
 from generator.animation.state import Resume
-from generator.config import AnimationConfig
 from generator.config_schema import merge
 from generator.io.video import _ffmpeg
 from generator.sinks import RunRecord, drive

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from generator.animation.config import AnimationConfig
 from generator.cli.main import main
-from generator.config import AnimationConfig
 from tests.animation.conftest import animate, frame_paths, frames_of
 from tests.factories import ctrl_c_cli
 
