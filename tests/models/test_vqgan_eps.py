@@ -9,25 +9,14 @@ eps 1e-5 instead of taming's 1e-6 the same outputs are off by a max of 3.6e-5..6
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from models.vqgan import VQGAN, VQGANConfig
+from models.vqgan import VQGAN
+from tests.parity.official import GOLDENS, KEYS, OFFICIAL
 from tests.parity.seeded import seeded_state_dict
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-KEYS = json.loads((DATA / "official_vqgan_keys.json").read_text())
-GOLDENS = load_file(str(DATA / "taming_parity.safetensors"))
-OFFICIAL = {
-    "vqgan_imagenet_f16_16384": VQGANConfig(n_embed=16384),
-    "vqgan_imagenet_f16_1024": VQGANConfig(n_embed=1024),
-    "vqgan_gumbel_f8": VQGANConfig(n_embed=8192, ch_mult=(1, 1, 2, 4), attn_resolutions=(32,), quantizer="gumbel"),
-}
 MAX_ABS = 2e-5  # float noise reaches ~1.1e-5, eps 1e-5 at least 3.6e-5
 MAX_RMS = 4e-6  # float noise ~1.9e-6, eps 1e-5 at least 8e-6
 

@@ -8,25 +8,13 @@ weights are loaded into our modules with ``strict=True`` and the outputs are com
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from generator.vqgan_loader import infer_vqgan_config
-from models.vqgan import VQGAN, VQGANConfig
+from models.vqgan import VQGAN
+from tests.parity.official import GOLDENS, KEYS, OFFICIAL
 from tests.parity.seeded import seeded_state_dict
-
-DATA = Path(__file__).resolve().parents[1] / "data"
-KEYS = json.loads((DATA / "official_vqgan_keys.json").read_text())
-GOLDENS = load_file(str(DATA / "taming_parity.safetensors"))
-OFFICIAL = {
-    "vqgan_imagenet_f16_16384": VQGANConfig(n_embed=16384),
-    "vqgan_imagenet_f16_1024": VQGANConfig(n_embed=1024),
-    "vqgan_gumbel_f8": VQGANConfig(n_embed=8192, ch_mult=(1, 1, 2, 4), attn_resolutions=(32,), quantizer="gumbel"),
-}
 
 
 def test_official_key_tables_have_the_published_sizes() -> None:
