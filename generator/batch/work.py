@@ -24,7 +24,8 @@ from generator.batch.jobs import Job
 from generator.config import GenerationConfig, ModelsConfig
 from generator.errors import GeneratorError, summary
 from generator.events import Done, Event, Progress
-from generator.guidance.pipeline import ALL, TextToImage, batch_key
+from generator.guidance.batched import ALL, batch_key
+from generator.guidance.pipeline import TextToImage
 from generator.runs import GenerationRun, RunState
 
 logger = logging.getLogger(__name__)

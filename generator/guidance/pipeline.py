@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import time
@@ -38,6 +37,7 @@ from generator.devices import (
 )
 from generator.errors import ConfigError, InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress, relay
+from generator.guidance.batched import ALL, BatchRun, batch_key
 from generator.guidance.clip import ClipModel, load_clip
 from generator.guidance.cutouts import NONDETERMINISTIC_ON_CUDA, MakeCutouts, canonical_augments
 from generator.guidance.latents import initial_latent
@@ -401,52 +401,3 @@ def describe_models(models: ModelsConfig) -> str:
     """``vqgan_imagenet_f16_16384.ckpt with ViT-B-32/openai``, for messages."""
     clips = ", ".join(f"{c.model}/{c.pretrained}" for c in models.clip_models)
     return f"{Path(models.vqgan).name} with {clips}"
-
-
-ALL = -1
-"""The image index of a :class:`BatchRun` event that concerns every image of the batch."""
-
-_PER_IMAGE = ("prompts", "image_prompts", "noise_prompts", "change_prompt_every", "seed", "init", "upscale")
-_PER_IMAGE_OPTIM = ("lr", "init_weight", "init_weight_decay_steps", "tv_weight")
-_PER_IMAGE_OUTPUT = ("video", "gif", "fps")
-
-
-def batch_key(config: GenerationConfig) -> str:
-    """What runs optimised together must share (size, steps, models, cutouts, optimiser,
-    precision, previews...), as text: configs with equal keys can share a :meth:`TextToImage.run_batch`."""
-    shared = config.to_dict()
-    for name in _PER_IMAGE:
-        shared.pop(name)
-    for name in _PER_IMAGE_OPTIM:
-        shared["optim"].pop(name)
-    for name in _PER_IMAGE_OUTPUT:
-        shared["output"].pop(name)
-    return json.dumps(shared, sort_keys=True)
-
-
-class BatchRun:
-    """Text-to-image runs optimised together: iterating yields ``(index, event)`` pairs, where
-    ``index`` is the run's place in the batch or :data:`ALL`; each run ends with its own
-    :class:`Done`. ``states[i]`` is run ``i``'s :class:`RunState` (its ``decode`` gives that
-    image), so a sink can keep each image after a stop or a failure.
-
-    An image made in a batch matches the same config run alone: same draws, same prompts;
-    only the float rounding of batched convolutions and matrix products differs (on the CPU
-    at most 2 of 255 per pixel after 30 steps of the tiny test models; tests/batch checks it).
-    """
-
-    def __init__(self, events: Iterator[tuple[int, Event]], states: list[RunState]):
-        self._events = events
-        self.states = states
-
-    def __iter__(self) -> BatchRun:
-        return self
-
-    def __next__(self) -> tuple[int, Event]:
-        return next(self._events)
-
-    def close(self) -> None:
-        """Cancel the runs; the models stay loaded."""
-        close = getattr(self._events, "close", None)
-        if close is not None:
-            close()
