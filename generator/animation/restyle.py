@@ -16,7 +16,7 @@ from PIL import Image
 
 from generator.errors import InputError
 from generator.io.images import cover, open_image
-from generator.io.video import count_frames, frame_files, probe_video, read_video_frames
+from generator.io.video_input import count_frames, frame_files, probe_video, read_video_frames
 
 
 @dataclass(frozen=True)

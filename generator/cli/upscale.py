@@ -21,12 +21,12 @@ from generator.devices import pick_device
 from generator.errors import ConfigError, GeneratorError, InputError
 from generator.events import Event, Notice, Progress
 from generator.io.image_data import read_image_data
+from generator.io.images import IMAGE_SUFFIXES
 from generator.sinks import write_upscaled
 from generator.upscale.loader import Upscaler, load_upscaler
 from generator.upscale.tiles import run_to_end, upscale_with
 
 logger = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 EXIT_INTERRUPTED = 130
 
 

@@ -16,6 +16,8 @@ from PIL.PngImagePlugin import PngInfo
 from generator.errors import InputError
 from generator.io.fetch import fetch_bytes
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+"""The file suffixes taken as images in a folder (frames, images to upscale)."""
 # Refuse decompression bombs outright rather than warning: 16k x 16k is the limit.
 MAX_PIXELS = 16384 * 16384
 _URL = re.compile(r"https?://", re.IGNORECASE)

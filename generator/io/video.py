@@ -1,4 +1,5 @@
-"""Videos from frames: H.264 mp4 through imageio-ffmpeg's bundled ffmpeg, GIF through Pillow.
+"""Videos from frames: H.264 mp4 through imageio-ffmpeg's bundled ffmpeg, GIF through Pillow
+(reading a user's video is :mod:`generator.io.video_input`).
 
 Frames are never rescaled to suit the codec: an mp4 frame whose sides are not multiples of
 16 is padded at its right and bottom edges (edge pixels replicated), so the picture keeps
@@ -13,10 +14,7 @@ import errno
 import logging
 import numbers
 import os
-import re
-import subprocess
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,9 @@ import imageio.v2 as imageio_v2
 import numpy as np
 from PIL import Image
 
-from generator.errors import GeneratorError, InputError, OutputError, summary
+from generator.errors import GeneratorError, InputError, OutputError
 from generator.io.atomic_files import atomic_path, output_error
+from generator.io.ffmpeg import USER_INPUT, run_ffmpeg
 
 logger = logging.getLogger(__name__)
 
@@ -209,84 +208,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-# --- reading videos, interpolation and sound (the animation's restyle and smooth output) ---
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-def _ffmpeg() -> str:
-    """The ffmpeg bundled with imageio-ffmpeg (no system ffmpeg is needed)."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def _run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([_ffmpeg(), "-hide_banner", "-nostdin", *args], capture_output=True, text=True,
-                          check=False)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What a video file holds.
-
-    Attributes:
-        fps: frames per second.
-        size: (width, height).
-        has_audio: whether it has a sound track.
-    """
-
-    fps: float
-    size: tuple[int, int]
-    has_audio: bool
-
-
-def probe_video(path: Path) -> VideoInfo:
-    """Frame rate, size and whether there is sound, read by the bundled ffmpeg.
-
-    Raises:
-        InputError: the file is missing or holds no readable video stream.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"the video {path} does not exist; check the path of --video-init.")
-    result = _run_ffmpeg(["-i", str(path)])  # ffmpeg describes the input on stderr, then complains about no output
-    stream = re.search(r"Stream #\S+.*?: Video: .*?, (\d+)x(\d+)[ ,].*?(?:([\d.]+) fps|([\d.]+) tbr)", result.stderr)
-    if stream is None:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        reason = lines[-1][:200] if lines else "no video stream"
-        raise InputError(f"{path} cannot be read as a video ({reason}); give an intact video file or a folder "
-                         "of frames.")
-    fps = float(stream[3] or stream[4])
-    return VideoInfo(fps, (int(stream[1]), int(stream[2])), bool(re.search(r"Stream #\S+.*?: Audio:", result.stderr)))
-
-
-def read_video_frames(path: Path) -> Iterator[Image.Image]:
-    """The frames of a video file, one RGB image at a time.
-
-    Raises:
-        InputError: the file cannot be decoded.
-    """
-    import imageio_ffmpeg
-
-    try:
-        reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-        width, height = meta["size"]
-        for raw in reader:
-            yield Image.frombytes("RGB", (width, height), raw)
-    except (OSError, RuntimeError, StopIteration, KeyError) as error:
-        raise InputError(f"{path} cannot be decoded as a video ({summary(error)}); give an intact video file or "
-                         "a folder of frames.") from error
-
-
-def frame_files(folder: Path) -> list[Path]:
-    """The image files of a folder of frames, in natural order (``2.png`` before ``10.png``)."""
-    def natural(path: Path) -> list:
-        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name.lower())]
-
-    return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                  key=natural)
+# --- interpolation and sound (the animation's smooth output and restyle) ---
 
 
 def interpolate_mp4(source: Path, path: Path, *, factor: int, fps: float) -> Path:
@@ -301,10 +223,10 @@ def interpolate_mp4(source: Path, path: Path, *, factor: int, fps: float) -> Pat
     frames, _ = _count(source, path)
     target = frames * factor
     with atomic_path(path) as tmp:
-        result = _run_ffmpeg(["-i", str(source), "-vf",
-                              f"tpad=stop_mode=clone:stop={factor},minterpolate=fps={fps * factor:g}:mi_mode=mci",
-                              "-frames:v", str(target), "-an", "-c:v", MP4_CODEC, "-crf", str(MP4_CRF),
-                              "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp)])
+        result = run_ffmpeg(["-i", str(source), "-vf",
+                             f"tpad=stop_mode=clone:stop={factor},minterpolate=fps={fps * factor:g}:mi_mode=mci",
+                             "-frames:v", str(target), "-an", "-c:v", MP4_CODEC, "-crf", str(MP4_CRF),
+                             "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp)])
         if result.returncode != 0:
             raise _encoder_error(RuntimeError(result.stderr.strip().splitlines()[-1:] or "ffmpeg failed"), path,
                                  "ffmpeg")
@@ -322,9 +244,9 @@ def add_audio(video_path: Path, audio_source: Path, path: Path) -> Path:
     """
     path = Path(path)
     with atomic_path(path) as tmp:
-        result = _run_ffmpeg(["-i", str(video_path), "-i", str(audio_source), "-map", "0:v:0", "-map", "1:a:0",
-                              "-c:v", "copy", "-c:a", "aac", "-shortest", "-movflags", "+faststart", "-f", "mp4", "-y",
-                              str(tmp)])
+        result = run_ffmpeg(["-i", str(video_path), *USER_INPUT, "-i", str(audio_source), "-map", "0:v:0",
+                             "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-shortest", "-movflags", "+faststart",
+                             "-f", "mp4", "-y", str(tmp)])
         if result.returncode != 0:
             raise _encoder_error(RuntimeError(result.stderr.strip().splitlines()[-1:] or "ffmpeg failed"), path,
                                  "ffmpeg")
@@ -340,16 +262,3 @@ def _count(source: Path, path: Path) -> tuple[int, float]:
         raise _encoder_error(error, path, "ffmpeg") from error
 
 
-def count_frames(path: Path) -> int:
-    """The number of frames of a video file (decodes it once).
-
-    Raises:
-        InputError: the file cannot be decoded.
-    """
-    import imageio_ffmpeg
-
-    try:
-        return int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
-    except (OSError, RuntimeError) as error:
-        raise InputError(f"{path} cannot be decoded as a video ({summary(error)}); give an intact video file or "
-                         "a folder of frames.") from error

@@ -20,7 +20,7 @@ from generator.errors import InputError, NonFiniteError
 from generator.events import Done
 from generator.guidance.latents import encode_pixels
 from generator.io.images import pil_to_tensor, tensor_to_pil
-from generator.io.video import count_frames, probe_video
+from generator.io.video_input import count_frames, probe_video
 from generator.sinks import drive
 from tests.animation.conftest import animate, animation_config, ffmpeg, frames_of
 from tests.factories import tiny_run_config
