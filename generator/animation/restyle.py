@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from generator.errors import InputError
-from generator.io.images import cover, open_image
+from generator.io.images import cover, is_url, open_image
 from generator.io.video_input import count_frames, frame_files, probe_video, read_video_frames
 
 
@@ -54,8 +54,11 @@ def open_source(video_init: str, *, every: int, folder_fps: float) -> VideoSourc
     """Describe ``video_init`` (its frames are read later, one at a time).
 
     Raises:
-        InputError: missing, unreadable, or without any frame.
+        InputError: an http(s) address, missing, unreadable, or without any frame.
     """
+    if is_url(video_init):
+        raise InputError(f"the video to restyle must be a file or a folder of frames, not an address "
+                         f"({video_init.strip()}); download it and give its path or upload it.")
     path = Path(video_init).expanduser()
     if path.is_dir():
         files = frame_files(path)

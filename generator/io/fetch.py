@@ -150,9 +150,9 @@ def fetch_bytes(url: str, what: str) -> bytes:
     except (OSError, ValueError, http.client.HTTPException) as error:
         refused = getattr(error, "reason", error)
         if isinstance(refused, _RefusedAddress):
-            raise InputError(f"the {what} {url} leads to {refused.host} ({refused.address}), which is not a public "
-                             "internet address, and this server fetches only those; upload the image "
-                             "instead.") from None
+            where = refused.host if refused.host == refused.address else f"{refused.host} ({refused.address})"
+            raise InputError(f"the {what} {url} leads to {where}, which is not a public internet address, and "
+                             "this server fetches only those; upload the image instead.") from None
         if public_only and isinstance(error, urllib.error.URLError) and "unknown url type" in str(error.reason):
             raise InputError(f"the {what} {url} redirects to an address that is not http(s), which this server "
                              "does not follow; upload the image instead.") from None

@@ -51,7 +51,7 @@ def probe_video(path: Path) -> VideoInfo:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"the video {path} does not exist; check the path of --video-init.")
+        raise InputError(f"the video {path} does not exist; check its path.")
     result = run_ffmpeg([*USER_INPUT, "-i", str(path)])  # ffmpeg describes the input, then wants an output
     stream = re.search(r"Stream #\S+.*?: Video: .*?, (\d+)x(\d+)[ ,].*?(?:([\d.]+) fps|([\d.]+) tbr)", result.stderr)
     if stream is None:

@@ -176,6 +176,8 @@ def test_a_failing_frame_keeps_the_finished_frames_and_writes_their_video(tiny_p
         ({"motion": {"zoom": "0:1, 10:-1"}}, "--zoom must be more than 0 at every frame"),
         ({"motion": {"angle": "0:1, 5"}}, "has the part '5', which is not FRAME:VALUE"),
         ({"restyle": {"video_init": "/nonexistent/in.mp4"}}, "the video /nonexistent/in.mp4 does not exist"),
+        ({"restyle": {"video_init": "https://example.com/clip.mp4"}},
+         "the video to restyle must be a file or a folder of frames, not an address (https://example.com/clip.mp4)"),
     ],
 )
 def test_bad_settings_are_refused_before_any_file_is_written(tiny_pipeline, tiny_files, tmp_path: Path,
