@@ -19,6 +19,7 @@ Anything malformed is an :class:`InputError` whose one sentence quotes the bad p
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -59,7 +60,7 @@ class Keyframes:
         points = self.points
         if frame <= points[0][0]:
             return points[0][1]
-        for (start, low), (end, high) in zip(points, points[1:], strict=False):
+        for (start, low), (end, high) in itertools.pairwise(points):
             if frame <= end:
                 t = (frame - start) / (end - start)
                 if self.smooth:

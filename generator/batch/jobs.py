@@ -144,7 +144,7 @@ def _csv_rows(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
             raise ConfigError(f"{path.name} line {number} has {len(cells)} cells but the header names "
                               f"{len(header)} keys; quote cells that hold commas.")
         keys = {}
-        for key, cell in zip(header, cells, strict=False):
+        for key, cell in zip(header, cells, strict=False):  # a short row leaves its last keys unset
             if cell.strip():
                 keys[key] = _csv_value(hints[key], cell.strip(), path, number, key)
         rows.append((number, keys))

@@ -22,10 +22,10 @@ import urllib.request
 from typing import Any
 
 from generator.errors import InputError
+from generator.weights.store import offline_mode
 
 MAX_FETCH_BYTES = 64 * 2**20
 FETCH_TIMEOUT = 30
-OFFLINE_ENV = "GENERATOR_OFFLINE"
 PUBLIC_ONLY_ENV = "GENERATOR_FETCH_PUBLIC_ONLY"
 """Set to 1 to fetch images from public internet addresses only (a server others reach)."""
 _TRUE = ("1", "true", "yes", "on")
@@ -41,8 +41,8 @@ class _RefusedAddress(OSError):
         self.address = address
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+def _public_only() -> bool:
+    return os.environ.get(PUBLIC_ONLY_ENV, "").strip().lower() in _TRUE
 
 
 def is_public_address(address: str) -> bool:
@@ -133,9 +133,9 @@ def fetch_bytes(url: str, what: str) -> bytes:
             refuses (``$GENERATOR_FETCH_PUBLIC_ONLY``), an unreachable address, an HTTP error,
             or a body over the size limit; each in one sentence that says what to do.
     """
-    if _flag(OFFLINE_ENV):
+    if offline_mode():
         raise InputError(f"offline mode forbids fetching the {what} {url}; download it and give its path.")
-    public_only = _flag(PUBLIC_ONLY_ENV)
+    public_only = _public_only()
     opener = _public_opener() if public_only else urllib.request.build_opener()
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:

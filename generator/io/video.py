@@ -25,6 +25,7 @@ from PIL import Image
 from generator.errors import GeneratorError, InputError, OutputError
 from generator.io.atomic_files import atomic_path, output_error
 from generator.io.ffmpeg import USER_INPUT, run_ffmpeg
+from generator.io.video_input import count_frames
 
 logger = logging.getLogger(__name__)
 
@@ -151,14 +152,12 @@ def _encode_mp4(frames: Sequence[Frame], tmp: Path, path: Path, fps: float) -> i
 
 def _verify_mp4(tmp: Path, path: Path, expected: int) -> None:
     """Check that ffmpeg finished the file: imageio does not report ffmpeg's exit status."""
-    import imageio_ffmpeg
-
     try:
         if os.path.getsize(tmp) == 0:
             raise RuntimeError("ffmpeg wrote nothing")
-        found, _ = imageio_ffmpeg.count_frames_and_secs(str(tmp))
     except (OSError, RuntimeError) as error:
         raise _encoder_error(error, path, "ffmpeg") from error
+    found = _count(tmp, path)
     if found != expected:
         raise _encoder_error(RuntimeError(f"the video holds {found} of {expected} frames"),
                              path, "ffmpeg")
@@ -220,7 +219,7 @@ def interpolate_mp4(source: Path, path: Path, *, factor: int, fps: float) -> Pat
         OutputError: ffmpeg failed; ``source`` is kept.
     """
     path = Path(path)
-    frames, _ = _count(source, path)
+    frames = _count(source, path)
     target = frames * factor
     with atomic_path(path) as tmp:
         result = run_ffmpeg(["-i", str(source), "-vf",
@@ -253,12 +252,15 @@ def add_audio(video_path: Path, audio_source: Path, path: Path) -> Path:
     return path
 
 
-def _count(source: Path, path: Path) -> tuple[int, float]:
-    import imageio_ffmpeg
+def _count(video: Path, path: Path) -> int:
+    """The frames of ``video``, a file this module wrote for ``path``.
 
+    Raises:
+        OutputError: ffmpeg cannot decode it.
+    """
     try:
-        return imageio_ffmpeg.count_frames_and_secs(str(source))
-    except (OSError, RuntimeError) as error:
+        return count_frames(video)
+    except InputError as error:
         raise _encoder_error(error, path, "ffmpeg") from error
 
 

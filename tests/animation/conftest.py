@@ -14,7 +14,7 @@ from generator.animation.config import AnimationConfig
 from generator.animation.pipeline import Animator
 from generator.animation.state import Resume
 from generator.config_schema import merge
-from generator.io.ffmpeg import ffmpeg_exe
+from generator.io.ffmpeg import run_ffmpeg
 from generator.sinks import RunRecord, drive
 from tests.factories import tiny_run_config
 
@@ -47,7 +47,7 @@ def frames_of(folder: Path) -> list[np.ndarray]:
 
 def ffmpeg(*args: str) -> subprocess.CompletedProcess:
     """The bundled ffmpeg (its description of an input goes to stderr)."""
-    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], capture_output=True, text=True)
+    return run_ffmpeg(list(args))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from PIL import Image
 from generator.errors import InputError
 from generator.io import fetch
 from generator.io.images import open_image
+from generator.weights import store
 
 
 def _png() -> bytes:
@@ -65,7 +66,7 @@ class _Server:
 def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[_Server, _Server]]:
     """Two servers: one on 127.0.0.2 that the test treats as a public address, one on
     127.0.0.1 (private, as it is). No proxy, no offline mode."""
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", fetch.OFFLINE_ENV):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", store.OFFLINE_ENV):
         monkeypatch.delenv(name, raising=False)
     real = fetch.is_public_address
     monkeypatch.setattr(fetch, "is_public_address", lambda address: address == "127.0.0.2" or real(address))

@@ -21,11 +21,10 @@ MAX_ABS = 2e-5  # float noise reaches ~1.1e-5, eps 1e-5 at least 3.6e-5
 MAX_RMS = 4e-6  # float noise ~1.9e-6, eps 1e-5 at least 8e-6
 
 
-def _check(name: str, what: str, got: torch.Tensor, golden: torch.Tensor) -> None:
+def _differences(got: torch.Tensor, golden: torch.Tensor) -> tuple[float, float]:
+    """The largest and the root-mean-square absolute difference."""
     difference = (got.float() - golden.float()).abs()
-    worst, rms = float(difference.max()), float(difference.pow(2).mean().sqrt())
-    assert worst <= MAX_ABS, f"{name} {what}: max abs difference {worst:.2e} > {MAX_ABS:.0e}"
-    assert rms <= MAX_RMS, f"{name} {what}: rms difference {rms:.2e} > {MAX_RMS:.0e}"
+    return float(difference.max()), float(difference.pow(2).mean().sqrt())
 
 
 @pytest.mark.parametrize("name", list(OFFICIAL))
@@ -36,8 +35,10 @@ def test_outputs_match_the_original_architecture_to_float_noise(name: str) -> No
     with torch.no_grad():
         latent = model.quant_conv(model.encoder(GOLDENS["input"]))
         decoded = model.decode_indices(GOLDENS[f"{name}.indices"])
-    _check(name, "latent", latent, GOLDENS[f"{name}.latent"])
-    _check(name, "decoded", decoded, GOLDENS[f"{name}.decoded"])
+    for what, got in (("latent", latent), ("decoded", decoded)):
+        worst, rms = _differences(got, GOLDENS[f"{name}.{what}"])
+        assert worst <= MAX_ABS, f"{name} {what}: max abs difference {worst:.2e} > {MAX_ABS:.0e}"
+        assert rms <= MAX_RMS, f"{name} {what}: rms difference {rms:.2e} > {MAX_RMS:.0e}"
 
 
 def test_every_group_norm_uses_taming_eps() -> None:
