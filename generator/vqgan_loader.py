@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import yaml
 
 from generator.errors import CheckpointError, ConfigError
 from generator.weights import store
-from generator.weights.checkpoints import read_checkpoint
+from generator.weights.checkpoints import Checkpoint, open_checkpoint
 from generator.weights.download import ProgressCallback
 from generator.weights.state_dicts import StateDict, build_strict, state_dict_from, with_prefix, without
 from models.vqgan import VQGAN, VQGANConfig
@@ -143,9 +143,10 @@ def infer_vqgan_config(state: Mapping[str, torch.Tensor], *, source: str, resolu
     )
 
 
-def vqgan_state_dict(checkpoint: Any, *, source: str) -> StateDict:
-    """The autoencoder's tensors: the ``first_stage_model.`` part of a transformer checkpoint
-    or the whole state dict, without training-only entries."""
+def vqgan_state_dict(checkpoint: Checkpoint | Mapping[str, Any], *, source: str) -> StateDict:
+    """The autoencoder's tensors (``meta`` tensors for a :class:`Checkpoint`): the
+    ``first_stage_model.`` part of a transformer checkpoint or the whole state dict, without
+    training-only entries."""
     state = state_dict_from(checkpoint, source=source)
     if any(key.startswith(FIRST_STAGE_PREFIX) for key in state):
         state = with_prefix(state, FIRST_STAGE_PREFIX)
@@ -188,8 +189,12 @@ def load_vqgan(
     config: VQGANConfig | str | Path | Mapping[str, Any] | None = None,
     *,
     device: str | torch.device = "cpu",
+    weights_dir: str | os.PathLike[str] | None = None,
 ) -> VQGAN:
     """Build a VQGAN from a checkpoint, in eval mode with frozen weights, on ``device``.
+
+    The tensors' shapes are checked against the config before any is read (see
+    :mod:`generator.weights.checkpoints`); only the autoencoder's tensors are read.
 
     Args:
         checkpoint: a ``.ckpt``, ``.pth``, ``.bin`` or ``.safetensors`` file.
@@ -197,17 +202,26 @@ def load_vqgan(
             contents. When omitted, a ``.yaml`` beside the checkpoint is used if there is
             one, else the architecture is inferred from the tensor shapes.
         device: where the model goes.
+        weights_dir: whose store of safe copies a pickled checkpoint goes through.
 
     Raises:
         CheckpointError: unreadable, unsafe or not fitting its config (the message names
             the differing shapes and the likely cause).
         ConfigError: the config is malformed.
     """
-    checkpoint = Path(checkpoint)
-    source = checkpoint.name
-    state = vqgan_state_dict(read_checkpoint(checkpoint), source=source)
+    path = Path(checkpoint)
+    source = path.name
+    opened = open_checkpoint(path, weights_dir=weights_dir)
+    try:
+        return _vqgan_from_checkpoint(opened, path, config, source=source).to(device)
+    finally:
+        opened.close()
+
+
+def _vqgan_from_checkpoint(checkpoint: Checkpoint, path: Path, config: Any, *, source: str) -> VQGAN:
+    state = vqgan_state_dict(checkpoint, source=source)
     if config is None:
-        config = find_config_file(checkpoint)
+        config = find_config_file(path)
     label = "the given config"
     if isinstance(config, (str, Path)):
         label = "its yaml"
@@ -217,12 +231,16 @@ def load_vqgan(
     elif config is None:
         config = infer_vqgan_config(state, source=source)
         logger.info("%s: no yaml given, architecture inferred from tensor shapes", source)
-    return vqgan_from_state(state, config, source=source, label=label).to(device)
+    return vqgan_from_state(state, config, source=source, label=label, read=checkpoint.read)
 
 
 def vqgan_from_state(state: Mapping[str, torch.Tensor], config: VQGANConfig, *, source: str,
-                     label: str = "the given config", what: str = "the VQGAN") -> VQGAN:
+                     label: str = "the given config", what: str = "the VQGAN",
+                     read: Callable[[StateDict], StateDict] | None = None) -> VQGAN:
     """Build a VQGAN for ``config`` and load ``state`` strictly, in eval mode with frozen weights.
+
+    Args:
+        read: reads ``state``'s ``meta`` tensors once they fit (:meth:`Checkpoint.read`).
 
     Raises:
         CheckpointError: the tensors do not fit; the message names the fields that differ.
@@ -230,7 +248,7 @@ def vqgan_from_state(state: Mapping[str, torch.Tensor], config: VQGANConfig, *, 
     model = build_strict(
         lambda: VQGAN(config), state, source=source, what=what,
         likely_cause=_mismatch_cause(config, state, source=source, label=label),
-        remedy="pass the yaml that came with this checkpoint, or none to infer the architecture",
+        remedy="pass the yaml that came with this checkpoint, or none to infer the architecture", read=read,
     )
     model.requires_grad_(False)
     return model.eval()
@@ -263,4 +281,4 @@ def load_vqgan_by_name(
         else:
             yamls = [store.locate(store.get(c), path.parent) for c in entry.companions]
             config = next((y for y in yamls if y.is_file()), None)
-    return load_vqgan(path, config, device=device)
+    return load_vqgan(path, config, device=device, weights_dir=weights_dir)

@@ -24,10 +24,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="session")
+def safe_copies(tmp_path_factory: pytest.TempPathFactory):
+    """One store of safe checkpoint copies for the session: copies are keyed by the sha256 of
+    the file's bytes, so the same test model is converted by the limited child once."""
+    return tmp_path_factory.mktemp("safe-copies")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, safe_copies) -> None:
     """No test reads or writes the checkout's weights/ folder or reaches the network by accident."""
     monkeypatch.setenv("GENERATOR_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
+    monkeypatch.setenv("GENERATOR_SAFE_COPIES_DIR", str(safe_copies))
     monkeypatch.setenv("GENERATOR_OFFLINE", "1")
 
 

@@ -5,8 +5,9 @@ The architecture is an open_clip name (``ViT-B-32``) or an open_clip model-confi
 Weights are an open_clip state dict (``.pt``/``.pth``/``.bin``/``.safetensors``, optionally
 wrapped in ``{"state_dict": ...}`` with ``module.`` prefixes), an OpenAI state dict, or an
 OpenAI TorchScript archive (``ViT-B-32.pt``). open_clip only builds the network and fetches
-files; every file is read with :func:`generator.weights.checkpoints.read_checkpoint` and loaded
-strictly. Input size, mean and std are read back from the built model, never from constants.
+files; every file is opened with :func:`generator.weights.checkpoints.open_checkpoint` (pickles
+only ever parsed by its limited child) and loaded strictly. Input size, mean and std are read
+back from the built model, never from constants.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,8 @@ from torch import nn
 from generator.errors import CheckpointError, ConfigError, WeightsError, summary
 from generator.guidance.clip_lean import LeanQuickGELU, make_lean
 from generator.weights import store
-from generator.weights.checkpoints import read_checkpoint
+from generator.weights.checkpoints import ROOT, Checkpoint, open_checkpoint
 from generator.weights.download import ProgressCallback
-from generator.weights.pickle_scan import shown
-from generator.weights.safe_unpickle import Stub
 from generator.weights.state_dicts import StateDict, load_strict, state_dict_from
 
 logger = logging.getLogger(__name__)
@@ -170,18 +169,22 @@ def load_clip(
     architecture = _architecture(model)
     arch, preprocess = architecture.name, architecture.preprocess
     path, tag_cfg, auto_quick, label = _weights_source(arch, pretrained, weights_dir, offline, progress)
-    checkpoint = read_checkpoint(path) if path is not None else None
-    if isinstance(checkpoint, Stub) and auto_quick is None:
-        auto_quick = _archive_quick_gelu(checkpoint)
-    if tag_cfg:
-        preprocess = {**preprocess, "mean": tag_cfg["mean"], "std": tag_cfg["std"]}
-    quick = quick_gelu if quick_gelu is not None else auto_quick
-    network, tokenizer = _build(architecture, quick, preprocess, force_off=quick_gelu is False)
-    if checkpoint is not None:
-        state = _clip_state_dict(checkpoint, network, source=Path(path).name)
-        load_strict(network, state, source=Path(path).name, what=f"CLIP {arch}",
-                    likely_cause=f"these weights are for a different CLIP architecture than {arch}",
-                    remedy="pass the architecture (or model-config JSON) the weights were trained with")
+    checkpoint = open_checkpoint(path, weights_dir=weights_dir) if path is not None else None
+    try:
+        if checkpoint is not None and checkpoint.kind == "torchscript" and auto_quick is None:
+            auto_quick = _archive_quick_gelu(checkpoint)
+        if tag_cfg:
+            preprocess = {**preprocess, "mean": tag_cfg["mean"], "std": tag_cfg["std"]}
+        quick = quick_gelu if quick_gelu is not None else auto_quick
+        network, tokenizer = _build(architecture, quick, preprocess, force_off=quick_gelu is False)
+        if checkpoint is not None:
+            state = _clip_state_dict(checkpoint, network, source=Path(path).name)
+            load_strict(network, state, source=Path(path).name, what=f"CLIP {arch}",
+                        likely_cause=f"these weights are for a different CLIP architecture than {arch}",
+                        remedy="pass the architecture (or model-config JSON) the weights were trained with")
+    finally:
+        if checkpoint is not None:
+            checkpoint.close()
     network = network.float().to(device)
     return ClipModel(network, tokenizer, name=f"{arch}/{label}", embed_dim=architecture.embed_dim)
 
@@ -331,18 +334,13 @@ def _build(architecture: _Architecture, quick: bool | None, preprocess: Mapping[
                           "check the architecture.") from None
 
 
-def _clip_state_dict(checkpoint: Any, model: nn.Module, *, source: str) -> StateDict:
-    """An open_clip state dict for ``model`` from what :func:`read_checkpoint` returned, with
-    the safe adjustments of ``open_clip.factory.load_checkpoint`` (no positional-embedding
-    resizing: a different grid is reported as a shape mismatch)."""
-    if isinstance(checkpoint, Stub):
-        if not type(checkpoint).__qualname__.startswith("__torch__."):
-            raise CheckpointError(
-                f"{source} holds a pickled {shown(type(checkpoint).__qualname__)} object, not a state dict; "
-                "save the model's state_dict() instead."
-            )
-        # Tensor attributes become keys, nested modules dotted prefixes.
-        state = {k: v for k, v in _archive_items(checkpoint) if isinstance(v, torch.Tensor)}
+def _clip_state_dict(checkpoint: Checkpoint, model: nn.Module, *, source: str) -> StateDict:
+    """An open_clip state dict for ``model`` from a checkpoint (an OpenAI TorchScript archive's
+    tensors by attribute name, or a state dict), read once its keys are known, with the safe
+    adjustments of ``open_clip.factory.load_checkpoint`` (no positional-embedding resizing: a
+    different grid is reported as a shape mismatch)."""
+    if checkpoint.kind == "torchscript":
+        state = dict(checkpoint.containers.get(ROOT, {}))
     else:
         state = state_dict_from(checkpoint, source=source, containers=("state_dict", "model"))
     if state and all(key.startswith("module.") for key in state):
@@ -357,6 +355,12 @@ def _clip_state_dict(checkpoint: Any, model: nn.Module, *, source: str) -> State
     transient = {n.rsplit(".", 1)[-1] for n, _ in model.named_buffers() if n not in expected}
     transient.update(_OPENAI_EXTRAS)
     state = {k: v for k, v in state.items() if k in expected or k.rsplit(".", 1)[-1] not in transient}
+    held = sum(t.numel() * t.element_size() for t in state.values())
+    wanted = sum(t.numel() * t.element_size() for t in expected.values())
+    if held > 4 * wanted + 2**20:
+        raise CheckpointError(f"{source} holds {held / 1e9:.1f} GB of tensors for a CLIP of {wanted / 1e9:.1f} GB; "
+                              "give the weights of this architecture.")
+    state = checkpoint.read(state)
     state = open_clip.convert.convert_state_dict(model, state)  # third-party layouts (MobileCLIP)
     if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
         state = convert_to_custom_text_state_dict(state)
@@ -370,36 +374,8 @@ def _clip_state_dict(checkpoint: Any, model: nn.Module, *, source: str) -> State
     return state
 
 
-MAX_ARCHIVE_DEPTH = 64  # nested modules; OpenAI's archives nest about eight deep
-
-
-def _archive_items(root: Stub) -> Iterator[tuple[str, Any]]:
-    """(dotted name, value) of every attribute of a TorchScript module tree, depth first.
-
-    Iterative, each module visited once (a crafted archive may nest deeply or refer back
-    to itself); deeper than :data:`MAX_ARCHIVE_DEPTH` is refused.
-    """
-    seen = {id(root)}
-    work: list[tuple[Stub, str, int]] = [(root, "", 0)]
-    while work:
-        stub, prefix, depth = work.pop()
-        state = stub.stub_state if isinstance(stub.stub_state, Mapping) else {}
-        children = []
-        for name, value in state.items():
-            if not isinstance(name, str):
-                continue
-            yield f"{prefix}{name}", value
-            if isinstance(value, Stub) and id(value) not in seen:
-                if depth + 1 > MAX_ARCHIVE_DEPTH:
-                    raise CheckpointError(f"the archive nests modules more than {MAX_ARCHIVE_DEPTH} deep, which no "
-                                          "CLIP model does; give the model's own file.")
-                seen.add(id(value))
-                children.append((value, f"{prefix}{name}.", depth + 1))
-        work.extend(reversed(children))
-
-
-def _archive_quick_gelu(stub: Stub) -> bool:
-    """Whether an archive's network uses QuickGELU, from its activation modules' class names;
-    True when none is named (OpenAI's archives were all trained with QuickGELU)."""
-    names = {type(v).__qualname__.rsplit(".", 1)[-1] for _, v in _archive_items(stub) if isinstance(v, Stub)}
+def _archive_quick_gelu(checkpoint: Checkpoint) -> bool:
+    """Whether an archive's network uses QuickGELU, from its modules' class names; True when
+    none is named (OpenAI's archives were all trained with QuickGELU)."""
+    names = set(checkpoint.classes)
     return "QuickGELU" in names or "GELU" not in names

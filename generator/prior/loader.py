@@ -31,7 +31,7 @@ from generator.vqgan_loader import (
     vqgan_from_state,
 )
 from generator.weights import store
-from generator.weights.checkpoints import read_checkpoint
+from generator.weights.checkpoints import Checkpoint, open_checkpoint
 from generator.weights.download import ProgressCallback
 from generator.weights.state_dicts import StateDict, build_strict, state_dict_from, with_prefix, without
 from models.gpt import GPT, GPTConfig
@@ -185,14 +185,17 @@ def load_prior(
     config: str | Path | Mapping[str, Any] | None = None,
     *,
     device: str | torch.device = "cpu",
+    weights_dir: str | os.PathLike[str] | None = None,
 ) -> Prior:
     """Load a transformer prior with its VQGAN (and condition VQGAN), frozen, in eval mode.
+    Shapes are checked against the yaml before any tensor is read.
 
     Args:
         checkpoint: the ``last.ckpt`` of a Taming transformer (or a state dict file).
         config: its project yaml (path or parsed); default: a yaml beside the checkpoint or
             the ``configs/*-project.yaml`` of its log folder.
         device: where the models go.
+        weights_dir: whose store of safe copies a pickled checkpoint goes through.
 
     Raises:
         CheckpointError: unreadable, unsafe, or a transformer/VQGAN that do not fit each other.
@@ -200,8 +203,15 @@ def load_prior(
     """
     checkpoint = Path(checkpoint)
     source = checkpoint.name
-    state = without(state_dict_from(read_checkpoint(checkpoint), source=source),
-                    prefixes=TRAINING_ONLY_PREFIXES)
+    opened = open_checkpoint(checkpoint, weights_dir=weights_dir)
+    try:
+        return _load_prior(opened, checkpoint, config, source).to(device)
+    finally:
+        opened.close()
+
+
+def _load_prior(opened: Checkpoint, checkpoint: Path, config: Any, source: str) -> Prior:
+    state = without(state_dict_from(opened, source=source), prefixes=TRAINING_ONLY_PREFIXES)
     parts = _split(state, source)
     if config is None:
         config = find_config_file(checkpoint)
@@ -213,11 +223,11 @@ def load_prior(
         raise ConfigError(f"{source} needs its project yaml (--transformer-config); none was found beside it.")
     first = spec.first_stage or infer_vqgan_config(parts["first_stage_model"], source=source)
     vqgan = vqgan_from_state(without(parts["first_stage_model"], names=EXTRA_NAMES), first, source=source,
-                             label="its yaml", what="the prior's VQGAN")
+                             label="its yaml", what="the prior's VQGAN", read=opened.read)
     _check_pairing(spec, vqgan, source)
     gpt = build_strict(lambda: GPT(spec.gpt), parts["transformer"], source=source, what="the transformer",
                        likely_cause=_gpt_cause(spec.gpt, parts["transformer"]),
-                       remedy="pass the project yaml that came with this checkpoint")
+                       remedy="pass the project yaml that came with this checkpoint", read=opened.read)
     gpt.requires_grad_(False).eval()
     cond_vqgan = None
     if spec.conditioning in ("segmentation", "depth"):
@@ -225,10 +235,10 @@ def load_prior(
             raise CheckpointError(f"{source} has no condition VQGAN (cond_stage_model.*) "
                                   f"for its {spec.conditioning} maps.")
         cond_vqgan = vqgan_from_state(without(parts["cond_stage_model"], names=EXTRA_NAMES), spec.cond_stage,
-                                      source=source, label="its yaml", what="the condition VQGAN")
+                                      source=source, label="its yaml", what="the condition VQGAN", read=opened.read)
     prior = Prior(gpt=gpt, vqgan=vqgan, spec=spec, cond_vqgan=cond_vqgan, source=str(checkpoint))
     spec.window  # noqa: B018 - validates that the window is square before any sampling
-    return prior.to(device)
+    return prior
 
 
 def _gpt_cause(given: GPTConfig, state: Mapping[str, torch.Tensor]) -> str | None:
@@ -261,4 +271,4 @@ def load_prior_by_name(model: str, transformer_config: str | None = None, *, dev
     """(registry name or path, loaded prior) for ``ffhq``, ``ffhq_transformer`` or a checkpoint path."""
     name = transformer_registry_name(model)
     path = store.resolve(name, kind="transformer", weights_dir=weights_dir, offline=offline, progress=progress)
-    return name, load_prior(path, transformer_config, device=device)
+    return name, load_prior(path, transformer_config, device=device, weights_dir=weights_dir)

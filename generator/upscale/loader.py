@@ -23,7 +23,7 @@ from generator.devices import cpu_has_native_bf16, cuda_half_dtype
 from generator.errors import CheckpointError, ConfigError, summary
 from generator.upscale.memory import PROBE_SIDE, widest_activation
 from generator.weights import store
-from generator.weights.checkpoints import read_checkpoint
+from generator.weights.checkpoints import open_checkpoint
 from generator.weights.download import ProgressCallback
 from generator.weights.pickle_scan import shown
 from generator.weights.state_dicts import StateDict, state_dict_from
@@ -148,8 +148,16 @@ def upscaler_registry_name(name: str) -> str:
     return lowered if lowered in store.REGISTRY and name not in store.REGISTRY else name
 
 
-def _state(path: Path) -> StateDict:
-    return state_dict_from(read_checkpoint(path), source=path.name, containers=CONTAINERS)
+def _state(path: Path, weights_dir: str | os.PathLike[str] | None) -> StateDict:
+    """The network's tensors, read only after spandrel has sized the network their shapes imply
+    (:func:`_check_size_on_meta`)."""
+    checkpoint = open_checkpoint(path, weights_dir=weights_dir)
+    try:
+        state = state_dict_from(checkpoint, source=path.name, containers=CONTAINERS)
+        _check_size_on_meta(state, path.name)
+        return checkpoint.read(state)
+    finally:
+        checkpoint.close()
 
 
 def _other_kind(state: StateDict) -> str | None:
@@ -166,23 +174,26 @@ def _other_kind(state: StateDict) -> str | None:
 def _check_size_on_meta(state: StateDict, source: str) -> None:
     """spandrel infers the architecture from tensor shapes; build it on the ``meta`` device
     first, so a file whose shapes imply a far larger network than it holds costs nothing."""
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, as intended here
-        skeleton = ModelLoader(device=torch.device("meta")).load_from_state_dict(state)
-    implied = sum(t.numel() for t in (*skeleton.model.parameters(), *skeleton.model.buffers()))
-    held = sum(t.numel() for t in state.values())
-    if implied > 2 * held + 2**20:
-        raise CheckpointError(f"{source} implies a network of {implied:,} values but holds {held:,}, which no "
+    skeleton = _descriptor_for(state, source, torch.device("meta"))
+    implied = sum(t.numel() * t.element_size() for t in (*skeleton.model.parameters(), *skeleton.model.buffers()))
+    held = sum(t.numel() * t.element_size() for t in state.values())
+    if implied > 4 * held + 2**20:  # a half-precision file becomes a float32 network
+        raise CheckpointError(f"{source} implies a network of {implied:,} bytes but holds {held:,}, which no "
                               "upscaler file does; give a super-resolution model's own file.")
 
 
-def _descriptor_for(state: StateDict, source: str) -> ImageModelDescriptor:
+def _descriptor_for(state: StateDict, source: str, device: torch.device | None = None) -> ImageModelDescriptor:
+    """spandrel's descriptor of the network ``state`` holds (built on ``device``: ``meta`` to size it)."""
     kind = _other_kind(state)
     if kind is not None:
         raise CheckpointError(f"{source} is {kind} checkpoint, not an upscaler; give an ESRGAN-family model's file.")
     try:
-        _check_size_on_meta(state, source)
-        descriptor = ModelLoader().load_from_state_dict(state)
+        if device is not None and device.type == "meta":
+            with warnings.catch_warnings(), torch.device("meta"):
+                warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, as intended here
+                descriptor = ModelLoader(device=device).load_from_state_dict(state)
+        else:
+            descriptor = ModelLoader().load_from_state_dict(state)
     except UnsupportedModelError:
         raise CheckpointError(
             f"{source} is not an upscaler spandrel recognises (ESRGAN, Real-ESRGAN, SwinIR, ...); "
@@ -216,14 +227,14 @@ def load_upscaler(name_or_path: str, *, denoise: float | None = None, device: st
     """
     name = upscaler_registry_name(name_or_path)
     path = store.resolve(name, kind="upscaler", weights_dir=weights_dir, offline=offline, progress=progress)
-    state = _state(path)
+    state = _state(path, weights_dir)
     if denoise is not None:
         if name not in DNI_PARTNERS:
             raise ConfigError(f"a denoise strength works with {', '.join(DNI_PARTNERS)} only, not {Path(name).name}.")
         if not 0 <= denoise <= 1:
             raise ConfigError(f"the denoise strength must be between 0 and 1, not {denoise}.")
         partner = _state(store.resolve(DNI_PARTNERS[name], kind="upscaler", weights_dir=weights_dir,
-                                         offline=offline, progress=progress))
+                                       offline=offline, progress=progress), weights_dir)
         if partner.keys() != state.keys() or any(partner[k].shape != state[k].shape for k in state):
             raise CheckpointError(f"{DNI_PARTNERS[name]} does not have the layout of {name}, "
                                   "so they cannot be blended.")

@@ -1,60 +1,109 @@
-"""Read checkpoints of every supported format, safely: nothing in a file runs, and no file can
-crash the process, poison later loads, exhaust its memory or time, or show its heap.
+"""Open checkpoints of every supported format without running, parsing or mapping anything
+untrusted in this process.
 
-Formats: Lightning ``.ckpt`` and PyTorch ``.pth``/``.pt``/``.bin`` files (zip archives, or the
+Formats: Lightning ``.ckpt`` and PyTorch ``.pth``/``.pt``/``.bin`` files (zip archives or the
 pre-1.6 format), TorchScript archives (OpenAI's CLIP ``.pt``) and ``.safetensors``.
 
-For pickles the order is: the container is checked first (zip members: one pickle, no
-duplicate names, declared sizes within :data:`SIZE_FACTOR` times the file's size plus
-:data:`ALLOWANCE`, checked before anything is inflated); the pickle is scanned statically
-(:mod:`generator.weights.pickle_scan`: unsafe globals refused, memory, nesting and claimed
-storage bytes bounded); then torch's own ``weights_only`` unpickler reads it, with the
-foreign classes the scan found mapped to inert stubs (:mod:`generator.weights.safe_unpickle`).
-Tensors must fit inside their storages (torch checks). Every failure is one
-:class:`CheckpointError` sentence; text from the file is shown escaped and cut short.
-
-Peak memory while reading a file is bounded by about ``SIZE_FACTOR`` times its size plus the
-allowance; the hostile-file tests check it (tests/weights/test_hostile_checkpoints.py).
+A pickled file is parsed once, by a child process with hard limits
+(:mod:`generator.weights.sandbox`), which writes a safetensors copy into the store of safe
+copies (:mod:`generator.weights.copies`), keyed by the sha256 of the file's bytes; this and
+every later load, in every process, read only that copy. A safetensors file is read as it is.
+Either way this process checks the header first (:mod:`generator.weights.tensor_file`): the
+tensors' shapes and dtypes come back as ``meta`` tensors, so each model compares them with
+the shapes its config implies before anything is allocated, and only then are the bytes of
+the tensors it needs copied into fresh memory. Every refusal is one :class:`CheckpointError`.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import logging
-import tarfile
-import warnings
-import zipfile
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file as load_safetensors
 
-from generator.errors import CheckpointError
-from generator.weights.pickle_scan import ScanResult, scan_pickle, shown
-from generator.weights.safe_unpickle import check_global, load_torchscript, stubs_allowed
+from generator.errors import CheckpointError, UnsafeCheckpointError
+from generator.weights import copies as safe_copies
+from generator.weights.digests import sha256_of
+from generator.weights.locks import download_lock
+from generator.weights.safe_copy import FORMAT
+from generator.weights.sandbox import ReaderLimits, make_safe_copy
+from generator.weights.tensor_file import TensorFile
 
 logger = logging.getLogger(__name__)
 
-SIZE_FACTOR = 2  # a zip's members may inflate to twice the file's size (stored checkpoints: once) ...
-ALLOWANCE = 64 * 2**20  # ... plus this; the pickle's objects get the file's size plus this
-LEGACY_PICKLES = 5  # pre-1.6 files: magic number, protocol, system info, the object, storage keys
+ROOT = ""
+"""The container name of a checkpoint's top-level tensors."""
 
 
-def read_checkpoint(path: str | Path) -> Any:
-    """Load the object stored in a checkpoint file, on the CPU, without running its code.
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, checked and not yet read.
+
+    Attributes:
+        source: the file's name, for messages.
+        kind: ``mapping`` (a dict, as state dicts and Lightning files are), ``torchscript`` (a
+            module tree, its tensors by dotted attribute name) or the type of whatever else the
+            file held.
+        containers: ``meta`` tensors by container (``state_dict``, ``params_ema``...; :data:`ROOT`
+            for the top level) and key.
+        entries: the non-tensor entries of a mapping, with their type names (for messages).
+        classes: the class names of a TorchScript archive's modules.
+    """
+
+    source: str
+    file: TensorFile = field(repr=False)
+    kind: str = "mapping"
+    containers: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    entries: dict[str, str] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+
+    def read(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Real tensors for ``meta`` tensors of this checkpoint (keys kept as given), copied into
+        fresh memory; see :meth:`TensorFile.read`."""
+        return self.file.read(tensors)
+
+    def load(self) -> dict[str, Any]:
+        """Everything, read: the top-level tensors, and each container as a dict."""
+        loaded: dict[str, Any] = dict(self.read(self.containers.get(ROOT, {})))
+        for name, tensors in self.containers.items():
+            if name != ROOT:
+                loaded[name] = self.read(tensors)
+        return loaded
+
+    def close(self) -> None:
+        """Let go of the file."""
+        self.file.close()
+
+
+def open_checkpoint(path: str | os.PathLike[str], *, weights_dir: str | os.PathLike[str] | None = None,
+                    limits: ReaderLimits | None = None) -> Checkpoint:
+    """Check a checkpoint file and return what it holds, read on request.
+
+    Args:
+        path: the file.
+        weights_dir: whose store of safe copies to use (default: the weights folder's).
+        limits: what the child reading a pickle may use (default: :meth:`ReaderLimits.from_env`).
 
     Raises:
-        CheckpointError: the file is missing, empty, a web page, truncated, corrupt, or
-            crafted to exhaust memory or time.
+        CheckpointError: the file is missing, empty, a web page, truncated, corrupt, or crafted
+            to exhaust memory or time (one sentence, nothing loaded).
         UnsafeCheckpointError: its pickle tries to run code (nothing was run).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path.")
-    with path.open("rb") as handle:
-        head = handle.read(512)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(512)
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path} ({error.strerror or type(error).__name__}); check the file "
+                              "and its permissions.") from None
     if not head:
         raise CheckpointError(f"{path} is empty; download it again.")
     if head.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")):
@@ -62,96 +111,98 @@ def read_checkpoint(path: str | Path) -> Any:
             f"{path} is a web page, not a checkpoint (the download link returned HTML); "
             "download the file itself again."
         )
-    if path.suffix == ".safetensors":
-        try:
-            return load_safetensors(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as error:
-            raise _corrupt(path, error) from None
+    if _is_safetensors(head, path):
+        return _from_tensor_file(TensorFile(path))
+    return _from_tensor_file(TensorFile(_safe_copy(path, weights_dir, limits), source=path.name))
+
+
+def read_checkpoint(path: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+    """Every tensor of a checkpoint, read (see :func:`open_checkpoint` and :meth:`Checkpoint.load`)."""
+    checkpoint = open_checkpoint(path, **options)
     try:
-        if zipfile.is_zipfile(path):
-            return _read_zip(path)
-        if tarfile.is_tarfile(path):
-            raise CheckpointError(f"{path} uses PyTorch's pre-0.4 tar format, which cannot be read safely; "
-                                  "re-save its state dict with a current PyTorch.")
-        return _read_legacy(path)
+        return checkpoint.load()
+    finally:
+        checkpoint.close()
+
+
+def _is_safetensors(head: bytes, path: Path) -> bool:
+    """A safetensors file starts with its header's length and then ``{``; a file named
+    ``.safetensors`` is one whatever it holds (its header check then says what is wrong)."""
+    if path.suffix.lower() == ".safetensors":
+        return True
+    return len(head) > 8 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < path.stat().st_size
+
+
+def _from_tensor_file(file: TensorFile) -> Checkpoint:
+    """Sort a safetensors file's tensors into containers: a safe copy's layout is in its
+    metadata (``/key``, ``container/key``); any other file's tensors are all top level."""
+    metadata = file.metadata
+    tensors = file.meta()
+    if metadata.get("format") != FORMAT:
+        return Checkpoint(file.source, file, containers={ROOT: tensors})
+    containers: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        container, _, key = name.partition("/")
+        containers.setdefault(container, {})[key] = tensor
+    try:
+        entries = json.loads(metadata.get("entries", "{}"))
+        classes = tuple(json.loads(metadata.get("classes", "[]")))
+    except ValueError:
+        entries, classes = {}, ()
+    return Checkpoint(file.source, file, kind=metadata.get("kind", "mapping"), containers=containers,
+                      entries=entries if isinstance(entries, dict) else {}, classes=classes)
+
+
+def _safe_copy(path: Path, weights_dir: str | os.PathLike[str] | None, limits: ReaderLimits | None) -> Path:
+    """The safe copy of the pickled checkpoint ``path``, made by a limited child if there is
+    none yet for its bytes (found by the file's size, times and inode, else by hashing it).
+
+    Raises:
+        CheckpointError, UnsafeCheckpointError: the file was refused (now or before).
+    """
+    copies = safe_copies.copies_dir(weights_dir)
+    limits = limits or ReaderLimits.from_env()
+    digest = safe_copies.known_digest(copies, path)
+    if digest is None:
+        stat = safe_copies.stat_of(path)
+        digest = sha256_of(path)
+        safe_copies.remember(copies, path, digest, stat)
+    if _usable(copies, digest, path, limits):
+        return safe_copies.copy_path(copies, digest)
+    with download_lock(copies / f"{digest}.convert"):
+        if _usable(copies, digest, path, limits):  # another process made it meanwhile
+            return safe_copies.copy_path(copies, digest)
+        stat = safe_copies.stat_of(path)
+        logger.info("reading %s in a limited child process to make its safe copy (once per file)", path.name)
+        outcome = make_safe_copy(path, copies, limits)
+    if outcome.digest is not None:
+        safe_copies.remember(copies, path, outcome.digest, stat)  # what the child read, should the file have changed
+    if outcome.error is None and outcome.digest is not None:
+        return safe_copies.copy_path(copies, outcome.digest)
+    if outcome.lasting and outcome.digest is not None:
+        safe_copies.record_refusal(copies, outcome.digest, safe_copies.Refusal(
+            type(outcome.error).__name__, path.name, str(outcome.error), outcome.limits))
+    assert outcome.error is not None
+    raise outcome.error
+
+
+def _usable(copies: Path, digest: str, path: Path, limits: ReaderLimits) -> bool:
+    """Whether the copy of ``digest`` exists (True), or raise its recorded refusal; False:
+    convert again (the copy was removed, a newer reader made the record stale, or the limits
+    that stopped the last child have been raised)."""
+    refused = safe_copies.refusal(copies, digest)
+    size = path.stat().st_size
+    if refused is not None and refused.holds_under(limits.memory(size), limits.cpu(size)):
+        error_class = UnsafeCheckpointError if refused.error == "UnsafeCheckpointError" else CheckpointError
+        message, old_name = refused.message, refused.name
+        raise error_class(message.replace(old_name, path.name) if old_name and old_name != path.name else message)
+    target = safe_copies.copy_path(copies, digest)
+    if not target.is_file():
+        return False
+    try:
+        with TensorFile(target) as copy:
+            return copy.metadata.get("format") == FORMAT
     except CheckpointError:
-        raise
-    except MemoryError:
-        raise CheckpointError(f"{path} needs more memory to read than this machine has; "
-                              "check that it is the right file.") from None
-    except Exception as error:  # torch, zipfile and numpy raise many types for damaged files
-        raise _corrupt(path, error) from None
-
-
-def _corrupt(path: Path, error: BaseException) -> CheckpointError:
-    lines = str(error).strip().splitlines()
-    reason = shown(lines[0] if lines else type(error).__name__, 120)
-    return CheckpointError(f"{path} is truncated or corrupt ({reason}); download it again.")
-
-
-def _scan(stream: io.BufferedIOBase, path: Path, budget: int) -> ScanResult:
-    return scan_pickle(stream, path.name, budget=budget,
-                       check_global=lambda module, name, called: check_global(module, name, called, source=path.name))
-
-
-def _read_zip(path: Path) -> Any:
-    size = path.stat().st_size
-    with zipfile.ZipFile(path) as archive:
-        infos = archive.infolist()
-        names = [info.filename for info in infos]
-        if len(set(names)) != len(names):
-            raise CheckpointError(f"{path} holds two files of the same name, which a checkpoint never does, "
-                                  "so it was not loaded; download it again from the official source.")
-        declared = sum(info.file_size for info in infos)
-        if declared > SIZE_FACTOR * size + ALLOWANCE:
-            raise CheckpointError(f"{path} claims to unpack to {declared / 2**30:.1f} GiB from "
-                                  f"{size / 2**20:.1f} MiB, which no checkpoint does, so it was not loaded; "
-                                  "download it again from the official source.")
-        pickles = [name for name in names if name.endswith("/data.pkl") and name.count("/") == 1]
-        if len(pickles) != 1:
-            raise CheckpointError(f"{path} is a zip file but not a PyTorch checkpoint (it has "
-                                  f"{'no' if not pickles else 'more than one'} data.pkl); check that you picked "
-                                  "the right file.")
-        prefix = pickles[0].removesuffix("data.pkl")
-        data = archive.read(pickles[0])
-        scan = _scan(io.BytesIO(data), path, size + ALLOWANCE)
-        for key, claimed in scan.storage_bytes.items():
-            record = f"{prefix}data/{key}"
-            if record not in names:
-                raise CheckpointError(f"{path} is truncated or corrupt (storage {shown(key)} is missing); "
-                                      "download it again.")
-            if claimed > archive.getinfo(record).file_size:
-                raise CheckpointError(f"{path} has a tensor storage that claims more bytes than the file holds "
-                                      f"(storage {shown(key)}), so it was not loaded; download it again.")
-        if f"{prefix}constants.pkl" in names or any(name.startswith(f"{prefix}code/") for name in names):
-            return load_torchscript(archive, prefix, data, scan)
-        # Older archives store compressed records, which cannot be memory-mapped.
-        mmap = all(info.compress_type == zipfile.ZIP_STORED for info in infos)
-    with stubs_allowed(scan), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's notes on protocols and storages are not the user's business
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-
-
-def _read_legacy(path: Path) -> Any:
-    """A pre-1.6 file: a sequence of pickles (the object and its storage keys among them)
-    followed by raw storage bytes. Each pickle is scanned to its end."""
-    size = path.stat().st_size
-    merged = ScanResult()
-    with path.open("rb") as handle:
-        stream = io.BufferedReader(handle)
-        for _ in range(LEGACY_PICKLES):
-            if not stream.peek(1):
-                break  # a bare pickle: torch says it lacks the magic number
-            scan = _scan(stream, path, size + ALLOWANCE)
-            for key, value in scan.globals.items():
-                use = merged.globals.setdefault(key, value)
-                use.called, use.items = use.called or value.called, use.items or value.items
-                use.appended, use.built = use.appended or value.appended, use.built or value.built
-            merged.storage_bytes.update(scan.storage_bytes)
-    if sum(merged.storage_bytes.values()) > size:
-        raise CheckpointError(f"{path} has tensor storages that claim more bytes than the file holds, so it was "
-                              "not loaded; download it again.")
-    with stubs_allowed(merged), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True)
-
+        logger.warning("the safe copy %s is damaged; making it again", target.name)
+        target.unlink(missing_ok=True)
+        return False

@@ -18,9 +18,11 @@ Globals from modules that have no business in a checkpoint (``os``, ``subprocess
 ``builtins.eval`` ...; submodules included) and calls of functions the loader does not know
 are refused (:class:`UnsafeCheckpointError`) by :func:`check_global` during the scan, before
 torch reads the file. torch parses everything; the only home-made part is the storage reader
-of TorchScript archives (OpenAI's CLIP ``.pt`` files), which ``torch.load(weights_only=True)``
-refuses outright: their pickle goes through torch's unpickler class with a persistent-load
-function that reads each storage from the zip, bounded by its recorded size.
+of zip archives (:func:`unpickle_zip`): the pickle the scan vetted goes through torch's
+unpickler class with a persistent-load function that reads each storage from the zip once,
+bounded by its recorded size (this also reads TorchScript archives such as OpenAI's CLIP
+``.pt`` files, which ``torch.load(weights_only=True)`` refuses outright). All of this runs only
+in the limited child process of :mod:`generator.weights.sandbox`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
+import warnings
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -186,22 +189,42 @@ def stubs_allowed(scan: ScanResult) -> Iterator[None]:
         yield
 
 
-def load_torchscript(archive: zipfile.ZipFile, prefix: str, data: bytes, scan: ScanResult) -> Any:
-    """The pickled module tree of a TorchScript archive, read by torch's unpickler class with
-    this module's storage reader; modules come back as stubs whose state holds the tensors."""
+def _record_storage(archive: zipfile.ZipFile, name: str) -> torch.UntypedStorage:
+    """The bytes of one zip record as a storage that cannot be resized: a tensor claiming more
+    than the record holds is refused by torch (a resizable one would grow to fit, with bytes
+    that are not the file's), as torch's own zip reader does."""
+    info = archive.getinfo(name)
+    buffer = bytearray(max(1, info.file_size))  # frombuffer needs a byte; an empty record gets a zero one
+    with archive.open(info) as record:
+        if record.readinto(buffer) != info.file_size:
+            raise CheckpointError(f"storage {shown(name)} is shorter than its zip entry says")
+    return torch.frombuffer(buffer, dtype=torch.uint8).untyped_storage()
+
+
+def unpickle_zip(archive: zipfile.ZipFile, prefix: str, data: bytes, scan: ScanResult) -> Any:
+    """The object of a zip checkpoint (``torch.save``'s format, or a TorchScript archive): the
+    pickle ``data`` that the scan vetted, read by torch's own ``weights_only`` unpickler class
+    with this load's stubs and a storage reader over ``archive``. So the bytes scanned are the
+    bytes loaded, and each storage is read once (bounded by its recorded size) however often
+    the pickle refers to it. TorchScript modules come back as stubs whose state holds the tensors.
+    """
+    storages: dict[str, Any] = {}
 
     def persistent_load(pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise CheckpointError("the archive refers to external data other than tensor storages")
         storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
         dtype = getattr(storage_type, "dtype", torch.uint8)
-        raw = archive.read(f"{prefix}data/{key}")
-        if len(raw) < numel * torch.empty((), dtype=dtype).element_size():
+        if key not in storages:
+            storages[key] = _record_storage(archive, f"{prefix}data/{key}")
+        if storages[key].nbytes() < numel * torch.empty((), dtype=dtype).element_size():
             raise CheckpointError(f"storage {shown(key)} holds fewer bytes than its tensors need")
-        untyped = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
-        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+        return torch.storage.TypedStorage(wrap_storage=storages[key], dtype=dtype, _internal=True)
 
     unpickler = _weights_only_unpickler.Unpickler(io.BytesIO(data), encoding="utf-8")
     unpickler.persistent_load = persistent_load
-    with stubs_allowed(scan):
-        return unpickler.load()
+    with stubs_allowed(scan), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note that it validates sparse tensors
+        loaded = unpickler.load()
+        torch._utils._validate_loaded_sparse_tensors(weights_only=True)  # indices in range, as torch.load checks
+    return loaded

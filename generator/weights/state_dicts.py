@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from generator.errors import CheckpointError
+from generator.weights.checkpoints import ROOT, Checkpoint
 from generator.weights.pickle_scan import shown
 
 logger = logging.getLogger(__name__)
@@ -28,12 +29,14 @@ Model = TypeVar("Model", bound=nn.Module)
 
 
 def state_dict_from(
-    checkpoint: Any, *, source: str, containers: Iterable[str] = ("state_dict", "params_ema", "params")
+    checkpoint: Checkpoint | Mapping[str, Any], *, source: str,
+    containers: Iterable[str] = ("state_dict", "params_ema", "params"),
 ) -> StateDict:
-    """The tensors of a checkpoint: the first container key present, else the mapping itself.
+    """The tensors of a checkpoint: the first container key present, else the top level.
 
     Args:
-        checkpoint: what :func:`read_checkpoint` returned.
+        checkpoint: what :func:`open_checkpoint` returned (its tensors come back as ``meta``
+            tensors, to be read with :meth:`Checkpoint.read` once they fit), or a mapping.
         source: the file name, for messages.
         containers: keys that wrap a state dict (``state_dict`` in Lightning files,
             ``params_ema``/``params`` in Real-ESRGAN files), tried in order.
@@ -41,6 +44,21 @@ def state_dict_from(
     Raises:
         CheckpointError: no state dict found, or an entry is not a tensor.
     """
+    containers = tuple(containers)
+    wanted = " or ".join(repr(c) for c in containers)
+    if isinstance(checkpoint, Checkpoint):
+        if checkpoint.kind not in ("mapping", "torchscript"):
+            raise CheckpointError(f"{source} holds a {shown(checkpoint.kind)}, not a state dict; "
+                                  "give the checkpoint file of the model itself.")
+        found = next((c for c in containers if c in checkpoint.containers), None)
+        if found is not None:
+            return dict(checkpoint.containers[found])
+        top = [(key, kind) for key, kind in checkpoint.entries.items() if "/" not in key]
+        if top:
+            key, kind = top[0]
+            raise CheckpointError(f"{source} is not a state dict (its entry {_key(key)} is a {shown(kind)}, and it "
+                                  f"has no {wanted} entry); give the model's checkpoint file.")
+        return dict(checkpoint.containers.get(ROOT, {}))
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(
             f"{source} holds a {shown(type(checkpoint).__name__)}, not a state dict; "
@@ -54,7 +72,6 @@ def state_dict_from(
     state: StateDict = {}
     for key, value in checkpoint.items():
         if not isinstance(value, torch.Tensor):
-            wanted = " or ".join(repr(c) for c in containers)
             raise CheckpointError(
                 f"{source} is not a state dict (its entry {_key(key)} is a {shown(type(value).__name__)}, "
                 f"and it has no {wanted} entry); give the model's checkpoint file."
@@ -92,10 +109,11 @@ class FitReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    dtypes: list[tuple[str, torch.dtype, torch.dtype]] = field(default_factory=list)
 
     @property
     def fits(self) -> bool:
-        return not (self.missing or self.unexpected or self.shapes)
+        return not (self.missing or self.unexpected or self.shapes or self.dtypes)
 
     def describe(self, limit: int = 3) -> str:
         """A clause such as ``quantize.embedding.weight is [1024, 256] in the checkpoint but
@@ -105,12 +123,23 @@ class FitReport:
             parts.append(f"{shown(key)} is {list(found)} in the checkpoint but {list(wanted)} in the model")
         if len(self.shapes) > limit:
             parts.append(f"{len(self.shapes) - limit} more tensors differ in shape")
+        for key, found, wanted in self.dtypes[:limit]:
+            parts.append(f"{shown(key)} holds {_kind(found)} in the checkpoint but {_kind(wanted)} in the model")
         for label, keys in (("missing from the checkpoint", self.missing),
                             ("in the checkpoint but not in the model", self.unexpected)):
             if keys:
                 names = ", ".join(shown(key) for key in keys[:limit]) + (", ..." if len(keys) > limit else "")
                 parts.append(f"{len(keys)} tensors are {label} ({names})")
         return "; ".join(parts)
+
+
+def _kind(dtype: torch.dtype) -> str:
+    """What a dtype holds, as far as loading a model cares: real numbers, complex ones, integers or truth values."""
+    if dtype.is_complex:
+        return "complex numbers"
+    if dtype.is_floating_point:
+        return "real numbers"
+    return "truth values" if dtype == torch.bool else "integers"
 
 
 def compare_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> FitReport:
@@ -122,6 +151,8 @@ def compare_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> F
             report.missing.append(key)
         elif tuple(state[key].shape) != tuple(tensor.shape):
             report.shapes.append((key, tuple(state[key].shape), tuple(tensor.shape)))
+        elif _kind(state[key].dtype) != _kind(tensor.dtype):
+            report.dtypes.append((key, state[key].dtype, tensor.dtype))
     report.unexpected = [key for key in state if key not in expected]
     return report
 
@@ -163,11 +194,14 @@ def build_strict(
     what: str,
     likely_cause: str | None = None,
     remedy: str = "pass the config that came with this checkpoint",
+    read: Callable[[StateDict], StateDict] | None = None,
 ) -> Model:
     """``factory()`` with ``state`` as its parameters, fitted strictly, checked before anything
     is allocated: the model is built on the ``meta`` device and compared with ``state`` first,
     so a config claiming more (or other) tensors than the checkpoint holds costs nothing. The
     result takes the checkpoint's tensors (cast to float32 where they are floating point).
+    ``state`` may hold ``meta`` tensors (:func:`state_dict_from` of a :class:`Checkpoint`):
+    ``read`` (:meth:`Checkpoint.read`) then reads them once they fit.
 
     Raises:
         CheckpointError: ``state`` does not fit (as :func:`load_strict` says it).
@@ -175,6 +209,11 @@ def build_strict(
     with torch.device("meta"):
         model = factory()
     _raise_unless_fits(model, state, source=source, what=what, likely_cause=likely_cause, remedy=remedy)
+    if read is not None:
+        state = read(state)
+    if any(tensor.is_meta for tensor in state.values()):
+        raise CheckpointError(f"{source} holds tensors without data (meta tensors), which a model cannot use; "
+                              "give the file the model was saved to.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch notes that assign=True keeps the checkpoint's tensors
         model.load_state_dict(state, strict=True, assign=True)

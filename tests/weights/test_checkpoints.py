@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from generator.errors import CheckpointError, UnsafeCheckpointError
-from generator.weights.checkpoints import read_checkpoint
-from generator.weights.safe_unpickle import Stub
+from generator.weights.checkpoints import ROOT, open_checkpoint, read_checkpoint
 from generator.weights.state_dicts import compare_state_dict, load_strict, state_dict_from
 from tests.factories import foreign_class, save_lightning_checkpoint
 
@@ -92,26 +91,24 @@ def test_calling_an_unknown_function_is_refused_without_importing_it(tmp_path: P
         read_checkpoint(path)
 
 
-def test_lightning_training_state_loads_as_inert_records(tmp_path: Path) -> None:
+def test_lightning_training_state_loads_its_tensors_and_names_the_rest(tmp_path: Path) -> None:
     path = save_lightning_checkpoint({"encoder.w": torch.arange(6.0).view(2, 3)}, tmp_path / "last.ckpt")
     with pytest.raises(pickle.UnpicklingError):  # what plain weights_only loading says
         torch.load(path, weights_only=True)
-    checkpoint = read_checkpoint(path)
-    assert torch.equal(checkpoint["state_dict"]["encoder.w"], torch.arange(6.0).view(2, 3))
-    (callback_key,) = checkpoint["callbacks"]
-    assert isinstance(callback_key, type) and issubclass(callback_key, Stub)
-    assert "ModelCheckpoint" in repr(callback_key)
-    assert checkpoint["hparams"].stub_state == {"base_learning_rate": 4.5e-6, "batch_size": 12}
-    assert checkpoint["early_stopping"].stub_state["patience"] == 3
-    assert checkpoint["global_step"] == 345678
+    checkpoint = open_checkpoint(path)
+    assert torch.equal(checkpoint.load()["state_dict"]["encoder.w"], torch.arange(6.0).view(2, 3))
+    # the training state is parsed (as inert stubs) in the child and left out of the copy, named with its type
+    assert checkpoint.entries["hparams"] == "Namespace" and checkpoint.entries["global_step"] == "int"
+    assert checkpoint.entries["callbacks"] == "dict" and checkpoint.kind == "mapping"
 
 
-def test_a_class_like_foreign_value_built_by_a_call_loads_as_a_stub(tmp_path: Path) -> None:
+def test_a_class_like_foreign_value_built_by_a_call_is_parsed_as_a_stub(tmp_path: Path) -> None:
     path = tmp_path / "enum.ckpt"
     with foreign_class("pytorch_lightning.trainer.states", "TrainerState") as state_cls:
         torch.save(_payload_checkpoint(_Call(state_cls, "finished")), path)
-    payload = read_checkpoint(path)["hyper_parameters"]
-    assert isinstance(payload, Stub) and payload.stub_args == ("finished",)
+    checkpoint = open_checkpoint(path)
+    assert checkpoint.entries["hyper_parameters"] == "TrainerState"
+    assert torch.equal(checkpoint.load()["state_dict"]["w"], torch.ones(2))
 
 
 def test_restricted_reader_keeps_dtypes_views_and_parameters(tmp_path: Path) -> None:
@@ -127,14 +124,15 @@ def test_restricted_reader_keeps_dtypes_views_and_parameters(tmp_path: Path) -> 
         assert torch.equal(state[key], tensor.detach())
 
 
-def test_torchscript_archives_are_read_as_stubs_holding_parameters(tmp_path: Path) -> None:
-    linear = torch.nn.Linear(3, 2)
+def test_torchscript_archives_give_their_parameters_by_attribute_name(tmp_path: Path) -> None:
+    linear = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.GELU())
     path = tmp_path / "scripted.pt"
     with pytest.warns(FutureWarning):
         torch.jit.save(torch.jit.script(linear), str(path))
-    module = read_checkpoint(path)
-    assert isinstance(module, Stub)
-    assert torch.equal(module.stub_state["weight"], linear.weight.detach())
+    checkpoint = open_checkpoint(path)
+    assert checkpoint.kind == "torchscript" and "GELU" in checkpoint.classes
+    state = checkpoint.read(checkpoint.containers[ROOT])
+    assert torch.equal(state["0.weight"], linear[0].weight.detach()) and set(state) == {"0.weight", "0.bias"}
 
 
 def test_safetensors_files_load(tmp_path: Path) -> None:

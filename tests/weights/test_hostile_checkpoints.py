@@ -1,6 +1,8 @@
-"""Hostile checkpoints, built opcode by opcode: none may crash the process, poison later
-loads, exhaust memory or time, disclose memory, escape as a raw exception or print the
-file's text verbatim. Legitimate Lightning variants still load."""
+"""Hostile checkpoints, built opcode by opcode or with zipfile: none may crash the serving
+process, hang it, grow its memory, poison later loads, disclose memory, escape as a raw
+exception or print the file's text verbatim. Pickles are parsed only by the limited child
+(round 2: bombs the static scan cannot see end at the child's limits, as one sentence).
+Legitimate Lightning variants still load."""
 
 from __future__ import annotations
 
@@ -19,13 +21,19 @@ import pytest
 import torch
 
 from generator.errors import CheckpointError, GeneratorError, UnsafeCheckpointError
-from generator.weights.checkpoints import ALLOWANCE, SIZE_FACTOR, read_checkpoint
-from generator.weights.safe_unpickle import Stub
+from generator.weights.checkpoints import ROOT, open_checkpoint, read_checkpoint
 from tests.factories import foreign_class
+from tests.weights import hostile
 from tests.weights.hostile import Pickle, legacy_checkpoint, nested_shared, plain_checkpoint, torch_bytes, torch_zip
 
-ROOT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[2]
 Builder = Callable[[Path], Path]
+CHILD_SECONDS = "4"  # the child's CPU limit in these tests (30 s by default): bombs end sooner
+
+
+@pytest.fixture(autouse=True)
+def _quick_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENERATOR_READER_SECONDS", CHILD_SECONDS)
 
 
 def _payload(body: Callable[[Pickle], None]) -> Builder:
@@ -62,7 +70,7 @@ def _two_pickles(folder: Path) -> Path:
 
     path = torch_zip(folder / "twice.ckpt", bytes(Pickle().state_dict_around(lambda p: p.none())))
     with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
-        archive.writestr("archive/data.pkl", bytes(Pickle().glob("posix", "system").stop()))
+        archive.writestr(hostile.member("archive/data.pkl"), bytes(Pickle().glob("posix", "system").stop()))
     return path
 
 
@@ -137,6 +145,49 @@ REFUSED: list[tuple[str, Builder, type[Exception], str]] = [
     ("two pickles of one name", _two_pickles, CheckpointError, "two files of the same name"),
     ("a payload after the first tensor (pre-1.6 format)", _legacy_payload_after_a_tensor, UnsafeCheckpointError,
      r"tries to use posix\.system"),
+    ("a forbidden submodule's function named, not called", _payload(lambda p: p.glob("os.path", "join")),
+     UnsafeCheckpointError, r"tries to use os\.path\.join"),
+    ("a forbidden submodule's class named as a dict value", _payload(lambda p: p.empty_dict().text("k")
+                                                                    .glob("subprocess", "Popen").setitem()),
+     UnsafeCheckpointError, r"tries to use subprocess\.Popen"),
+    ("torch's C module named", _payload(lambda p: p.glob("torch._C._nn", "gelu")), UnsafeCheckpointError,
+     r"torch\._C\._nn\.gelu"),
+    # round 2: bombs of allowed objects, stopped by the child's limits
+    ("a set of nested shared tuples", _payload(hostile.call_with_list("builtins", "set",
+                                                                      lambda p: hostile.shared_tuple(p, 64))),
+     CheckpointError, "needs more than 4 s of processing to read: it is damaged or hostile"),
+    ("an OrderedDict keyed by nested shared tuples",
+     _payload(hostile.call_with_list("collections", "OrderedDict",
+                                     lambda p: (hostile.shared_tuple(p, 64), p.int(1).tuple(2)))),
+     CheckpointError, "needs more than 4 s of processing"),
+    ("a Counter of nested shared tuples", _payload(hostile.call_with_list("collections", "Counter",
+                                                                          lambda p: hostile.shared_tuple(p, 64))),
+     CheckpointError, "needs more than 4 s of processing"),
+    ("150k integer keys that hash alike in a dict", _payload(hostile.dict_of_colliding_keys), CheckpointError,
+     "needs more than 4 s of processing"),
+    ("150k integers that hash alike in a set", _payload(hostile.call_with_list("builtins", "set",
+                                                                               hostile.colliding_ints)),
+     CheckpointError, "needs more than 4 s of processing"),
+    ("150k integers that hash alike in a Counter", _payload(hostile.call_with_list("collections", "Counter",
+                                                                                   hostile.colliding_ints)),
+     CheckpointError, "needs more than 4 s of processing"),
+    ("a slow codec handed to bytearray", _payload(hostile.slow_codec), CheckpointError,
+     "needs more than 4 s of processing"),
+    ("a bytearray size handed to _rebuild_from_type_v2", _payload(hostile.bytearray_through_rebuild),
+     CheckpointError, r"needs more than [\d.]+ GB of memory to read: it is damaged or hostile"),
+    ("one deflated record behind 60 tensors", lambda folder: hostile.repeated_record(folder / "record.pt"),
+     CheckpointError, "holds more tensor data than its size can justify"),
+    ("an upscaler of stride-0 tensors", lambda folder: hostile.stride_zero_upscaler(folder / "stride.pth"),
+     CheckpointError, "repeats one value over its shape"),
+    ("meta tensors", lambda folder: hostile.meta_tensors(folder / "meta.ckpt", {"encoder.conv_in.weight":
+                                                                                (4096, 3, 3, 3)}),
+     CheckpointError, "meta tensor"),
+    ("a legacy pickle with a zip appended", lambda folder: hostile.legacy_with_zip_appended(folder / "poly.pth"),
+     CheckpointError, "zip archive appended"),
+    ("data.pkl and DATA.pkl", lambda folder: hostile.pickles_differing_in_case(folder / "case.ckpt"),
+     CheckpointError, "same name"),
+    ("a zip bomb spread over several records", lambda folder: hostile.spread_zip_bomb(folder / "spread.ckpt"),
+     CheckpointError, r"claims to unpack to 0\.4 GiB"),
 ]
 
 
@@ -161,19 +212,18 @@ def test_each_hostile_file_is_refused_with_one_sentence(tmp_path: Path, name: st
     started = time.perf_counter()
     with pytest.raises(error, match=pattern) as caught:
         read_checkpoint(path)
-    assert time.perf_counter() - started < 10
+    assert time.perf_counter() - started < 30
     _one_sentence(str(caught.value))
     assert not Path("/tmp/pwned").exists()
 
 
 @pytest.mark.parametrize(("name", "build"), INERT, ids=[case[0] for case in INERT])
-def test_payloads_that_can_be_data_load_as_inert_records(tmp_path: Path, name: str, build: Builder) -> None:
-    checkpoint = read_checkpoint(build(tmp_path))
-    assert torch.equal(checkpoint["state_dict"]["w"], torch.tensor([0.0, 1.0, 2.0, 3.0]))
-    payload = checkpoint["payload"]
-    assert isinstance(payload, (Stub, str)), type(payload)
-    if isinstance(payload, Stub):  # a record of the call, never the call itself
-        assert type(payload).__qualname__ in ("builtins.str", "builtins.list")
+def test_payloads_that_can_be_data_are_parsed_as_inert_records_and_left_out(tmp_path: Path, name: str,
+                                                                             build: Builder) -> None:
+    checkpoint = open_checkpoint(build(tmp_path))
+    assert torch.equal(checkpoint.load()["state_dict"]["w"], torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    # a record of the call (a stub named like the callee) or plain text, never the call itself
+    assert checkpoint.entries["payload"] in ("str", "list"), checkpoint.entries
 
 
 def test_hostile_files_fail_through_every_loader_and_command_with_one_line(tmp_path: Path, capsys) -> None:
@@ -202,7 +252,9 @@ def test_hostile_files_fail_through_every_loader_and_command_with_one_line(tmp_p
                       "--device", "cpu"]):
             assert main(args) == 1, name
             err = capsys.readouterr().err.strip().splitlines()
-            assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], (name, err)
+            # one error line, last; before it at most the note that the file is read in a child
+            assert err[-1].startswith("error: ") and "Traceback" not in "".join(err), (name, err)
+            assert all("limited child process" in note for note in err[:-1]), (name, err)
 
 
 def test_file_text_in_messages_is_escaped_and_short(tmp_path: Path) -> None:
@@ -237,9 +289,10 @@ def test_a_config_claiming_a_huge_model_is_refused_before_anything_is_allocated(
 
 
 def test_many_hostile_files_in_one_process_stay_bounded_and_leave_later_loads_intact(tmp_path: Path) -> None:
-    """Every hostile file in one fresh process: no crash, peak memory within 2x the largest
-    file plus the stated allowance, under 10 s each; then a legitimate checkpoint loads with
-    exactly its tensors and pathlib and torch's storage types are untouched."""
+    """Every hostile file in one fresh serving process: no crash, its peak memory grows by less
+    than 64 MB (whatever the files claim: they are parsed in the child), each answered within
+    the child's limits; then a legitimate checkpoint loads with exactly its tensors and pathlib
+    and torch's storage types are untouched."""
     files = []
     for index, (_, build, *_) in enumerate(REFUSED + [(n, b) for n, b in INERT]):
         folder = tmp_path / f"case{index}"
@@ -273,13 +326,12 @@ def test_many_hostile_files_in_one_process_stay_bounded_and_leave_later_loads_in
                           "path": str(pathlib.Path("a") / "b"), "float": str(torch.FloatStorage(1).dtype)}))
     """)
     result = subprocess.run([sys.executable, "-c", script, json.dumps(files), str(reference),
-                             str(tmp_path / "expected.pt")], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                             str(tmp_path / "expected.pt")], cwd=CHECKOUT, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr[-2000:]  # a crash (SIGSEGV) would show as a negative code
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    largest = max(Path(f).stat().st_size for f in files)
-    assert report["grown_kib"] * 1024 <= SIZE_FACTOR * largest + ALLOWANCE, report["grown_kib"]
-    assert max(report["times"].values()) < 10, report["times"]
+    assert report["grown_kib"] < 64 * 1024, report["grown_kib"]
+    assert max(report["times"].values()) < 30, report["times"]
     assert report["same"] and report["path"] == "a/b" and report["float"] == "torch.float32"
 
 
@@ -309,16 +361,15 @@ def test_legitimate_lightning_variants_load_with_the_same_tensors_as_a_plain_sta
                     "loops": collections.defaultdict(list, {"fit": [1, 2]}), "callbacks": {"MyCallback": hook},
                     "optimizer_states": [optimiser.state_dict()], "extra": {"sparse": sparse},
                     "hparams_ns": argparse.Namespace(batch_size=12)}, path)
-    loaded = read_checkpoint(path)
+    checkpoint = open_checkpoint(path)
+    loaded = checkpoint.load()
     reference = read_checkpoint(plain)
     for key, tensor in reference.items():
         assert torch.equal(loaded["state_dict"][key], tensor) and loaded["state_dict"][key].dtype == tensor.dtype
-    assert loaded["hyper_parameters"] == {"learning_rate": 4.5e-6, "embed_dim": 256}
-    assert loaded["loops"] == {"fit": [1, 2]}
-    assert loaded["callbacks"]["MyCallback"].stub_state == {"every_n": 100, "dirpath": "logs/"}
-    assert torch.equal(loaded["extra"]["sparse"].to_dense(), sparse.to_dense())
-    assert loaded["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-3
-    assert loaded["hparams_ns"].stub_state == {"batch_size": 12}
+    assert torch.equal(loaded["extra"]["sparse"], sparse.to_dense())  # sparse tensors come back dense
+    # training state, parsed as inert stubs in the child, is named but not copied
+    assert checkpoint.entries == {"hyper_parameters": "dict", "loops": "dict", "callbacks": "dict",
+                                  "optimizer_states": "list", "hparams_ns": "Namespace"}
 
 
 def test_a_compressed_old_zip_loads_without_memory_mapping(tmp_path: Path) -> None:
@@ -365,10 +416,11 @@ def test_a_torchscript_archive_that_contains_itself_is_walked_once(tmp_path: Pat
     looped.empty_dict().text("child").get(0).setitem().text("w").tensor("0", 4, (4,)).setitem().build().stop()
     path = torch_zip(tmp_path / "looped.pt", bytes(looped))
     with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr("archive/constants.pkl", bytes(Pickle().tuple(0).stop()))
-        archive.writestr("archive/code/__torch__/model.py", "# TorchScript code is never run\n")
-    module = read_checkpoint(path)
-    assert module.stub_state["child"] is module and torch.equal(module.stub_state["w"], torch.arange(4.0))
+        archive.writestr(hostile.member("archive/constants.pkl"), bytes(Pickle().tuple(0).stop()))
+        archive.writestr(hostile.member("archive/code/__torch__/model.py"), "# TorchScript code is never run\n")
+    checkpoint = open_checkpoint(path)
+    assert checkpoint.kind == "torchscript" and set(checkpoint.containers[ROOT]) == {"w"}
+    assert torch.equal(checkpoint.read(checkpoint.containers[ROOT])["w"], torch.arange(4.0))
     with pytest.raises(CheckpointError, match="not a CLIP checkpoint") as caught:
         load_clip("ViT-B-32", str(path))
     _one_sentence(str(caught.value))
