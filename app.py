@@ -20,8 +20,10 @@ import gradio as gr
 from generator.config import GenerationConfig, ModelsConfig, clip_model_spec
 from generator.errors import GeneratorError
 from generator.guidance.pipeline import TextToImage
-from generator.webui.limits import DEFAULT_MAX_MEGAPIXELS
+from generator.io.input_limits import set_input_limits
+from generator.webui.limits import DEFAULT_MAX_IMAGE_MEGAPIXELS, DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_VIDEO_FRAMES
 from generator.webui.paths import PathPolicy
+from generator.webui.serving import launch_options
 from generator.webui.studio import Studio
 from generator.webui.tabs.animate import animate_tab
 from generator.webui.tabs.gallery import gallery_tabs
@@ -31,7 +33,6 @@ from generator.webui.tabs.prior import prior_tab
 from generator.webui.tabs.upscale import upscale_tab
 
 logger = logging.getLogger("generator.app")
-MAX_UPLOAD = "64mb"
 # Results are often small (256 px): show them scaled up to the frame, with crisp pixels.
 CSS = """
 #preview img, #result img, #upscaled img, #animate-preview img {
@@ -75,13 +76,11 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
         max_upscale_megapixels: the largest upscaled image the Upscale tab makes (0: no cap).
     """
     studio = studio or Studio(outputs_dir=Path(outputs_dir), text_to_image=text_to_image)
-    paths = paths or PathPolicy.for_server("127.0.0.1", False, outputs_dir=studio.outputs_dir,
-                                           weights_dir=studio.weights_dir)
+    paths = paths or PathPolicy.for_server("127.0.0.1", False, weights_dir=studio.weights_dir)
     page = Page(studio, paths, max_upscale_megapixels)
     # No usage analytics are sent: this is a local tool.
     with gr.Blocks(title="VQGAN Studio", analytics_enabled=False) as demo:
         gr.Markdown("## VQGAN Studio\nVQGAN+CLIP, Taming Transformers priors, ESRGAN upscaling", elem_id="title")
-        owner = gr.BrowserState("", storage_key="vqgan-studio-owner")
         with gr.Tabs() as tabs:
             with gr.Tab("Text to image", id="t2i"):
                 t2i = text_to_image_tab(page, preset)
@@ -91,7 +90,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
                 prior = prior_tab(page)
             with gr.Tab("Upscale", id="upscale"):
                 upscale_tab(page)
-            gallery_tabs(page, tabs, t2i, prior, [*t2i.runs, prior.run, animation], owner, demo)
+            gallery_tabs(page, tabs, t2i, prior, [*t2i.runs, prior.run, animation], demo)
         demo.load(None, None, None, js=KEYS_JS)
     return demo.queue(default_concurrency_limit=1, max_size=32)
 
@@ -106,7 +105,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="every visitor's gallery shows every run (default: each browser sees its own)")
     parser.add_argument("--max-upscale-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
                         help=f"the largest image the Upscale tab makes (default {DEFAULT_MAX_MEGAPIXELS:g}; 0: no cap)")
-    parser.add_argument("--out", default="outputs", metavar="DIR", help="where run folders go; the only files served")
+    parser.add_argument("--out", default="outputs", metavar="DIR", help="where run folders go")
+    parser.add_argument("--state-dir", default=None, metavar="DIR",
+                        help="where the server keeps who owns which run (default: .<out>.webui beside --out); "
+                             "never served")
+    parser.add_argument("--max-image-megapixels", type=float, default=DEFAULT_MAX_IMAGE_MEGAPIXELS, metavar="MP",
+                        help="the largest image (or video frame) a visitor may give, checked before it is decoded "
+                             f"(default {DEFAULT_MAX_IMAGE_MEGAPIXELS:g})")
+    parser.add_argument("--max-video-frames", type=int, default=DEFAULT_MAX_VIDEO_FRAMES, metavar="N",
+                        help=f"the longest video a visitor may restyle (default {DEFAULT_MAX_VIDEO_FRAMES})")
     parser.add_argument("--preset", default="default", metavar="NAME|JSON",
                         help="the preset that fills the form at first")
     parser.add_argument("--device", default="auto")
@@ -131,8 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         clips = tuple(clip_model_spec(values) for values in args.clip_models) if args.clip_models else None
         models = GenerationConfig.from_dict({"models": {"vqgan": args.vqgan, "vqgan_config": args.vqgan_config,
                                                         **({"clip_models": list(clips)} if clips else {})}}).models
+        set_input_limits(args.max_image_megapixels, args.max_video_frames)
         studio = Studio(outputs_dir=Path(args.out), models=models, device=args.device, weights_dir=args.weights_dir,
-                        offline=args.offline, shared_gallery=args.shared_gallery)
+                        offline=args.offline, shared_gallery=args.shared_gallery, state_dir=args.state_dir)
+        studio.owners.prepare()
         if not args.lazy:
             try:
                 studio.text_to_image_for(models)
@@ -140,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.warning("%s The UI starts anyway; Generate will say the same until this is fixed.", error)
         # Beyond this machine, the path fields take registry names, weights-folder files and uploads only,
         # and image addresses are fetched from the public internet only.
-        paths = PathPolicy.for_server(args.host, args.share, outputs_dir=args.out, weights_dir=args.weights_dir)
+        paths = PathPolicy.for_server(args.host, args.share, weights_dir=args.weights_dir, models=models)
         paths.guard_fetches()
         demo = build_demo(studio=studio, preset=args.preset, paths=paths,
                           max_upscale_megapixels=args.max_upscale_megapixels)
@@ -148,8 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, allowed_paths=[str(Path(args.out))],
-                max_file_size=MAX_UPLOAD, show_error=True, css=CSS)
+    demo.launch(**launch_options(studio, host=args.host, port=args.port, share=args.share, css=CSS))
     return 0
 
 

@@ -15,11 +15,10 @@ from PIL.PngImagePlugin import PngInfo
 
 from generator.errors import InputError
 from generator.io.fetch import fetch_bytes
+from generator.io.input_limits import LIMITS, pixel_limit_text, too_many_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 """The file suffixes taken as images in a folder (frames, images to upscale)."""
-# Refuse decompression bombs outright rather than warning: 16k x 16k is the limit.
-MAX_PIXELS = 16384 * 16384
 _URL = re.compile(r"https?://", re.IGNORECASE)
 _PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "P", "RGB", "RGBA"})
 _ZIP_TEXT_OVER = 2048  # longer text chunks are stored compressed (zTXt / compressed iTXt)
@@ -46,21 +45,55 @@ def open_image(source: str | Path, *, what: str = "image") -> Image.Image:
     return _decode(path, str(path), what)
 
 
+def image_size(source: str | Path, *, what: str = "image") -> tuple[int, int]:
+    """(width, height) of an image file, read from its header alone (no pixel is decoded), and
+    within the pixel limit (:mod:`generator.io.input_limits`).
+
+    Raises:
+        InputError: missing, not an image, or larger than the limit.
+    """
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist; check the path.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
+            with Image.open(path) as image:
+                _check_size(image, str(path), what)
+                return image.size
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise _too_large(str(path), what) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"{what} {path} is not an image this tool can read ({error}); "
+                         "use a PNG, JPEG or WebP file.") from None
+
+
+def _too_large(name: str, what: str, size: tuple[int, int] | None = None) -> InputError:
+    shape = f" is {size[0]}x{size[1]}," if size else " is"
+    return InputError(f"{what} {name}{shape} larger than {LIMITS.scope} accepts ({pixel_limit_text()}); "
+                      "resize it first.")
+
+
+def _check_size(image: Image.Image, name: str, what: str) -> None:
+    if too_many_pixels(image.width, image.height):
+        raise _too_large(name, what, image.size)
+
+
 def _decode(source: Path | io.BytesIO, name: str, what: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
             with Image.open(source) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise InputError(
-                        f"{what} {name} is {image.width}x{image.height}, larger than this tool accepts; "
-                        "resize it first."
-                    )
+                _check_size(image, name, what)  # from the header, before any pixel is decoded
                 image.load()
                 return ImageOps.exif_transpose(image)
     except InputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError:
+        raise _too_large(name, what) from None
+    except UnidentifiedImageError as error:
         raise InputError(f"{what} {name} is not an image this tool can read ({error}); "
                          "use a PNG, JPEG or WebP file.") from None
     except (OSError, SyntaxError, ValueError) as error:

@@ -15,6 +15,7 @@ from PIL import Image
 from generator.errors import InputError, summary
 from generator.io.ffmpeg import REFUSED_FORMAT, USER_INPUT, run_ffmpeg
 from generator.io.images import IMAGE_SUFFIXES
+from generator.io.input_limits import LIMITS, pixel_limit_text, too_many_pixels
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,18 @@ class VideoInfo:
         fps: frames per second.
         size: (width, height).
         has_audio: whether it has a sound track.
+        duration: seconds, as the container states it (None when it does not).
     """
 
     fps: float
     size: tuple[int, int]
     has_audio: bool
+    duration: float | None = None
+
+    @property
+    def stated_frames(self) -> int | None:
+        """The frame count the container's duration and rate imply (None when unknown)."""
+        return None if self.duration is None else int(self.duration * self.fps + 0.5)
 
 
 def _unreadable(path: Path, ffmpeg_output: str) -> InputError:
@@ -44,10 +52,13 @@ def _unreadable(path: Path, ffmpeg_output: str) -> InputError:
 
 
 def probe_video(path: Path) -> VideoInfo:
-    """Frame rate, size and whether there is sound.
+    """Frame rate, size, duration and whether there is sound, from the container's header; the
+    frame size and the stated length are checked against this process's limits
+    (:mod:`generator.io.input_limits`) before any frame is decoded.
 
     Raises:
-        InputError: the file is missing, not in a video container, or holds no readable video stream.
+        InputError: the file is missing, not in a video container, holds no readable video
+            stream, or is larger or longer than the limits.
     """
     path = Path(path)
     if not path.is_file():
@@ -57,19 +68,38 @@ def probe_video(path: Path) -> VideoInfo:
     if stream is None:
         raise _unreadable(path, result.stderr)
     fps = float(stream[3] or stream[4])
-    return VideoInfo(fps, (int(stream[1]), int(stream[2])), bool(re.search(r"Stream #\S+.*?: Audio:", result.stderr)))
+    duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", result.stderr)
+    seconds = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
+    info = VideoInfo(fps, (int(stream[1]), int(stream[2])), bool(re.search(r"Stream #\S+.*?: Audio:", result.stderr)),
+                     seconds)
+    width, height = info.size
+    if too_many_pixels(width, height):
+        raise InputError(f"the video {path.name} has {width}x{height} frames, larger than {LIMITS.scope} accepts "
+                         f"({pixel_limit_text()}); resize it first.")
+    _check_length(path, info.stated_frames)
+    return info
+
+
+def _check_length(path: Path, frames: int | None, *, counted: bool = False) -> None:
+    if LIMITS.max_frames is not None and frames is not None and frames > LIMITS.max_frames:
+        amount = f"more than {LIMITS.max_frames}" if counted else f"about {frames}"
+        raise InputError(f"the video {path.name} has {amount} frames, more than {LIMITS.scope} restyles "
+                         f"({LIMITS.max_frames}); cut it shorter first.")
 
 
 def count_frames(path: Path) -> int:
-    """The number of frames of a video file (decodes it once).
+    """The number of frames of a video file (decodes it once; with a frame limit, decoding stops
+    just past it, so a video that lies about its length costs no more than the limit).
 
     Raises:
-        InputError: the file cannot be decoded.
+        InputError: the file cannot be decoded, or has more frames than the limit.
     """
-    result = run_ffmpeg([*USER_INPUT, "-i", str(path), "-map", "0:v:0", "-vf", "null", "-f", "null", "-"])
+    stop = [] if LIMITS.max_frames is None else ["-frames:v", str(LIMITS.max_frames + 1)]
+    result = run_ffmpeg([*USER_INPUT, "-i", str(path), "-map", "0:v:0", *stop, "-vf", "null", "-f", "null", "-"])
     counts = re.findall(r"frame=\s*(\d+)", result.stderr)
     if result.returncode != 0 or not counts:
         raise _unreadable(Path(path), result.stderr)
+    _check_length(Path(path), int(counts[-1]), counted=True)
     return int(counts[-1])
 
 

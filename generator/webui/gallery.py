@@ -1,38 +1,31 @@
-"""Past runs, read from the outputs folder for the web UI's gallery (newest first), and who
-owns them.
+"""Past runs, read from the outputs folder for the web UI's gallery (newest first), and what
+each visitor may do with them.
 
-The web UI records which browser session (an owner id the page keeps in the browser) wrote
-each run folder, in ``<outputs>/.webui-owners.json`` (folder name -> owner id), written
-atomically under a lock. A session sees, deletes and downloads its own runs; with
-``--shared-gallery`` everyone sees and downloads every run (runs of the command line, which
-have no owner, only appear there), and still deletes only their own.
+The web UI records which visitor (a browser or API client, by the digest of its secret) made
+each run folder, in the owners index outside the outputs folder
+(:class:`generator.webui.owners.OwnersIndex`). A visitor sees, deletes and downloads their
+own runs; with ``--shared-gallery`` everyone sees and downloads every run (runs of the
+command line, which have no owner, only appear there), and still deletes only their own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import secrets
 import shutil
 import tempfile
-import threading
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from generator.errors import InputError, OutputError, summary
-from generator.io.atomic_files import atomic_path, output_error
+from generator.io.atomic_files import atomic_path
 from generator.io.outputs import MODE_KEY, PROMPT_KEY, read_png_text
 from generator.sinks import RUN_RECORD, RunRecord
-
-try:  # serialises writers of the owners index across processes (two servers on one folder)
-    import fcntl
-except ImportError:  # Windows: the in-process lock only
-    fcntl = None  # type: ignore[assignment]
+from generator.webui.owners import OwnersIndex
 
 logger = logging.getLogger(__name__)
 
@@ -94,19 +87,21 @@ def _recorded_mode(folder: Path, image: Path) -> tuple[str, str | None]:
     return text.get(MODE_KEY, "text-to-image"), text.get(PROMPT_KEY)
 
 
-def list_runs(outputs_dir: Path, limit: int = 60, owner: str | None = None) -> list[PastRun]:
+def list_runs(outputs_dir: Path, limit: int = 60, owner: str | None = None,
+              owners: OwnersIndex | None = None) -> list[PastRun]:
     """The newest ``limit`` run folders in ``outputs_dir`` that hold a final.png and config.json.
 
     Args:
         outputs_dir: the outputs folder.
         limit: at most this many runs.
-        owner: only the runs this owner id wrote (see :func:`record_owner`); None: every run
+        owner: only the runs this visitor id made (see :func:`record_owner`); None: every run
             (the shared gallery), also those of the command line.
+        owners: the owners index (default: the one in the outputs folder's default state folder).
     """
     outputs_dir = Path(outputs_dir)
     if not outputs_dir.is_dir():
         return []
-    owners = read_owners(outputs_dir)
+    owners = (owners or OwnersIndex(outputs_dir)).read()
     folders = sorted((p for p in outputs_dir.iterdir()
                       if p.is_dir() and not p.name.startswith(".") and (owner is None or owners.get(p.name) == owner)),
                      key=lambda p: (p / "final.png").stat().st_mtime if (p / "final.png").exists() else 0,
@@ -121,81 +116,21 @@ def list_runs(outputs_dir: Path, limit: int = 60, owner: str | None = None) -> l
     return runs
 
 
-OWNERS_FILE = ".webui-owners.json"
-"""The owners index in the outputs folder: ``{run folder name: owner id}``."""
-_LOCK_FILE = ".webui-owners.lock"
 _TRASH_PREFIX = ".deleting-"
-_locks: dict[Path, threading.Lock] = {}
-_locks_guard = threading.Lock()
 
 
-def read_owners(outputs_dir: Path) -> dict[str, str]:
-    """The owners index of ``outputs_dir`` (``{}`` when there is none; a damaged one is
-    logged and read as empty, so the gallery shows only the shared runs)."""
-    path = Path(outputs_dir) / OWNERS_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as error:
-        logger.warning("cannot read the gallery's owners index %s (%s); runs show as unowned", path, summary(error))
-        return {}
-    if not isinstance(data, dict):
-        logger.warning("the gallery's owners index %s is not a JSON object; runs show as unowned", path)
-        return {}
-    return {str(name): str(who) for name, who in data.items() if isinstance(who, str)}
-
-
-@contextlib.contextmanager
-def _owners_lock(outputs_dir: Path) -> Iterator[None]:
-    """Hold the lock of ``outputs_dir``'s owners index (threads, and processes where fcntl exists)."""
-    key = outputs_dir.resolve()
-    with _locks_guard:
-        lock = _locks.setdefault(key, threading.Lock())
-    with lock:
-        if fcntl is None:
-            yield
-            return
-        try:
-            handle = open(outputs_dir / _LOCK_FILE, "a+b")  # noqa: SIM115 (held for the block)
-        except OSError as error:
-            raise output_error(error, outputs_dir / _LOCK_FILE, outputs_dir) from error
-        with handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _write_owners(outputs_dir: Path, owners: dict[str, str]) -> None:
-    """Replace the owners index atomically (a temporary file, fsynced, renamed over it)."""
-    path = outputs_dir / OWNERS_FILE
-    tmp = outputs_dir / f".webui-owners.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(owners, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise output_error(error, path, outputs_dir) from error
-
-
-def record_owner(outputs_dir: Path, folder: str | os.PathLike[str], owner: str) -> bool:
-    """Record that the browser session ``owner`` wrote the run folder ``folder``.
+def record_owner(owners: OwnersIndex, folder: str | os.PathLike[str], owner: str) -> bool:
+    """Record that the visitor ``owner`` made the run folder ``folder``.
 
     Args:
-        outputs_dir: the outputs folder.
-        folder: the run folder (a path directly in ``outputs_dir``, or its name).
-        owner: the session's owner id (non-empty).
+        owners: the owners index of the outputs folder.
+        folder: the run folder (a path directly in the outputs folder, or its name).
+        owner: the visitor id (non-empty).
 
     Returns:
         True when recorded (or already recorded for ``owner``); False when ``folder`` is no
-        folder directly in ``outputs_dir`` or already belongs to another owner (a folder is
-        never handed over). Record run folders only (see :func:`record_session_owner`).
+        folder directly in the outputs folder or already belongs to another visitor (a folder
+        is never handed over). Record run folders only (see :func:`record_session_owner`).
 
     Raises:
         ValueError: ``owner`` is empty.
@@ -203,32 +138,23 @@ def record_owner(outputs_dir: Path, folder: str | os.PathLike[str], owner: str) 
     """
     if not owner:
         raise ValueError("owner must be a non-empty id")
-    outputs_dir = Path(outputs_dir)
-    name = _folder_name(outputs_dir, folder)
-    if name is None or not (outputs_dir / name).is_dir():
+    name = _folder_name(owners.outputs_dir, folder)
+    if name is None or not (owners.outputs_dir / name).is_dir():
         return False
-    with _owners_lock(outputs_dir):
-        owners = read_owners(outputs_dir)
-        if owners.get(name) not in (None, owner):
-            logger.warning("run folder %s already belongs to another session; not recorded again", name)
-            return False
-        if owners.get(name) != owner:
-            owners[name] = owner
-            _write_owners(outputs_dir, owners)
-    return True
+    return owners.record(name, owner)
 
 
-def record_session_owner(outputs_dir: Path, record: RunRecord | None, owner: str | None) -> bool:
-    """:func:`record_owner` for a web UI job's :class:`~generator.sinks.RunRecord` (the
-    session's ``record``), once the job ended however it ended. Upscales, which write into
-    the shared ``upscaled/`` folder, jobs that wrote nothing and an empty owner are skipped.
+def record_session_owner(owners: OwnersIndex, record: RunRecord | None, owner: str | None) -> bool:
+    """:func:`record_owner` for a web UI job's :class:`~generator.sinks.RunRecord`, once the
+    job ended however it ended. Upscales, which write into the shared ``upscaled/`` folder,
+    jobs that wrote nothing and an empty owner are skipped.
 
     Returns:
         Whether an owner was recorded.
     """
     if not owner or record is None or record.folder is None or record.mode == "upscale":
         return False
-    return record_owner(outputs_dir, record.folder, owner)
+    return record_owner(owners, record.folder, owner)
 
 
 def _folder_name(outputs_dir: Path, folder: str | os.PathLike[str]) -> str | None:
@@ -248,14 +174,14 @@ def _folder_name(outputs_dir: Path, folder: str | os.PathLike[str]) -> str | Non
     return text
 
 
-def _owned_folder(outputs_dir: Path, folder_name: str, owner: str | None, shared: bool, *,
+def _owned_folder(owners: OwnersIndex, folder_name: str, owner: str | None, shared: bool, *,
                   action: str, own_only: bool) -> Path:
     """The run folder ``folder_name`` if this session may ``action`` it, else one sentence.
 
     In a private gallery, a refused name gets the same sentence whether the run is missing,
     another session's or no run at all, so that sessions learn nothing of each other's runs.
     """
-    outputs_dir = Path(outputs_dir)
+    outputs_dir = owners.outputs_dir
     shown = repr(folder_name if len(str(folder_name)) <= 60 else str(folder_name)[:57] + "...")
     not_yours = InputError(f"{shown} is not one of your runs; choose a run in the gallery to {action}.")
     name = _folder_name(outputs_dir, folder_name) if isinstance(folder_name, str) and "/" not in folder_name \
@@ -265,7 +191,7 @@ def _owned_folder(outputs_dir: Path, folder_name: str, owner: str | None, shared
     folder = outputs_dir / name
     if folder.is_symlink() or not folder.is_dir():
         raise not_yours
-    recorded = read_owners(outputs_dir).get(name)
+    recorded = owners.owner(name)
     if owner and recorded == owner:
         return folder
     if shared and not own_only:
@@ -276,14 +202,14 @@ def _owned_folder(outputs_dir: Path, folder_name: str, owner: str | None, shared
     raise not_yours
 
 
-def delete_run(outputs_dir: Path, folder_name: str, owner: str, shared: bool = False) -> None:
+def delete_run(owners: OwnersIndex, folder_name: str, owner: str, shared: bool = False) -> None:
     """Delete one of ``owner``'s run folders: moved away atomically (renamed to a hidden name,
     so it leaves the gallery at once), then removed, and dropped from the owners index.
 
     Args:
-        outputs_dir: the outputs folder.
+        owners: the owners index of the outputs folder.
         folder_name: the run folder's name (as :attr:`PastRun.folder` ``.name``).
-        owner: the session's owner id.
+        owner: the visitor id.
         shared: the gallery is shared (``--shared-gallery``): a run of someone else is
             visible there, so its refusal says so; own runs only all the same.
 
@@ -293,9 +219,9 @@ def delete_run(outputs_dir: Path, folder_name: str, owner: str, shared: bool = F
             one sentence, the same for all of these in a private gallery.
         OutputError: the folder could not be moved away.
     """
-    outputs_dir = Path(outputs_dir)
-    with _owners_lock(outputs_dir):
-        folder = _owned_folder(outputs_dir, folder_name, owner, shared, action="delete", own_only=True)
+    outputs_dir = owners.outputs_dir
+    with owners.locked():
+        folder = _owned_folder(owners, folder_name, owner, shared, action="delete", own_only=True)
         trash = outputs_dir / f"{_TRASH_PREFIX}{secrets.token_hex(4)}-{folder.name}"
         try:
             os.rename(folder, trash)
@@ -305,9 +231,7 @@ def delete_run(outputs_dir: Path, folder_name: str, owner: str, shared: bool = F
         except OSError as error:
             raise OutputError(f"cannot delete the run {folder.name} ({error.strerror or summary(error)}); "
                               "check the outputs folder's permissions.") from error
-        owners = read_owners(outputs_dir)
-        owners.pop(folder.name, None)
-        _write_owners(outputs_dir, owners)
+        owners.forget(folder.name)
     try:
         shutil.rmtree(trash)
     except OSError as error:  # out of the gallery already; what is left is hidden
@@ -315,14 +239,14 @@ def delete_run(outputs_dir: Path, folder_name: str, owner: str, shared: bool = F
     logger.info("deleted the run %s", folder.name)
 
 
-def zip_run(outputs_dir: Path, folder_name: str, owner: str | None, shared: bool = False,
+def zip_run(owners: OwnersIndex, folder_name: str, owner: str | None, shared: bool = False,
             dest_dir: Path | None = None) -> Path:
     """A zip of a run folder (every file under it; symlinks are skipped), for download.
 
     Args:
-        outputs_dir: the outputs folder.
+        owners: the owners index of the outputs folder.
         folder_name: the run folder's name.
-        owner: the session's owner id.
+        owner: the visitor id.
         shared: the gallery is shared (``--shared-gallery``): any run may be zipped.
         dest_dir: where the zip goes (default: a new temporary folder, which Gradio serves).
 
@@ -333,7 +257,7 @@ def zip_run(outputs_dir: Path, folder_name: str, owner: str | None, shared: bool
         InputError: not a run this session may download (see :func:`delete_run`).
         OutputError: the zip cannot be written.
     """
-    folder = _owned_folder(outputs_dir, folder_name, owner, shared, action="download", own_only=False)
+    folder = _owned_folder(owners, folder_name, owner, shared, action="download", own_only=False)
     dest_dir = Path(dest_dir) if dest_dir is not None else Path(tempfile.mkdtemp(prefix="vqgan-run-"))
     dest = dest_dir / f"{folder.name}.zip"
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w") as archive:

@@ -18,6 +18,8 @@ from generator.webui.status import error_html, message_html, progress_html
 from generator.webui.studio import Session
 
 logger = logging.getLogger("generator.app")
+UNEXPECTED = "something went wrong on the server (its log has the details); check the values and try again"
+"""What a visitor is told of an error that is not one of the project's sentences (never its Python text)."""
 
 
 def named(handler: Callable[..., Iterator[tuple]], names: Sequence[str]) -> Callable[..., Iterator[tuple]]:
@@ -75,28 +77,30 @@ def stream(make_job: Callable[[], Iterator[Update]], names: Sequence[str], sessi
         return
     except (GeneratorError, gr.Error) as error:
         message = error.message if isinstance(error, gr.Error) else str(error)
-    except Exception as error:  # never a bare HTTP 500: say what happened, keep the page usable
+    except Exception:  # never a bare HTTP 500 or a Python message: say what happened, keep the page usable
         logger.exception("a job failed")
-        message = f"something went wrong ({type(error).__name__}: {error}); the server log has the details"
+        message = UNEXPECTED
     finally:
         session.release()  # a run that never started gives its claim back
     yield status_only(error_html(message), names)
     raise gr.Error(message, print_exception=False, visible=False)
 
 
-def guarded(handler: Callable[..., tuple], status_index: int, count: int) -> Callable[..., tuple]:
+def guarded(handler: Callable[..., tuple], status_index: int | None, count: int) -> Callable[..., tuple]:
     """A quick (unqueued) handler whose errors become the status sentence at ``status_index`` of
-    its ``count`` outputs instead of an HTTP 500."""
+    its ``count`` outputs (None: no status output; the outputs stay as they were) instead of an
+    HTTP 500 or a Python message."""
 
-    def wrapper(*args: Any, **kwargs: Any) -> tuple:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return handler(*args, **kwargs)
+            values = handler(*args, **kwargs)
         except (GeneratorError, gr.Error) as error:
             message = error.message if isinstance(error, gr.Error) else str(error)
-        except Exception as error:
+            values = tuple(error_html(message) if i == status_index else gr.skip() for i in range(count))
+        except Exception:
             logger.exception("a handler failed")
-            message = f"something went wrong ({type(error).__name__}: {error}); the server log has the details"
-        return tuple(error_html(message) if i == status_index else gr.skip() for i in range(count))
+            values = tuple(error_html(UNEXPECTED) if i == status_index else gr.skip() for i in range(count))
+        return values[0] if count == 1 else values  # Gradio takes one output's value bare, not in a tuple
 
     wrapper.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
     wrapper.__annotations__ = getattr(handler, "__annotations__", {})

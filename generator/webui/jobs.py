@@ -23,6 +23,7 @@ from generator.config import GenerationConfig, SampleConfig, UpscaleConfig
 from generator.errors import InputError
 from generator.events import Event, Preview, Progress, relay
 from generator.io.image_data import read_image_data
+from generator.io.images import image_size
 from generator.io.outputs import FRAMES_DIR, zip_frames
 from generator.io.video import write_mp4
 from generator.runs import GenerationRun
@@ -79,7 +80,7 @@ def _present(run: GenerationRun, studio: Studio, session: Session, parent: Path 
                 else:
                     yield _as_update(event)
     finally:  # done, stopped or failed: the run folder is this browser's, in its gallery
-        record_session_owner(studio.outputs_dir, record, session.owner or session.key)
+        record_session_owner(studio.owners, record, session.owner)
     yield _final_update(record)
 
 
@@ -173,12 +174,13 @@ def upscale_job(studio: Studio, image_path: str, config: UpscaleConfig, session:
     """Upscale an uploaded (or sent) image into ``<outputs>/upscaled/<name>_x4.png``; the final
     update's ``results`` is the pair (before, after). Outputs over ``max_megapixels`` are refused."""
     with session.running():
-        image = read_image_data(image_path)
+        size = image_size(image_path, what="the image to upscale")  # its header only: nothing decoded yet
         if config.upscale:
-            check_upscale_size(image.size, config.upscale, max_megapixels)
+            check_upscale_size(size, config.upscale, max_megapixels)
         yield Update(status="loading the upscaler…")
         upscaler = studio.upscalers.get(config.upscale_model, config.upscale_denoise)
-        check_upscale_size(image.size, config.upscale or upscaler.scale, max_megapixels, network_scale=upscaler.scale)
+        check_upscale_size(size, config.upscale or upscaler.scale, max_megapixels, network_scale=upscaler.scale)
+        image = read_image_data(image_path)
         result = yield from relay(upscale_with(upscaler, image, config), _as_update)
         path = write_upscaled(studio.outputs_dir / "upscaled", Path(image_path), image, result, config,
                               upscaler.name, config.upscale or upscaler.scale)

@@ -1,4 +1,5 @@
-"""Server-set limits of the web UI: the largest image an upscale may produce."""
+"""Server-set limits of the web UI: the largest image an upscale may produce, and the defaults
+of the largest image and video a visitor may give (see :mod:`generator.io.input_limits`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ from generator.errors import InputError
 
 DEFAULT_MAX_MEGAPIXELS = 64.0
 """The default cap on an upscale's output (``--max-upscale-megapixels``)."""
+DEFAULT_MAX_IMAGE_MEGAPIXELS = 24.0
+"""The default cap on an image (or video frame) a visitor gives (``--max-image-megapixels``)."""
+DEFAULT_MAX_VIDEO_FRAMES = 3000
+"""The default cap on the frames of a video a visitor restyles (``--max-video-frames``)."""
 
 
 def upscaled_size(input_size: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -1,13 +1,14 @@
 """Which server paths a web user may point the generator at.
 
 On a server that only this computer can reach (``--host 127.0.0.1`` or ``localhost``, no
-``--share``) every path is fine, as on the command line. Served to a network, the model,
-yaml and image fields take only registry names, files under the weights folder and files
-this server received or wrote (Gradio's upload folder, the outputs folder); anything else
-is refused with one sentence per field that is the same whether the path exists, is a
-folder or is not an image, so a refusal tells nothing about the server's files. Paths are
-compared after resolving symlinks and ``..``, and the accepted value is the resolved path,
-so the file checked is the file loaded.
+``--share``) every path is fine, as on the command line. Served to a network, the model and
+yaml fields take only catalogue names (registry names, open_clip architectures and tags) and
+files under the weights folder; the image fields take http(s) addresses and the files this
+visitor may read (``may_read``: what it uploaded or was sent, and its own runs); anything
+else is refused with one sentence per field that is the same whether the path exists, is a
+folder or is not an image, so a refusal tells nothing about the server's files (and no file
+is opened to find out). Paths are compared after resolving symlinks and ``..``, and the
+accepted value is the resolved path, so the file checked is the file loaded.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from generator.config import ModelsConfig
 from generator.errors import GeneratorError, InputError
 from generator.guidance.prompts import parse_prompts
 from generator.io import fetch
 from generator.weights import store
 
+MayRead = Callable[[Path], bool]
+"""Whether the visitor of a request may read a server file (resolved path)."""
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 """Host names a server listens on when only this computer can reach it."""
 UPLOADS_ENV = "GRADIO_TEMP_DIR"
@@ -64,36 +68,47 @@ def is_registry_name(value: str) -> bool:
     return True
 
 
+def _nobody(_: Path) -> bool:
+    return False
+
+
 @dataclasses.dataclass(frozen=True)
 class PathPolicy:
     """What paths the web UI's fields accept.
 
     Args:
-        weights_dir: the weights folder (``--weights-dir``); its files are accepted.
-        upload_dirs: folders whose files this server received or wrote: Gradio's upload
-            folder and the outputs folder ("use the latest result"); accepted in every field.
+        weights_dir: the weights folder (``--weights-dir``); model and yaml fields take its files.
         open: accept any path (a server reachable from this computer only).
+        server_files: model files the server was started with (``--vqgan my.ckpt``...): the
+            admin's choice, accepted wherever they are.
     """
 
     weights_dir: Path
-    upload_dirs: tuple[Path, ...] = ()
     open: bool = False
-    _roots: tuple[Path, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    server_files: tuple[str, ...] = ()
+    _root: Path = dataclasses.field(init=False, repr=False, compare=False)
+    _own: frozenset[Path] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights_dir", Path(self.weights_dir))
-        object.__setattr__(self, "upload_dirs", tuple(Path(folder) for folder in self.upload_dirs))
-        object.__setattr__(self, "_roots", tuple(_real(folder) for folder in (self.weights_dir, *self.upload_dirs)))
+        object.__setattr__(self, "_root", _real(self.weights_dir))
+        object.__setattr__(self, "_own", frozenset(_real(path) for path in self.server_files if path))
 
     @classmethod
-    def for_server(cls, host: str | None, share: bool, *, outputs_dir: str | os.PathLike[str],
-                   weights_dir: str | os.PathLike[str] | None = None) -> PathPolicy:
+    def for_server(cls, host: str | None, share: bool, *, weights_dir: str | os.PathLike[str] | None = None,
+                   models: ModelsConfig | None = None) -> PathPolicy:
         """The policy of a server started with ``--host host`` (``--share``): open when it is
-        reachable from this computer only (:func:`is_local_only`), else limited to the weights
-        folder (:func:`generator.weights.store.weights_dir` of ``weights_dir``), Gradio's
-        upload folder (:func:`gradio_upload_dir`) and ``outputs_dir``."""
-        return cls(store.weights_dir(weights_dir), (gradio_upload_dir(), Path(outputs_dir)),
-                   open=is_local_only(host, share))
+        reachable from this computer only (:func:`is_local_only`), else limited to catalogue
+        names, the weights folder (:func:`generator.weights.store.weights_dir` of
+        ``weights_dir``) and the files of ``models`` (the server's own) for models, and to
+        what each visitor may read for images."""
+        files: list[str] = []
+        if models is not None:
+            files += [models.vqgan, models.vqgan_config or "", models.prior or "", models.prior_config or ""]
+            for clip in models.clip_models:
+                files += [clip.model, clip.pretrained or ""]
+        return cls(store.weights_dir(weights_dir), open=is_local_only(host, share),
+                   server_files=tuple(f for f in files if f and Path(f).expanduser().is_file()))
 
     def guard_fetches(self) -> None:
         """For a closed policy, make this process fetch image addresses from public internet
@@ -107,24 +122,24 @@ class PathPolicy:
         """The one sentence a refused value of ``field`` (an image field: ``image``) gets; it
         names no path and is the same for every refused value."""
         if image:
-            return (f"the {field} field takes an upload, a result of this server or an http(s) address on the "
-                    "internet; "
-                    "other server paths are refused.")
-        return (f"the {field} field takes a registry name, a file in the weights folder or an upload on this "
-                "server; other server paths are refused.")
+            return (f"the {field} field takes an upload, one of your results or an http(s) address on the "
+                    "internet; other server paths are refused.")
+        return (f"the {field} field takes a model name from the menu or a file in the weights folder; other "
+                "server paths are refused.")
 
     def allows(self, path: str | os.PathLike[str]) -> bool:
-        """Whether ``path``, with symlinks and ``..`` resolved, lies in the weights folder or an
-        upload folder (always True when the policy is open)."""
+        """Whether ``path``, with symlinks and ``..`` resolved, lies in the weights folder or is
+        one of the server's own model files (always True when the policy is open)."""
         if self.open:
             return True
         try:
-            return _inside(_real(path), self._roots)
+            real = _real(path)
         except (OSError, ValueError):  # a NUL byte, a symlink loop
             return False
+        return real in self._own or _inside(real, (self._root,))
 
     def check(self, value: str | os.PathLike[str] | None, field: str) -> str:
-        """The value a model, yaml or image field may use.
+        """The value a model or yaml field may use.
 
         Args:
             value: a registry name or a path (None or empty: the field is unset).
@@ -146,17 +161,25 @@ class PathPolicy:
             return str(_real(text))
         raise InputError(self.refusal(field))
 
-    def check_image(self, value: str | os.PathLike[str] | None, field: str) -> str:
-        """:meth:`check` for an image field, which also takes an http(s) address (fetched when
-        used) and never a registry name."""
+    def check_image(self, value: str | os.PathLike[str] | None, field: str, may_read: MayRead = _nobody) -> str:
+        """The value an image (or video) field may use: an http(s) address (fetched when used)
+        or, served to a network, a file ``may_read`` allows (never a registry name).
+
+        Raises:
+            InputError: :meth:`refusal` of an image field.
+        """
         text = os.fspath(value or "").strip()
         if not text or self.open or text.lower().startswith(_URL_PREFIXES):
             return text
-        if not is_registry_name(text) and self.allows(text):
-            return str(_real(text))
+        try:
+            resolved = _real(text)
+        except (OSError, ValueError):
+            raise InputError(self.refusal(field, image=True)) from None
+        if not is_registry_name(text) and may_read(resolved):
+            return str(resolved)
         raise InputError(self.refusal(field, image=True))
 
-    def check_image_prompts(self, text: str | None, field: str = "image prompts") -> str:
+    def check_image_prompts(self, text: str | None, field: str = "image prompts", may_read: MayRead = _nobody) -> str:
         """Check every path of an image-prompt field (``path:weight:stop | url | ...``).
 
         The text is parsed with the prompt grammar (so weights, stops and addresses keep
@@ -173,11 +196,11 @@ class PathPolicy:
         if not (text or "").strip() or self.open:
             return text or ""
         prompts = parse_prompts(text, kind="image prompt")
-        checked = [type(prompt)(self.check_image(prompt.text, field), prompt.weight, prompt.stop)
+        checked = [type(prompt)(self.check_image(prompt.text, field, may_read), prompt.weight, prompt.stop)
                    for prompt in prompts]
         return " | ".join(str(prompt) for prompt in checked)
 
-    def check_generation_form(self, form: dict[str, Any]) -> dict[str, Any]:
+    def check_generation_form(self, form: dict[str, Any], may_read: MayRead = _nobody) -> dict[str, Any]:
         """A copy of the text-to-image form (widget values by config field) with every server
         path it names checked: models, yaml, init image, image prompts, CLIP models.
 
@@ -188,12 +211,12 @@ class PathPolicy:
         for name, label in (("vqgan", "VQGAN"), ("vqgan_config", "VQGAN yaml"), ("prior", "prior"),
                             ("upscale_model", "upscaler")):
             form[name] = self.check(form.get(name), label)
-        form["init_image"] = self.check_image(form.get("init_image"), "init image") or None
-        form["image_prompts"] = self.check_image_prompts(form.get("image_prompts"))
+        form["init_image"] = self.check_image(form.get("init_image"), "init image", may_read) or None
+        form["image_prompts"] = self.check_image_prompts(form.get("image_prompts"), may_read=may_read)
         form["clip_models"] = self.check_clip_models(form.get("clip_models"))
         return form
 
-    def check_sample_form(self, form: dict[str, Any]) -> dict[str, Any]:
+    def check_sample_form(self, form: dict[str, Any], may_read: MayRead = _nobody) -> dict[str, Any]:
         """A copy of the prior form with every server path it names checked: prior, yaml,
         upscaler, condition map and image to complete.
 
@@ -204,35 +227,57 @@ class PathPolicy:
         for name, label in (("model", "prior"), ("transformer_config", "project yaml"), ("upscale_model", "upscaler")):
             form[name] = self.check(form.get(name), label)
         for name, label in (("condition", "condition map"), ("complete", "image to complete")):
-            form[name] = self.check_image(form.get(name), label) or None
+            form[name] = self.check_image(form.get(name), label, may_read) or None
         return form
 
     def check_clip_models(self, text: str | None, field: str = "CLIP models") -> str:
-        """Check the paths of a CLIP models field (lines of ``MODEL [PRETRAINED [WEIGHT]]``):
-        a model or pretrained value that looks like a path (a slash, ``~`` or a file suffix)
-        must be allowed; architecture names and pretrained tags pass as they are.
+        """Check a CLIP models field (lines of ``MODEL [PRETRAINED [WEIGHT]]``): served to a
+        network, a model must be an open_clip architecture (or ``hf-hub:`` name) and pretrained
+        weights an open_clip tag of it, a registry name or ``none``; anything else is taken as a
+        path and must be in the weights folder (a bare word that names a file in the server's
+        working folder is refused, never read).
 
         Returns:
             The text, with allowed paths resolved when the policy is closed.
 
         Raises:
-            InputError: :meth:`refusal` of ``field`` for a refused path.
+            InputError: :meth:`refusal` of ``field`` for a refused value.
         """
         if self.open or not (text or "").strip():
             return text or ""
         lines = []
         for line in (text or "").splitlines():
             words = line.split()
-            for index in range(min(2, len(words))):
-                if _looks_like_path(words[index]):
-                    words[index] = self.check(words[index], field)
+            if words and not _is_clip_architecture(words[0]):
+                words[0] = self._check_file(words[0], field)
+            if len(words) > 1 and not _is_clip_weights_name(words[0], words[1]):
+                words[1] = self._check_file(words[1], field)
             lines.append(" ".join(words))
         return "\n".join(lines)
 
+    def _check_file(self, word: str, field: str) -> str:
+        """``word`` as a file in the weights folder (resolved), else the field's refusal."""
+        if self.allows(word) and not is_registry_name(word):
+            return str(_real(word))
+        raise InputError(self.refusal(field))
 
-def _looks_like_path(word: str) -> bool:
-    """Whether a CLIP model or pretrained word is meant as a file rather than a name or tag."""
+
+def _is_clip_architecture(word: str) -> bool:
+    """Whether a CLIP model word names an open_clip architecture (any spelling open_clip takes)."""
+    import open_clip
+
     if word.startswith(_NAME_PREFIXES):
-        return False
-    return any(sep in word for sep in ("/", "\\", os.sep)) or word.startswith(("~", ".")) \
-        or Path(word).suffix.lower() in (".json", ".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+        return True
+    known = {name.lower() for name in open_clip.list_models()}
+    return word.replace("/", "-").lower() in known
+
+
+def _is_clip_weights_name(model: str, word: str) -> bool:
+    """Whether a pretrained word is a name rather than a file: ``none``/``random``, a registry
+    name, or an open_clip tag (of ``model``, or of any architecture when ``model`` is a file)."""
+    from open_clip.pretrained import list_pretrained
+
+    if word.lower() in ("none", "random") or is_registry_name(word):
+        return True
+    tag = word.lower().replace("-", "_")
+    return any(tag == known.lower() for _, known in list_pretrained())

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ from generator.prior.pipeline import Sampler
 from generator.sinks import RunRecord
 from generator.upscale.loader import UpscalerCache
 from generator.webui.gallery import PastRun, list_runs
+from generator.webui.owners import OwnersIndex
+from generator.webui.visitors import ServedFiles, visitor_of
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +47,16 @@ class Session:
     """What the Stop and "use the latest result" buttons need to know about a browser session.
 
     ``record`` tells what became of the latest job (its folder and main image, also after a
-    Stop); ``finished`` is set whenever no job of this session is running; ``owner`` names
-    the browser in the gallery's owner index (the session's own key for API clients).
+    Stop); ``finished`` is set whenever no job of this session is running; ``owner`` is the
+    visitor id whose runs these are (:func:`generator.webui.visitors.visitor_of`; empty for a
+    request without the visitor cookie, whose runs belong to nobody).
     """
 
     record: RunRecord | None = None
     finished: threading.Event = field(default_factory=_idle)
     claimed: bool = False
-    owner: str = ""  # the browser's lasting id (kept in its local storage): whose runs these are
-    key: str = "default"  # Gradio's session hash
+    owner: str = ""  # the visitor id: whose runs these are
+    key: str = "default"  # the visitor id and Gradio's session hash
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def claim(self) -> bool:
@@ -101,8 +104,10 @@ class Studio:
         outputs_dir: run folders are created here; the server serves files from here only.
         models: the text-to-image models used unless a run asks for others.
         text_to_image, sampler: already-loaded pipelines (tests pass tiny ones).
-        shared_gallery: every session's gallery shows every run (``--shared-gallery``);
-            otherwise each session sees its own (see :meth:`runs_for`).
+        shared_gallery: every visitor's gallery shows every run (``--shared-gallery``);
+            otherwise each visitor sees its own (see :meth:`runs_for`).
+        state_dir: where the owners index lives (default: the outputs folder's hidden sibling,
+            see :func:`generator.webui.owners.default_state_dir`); never served.
     """
 
     outputs_dir: Path
@@ -115,9 +120,13 @@ class Studio:
     upscalers: UpscalerCache | None = None
     sessions: dict[str, Session] = field(default_factory=dict)
     shared_gallery: bool = False
+    state_dir: Path | None = None
+    served: ServedFiles = field(default_factory=ServedFiles)
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)
+        self.owners = OwnersIndex(self.outputs_dir, self.state_dir)
+        self.state_dir = self.owners.state_dir
         if self.text_to_image is not None:
             self.models = self.text_to_image.models
             self.device = self.device or self.text_to_image.device
@@ -125,9 +134,28 @@ class Studio:
         self.upscalers = self.upscalers or UpscalerCache(self.device, self.weights_dir, self.offline)
 
     def session(self, request: Any = None) -> Session:
-        """The state of one browser session (Gradio's session hash), created on first use."""
-        key = str(getattr(request, "session_hash", None) or "default")
-        return self.sessions.setdefault(key, Session(key=key))
+        """The state of one page (or API client session) of one visitor, created on first use:
+        keyed by the visitor's id and Gradio's session hash together, so a session hash alone
+        (which travels in the clear) never reaches another visitor's session."""
+        visitor = visitor_of(request)
+        key = f"{visitor or 'anonymous'}:{getattr(request, 'session_hash', None) or 'default'}"
+        return self.sessions.setdefault(key, Session(key=key, owner=visitor))
+
+    def may_read(self, request: Any = None) -> Callable[[Path], bool]:
+        """Whether the visitor of ``request`` may use a server file (resolved path) as an input:
+        one it uploaded or was sent, or a file of one of its runs (any run with a shared gallery)."""
+        visitor = visitor_of(request)
+
+        def allowed(path: Path) -> bool:
+            if self.served.allows(visitor, path):
+                return True
+            outputs = Path(os.path.realpath(self.outputs_dir))
+            if not visitor or not path.is_relative_to(outputs) or path == outputs:
+                return False
+            folder = path.relative_to(outputs).parts[0]
+            return self.shared_gallery or self.owners.owner(folder) == visitor
+
+        return allowed
 
     def text_to_image_for(self, models: ModelsConfig) -> TextToImage:
         """The text-to-image pipeline for ``models``, loading it (and dropping another) if needed,
@@ -159,9 +187,12 @@ class Studio:
         return self.sampler
 
     def runs_for(self, owner: str | None, limit: int = 60) -> list[PastRun]:
-        """The gallery of the browser session ``owner``: its own runs, or every run (also the
-        command line's) when the gallery is shared (:attr:`shared_gallery`)."""
-        return list_runs(self.outputs_dir, limit=limit, owner=None if self.shared_gallery else owner)
+        """The gallery of the visitor ``owner``: its own runs (none without an id), or every run
+        (also the command line's) when the gallery is shared (:attr:`shared_gallery`)."""
+        if not self.shared_gallery and not owner:
+            return []
+        return list_runs(self.outputs_dir, limit=limit, owner=None if self.shared_gallery else owner,
+                         owners=self.owners)
 
     @contextlib.contextmanager
     def _replacing(self, models: TextToImage | Prior | None) -> Iterator[None]:

@@ -4,13 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,8 +15,7 @@ from generator.webui.jobs import text_to_image_job
 from generator.webui.studio import Studio
 from tests.clip_factories import write_tiny_clip
 from tests.factories import save_tiny_vqgan, tiny_run_config
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.webui.app_process import ROOT, get, running_app
 
 
 def _models(vqgan: tuple[Path, Path], clip: tuple[Path, Path], weight: float = 1.0) -> ModelsConfig:
@@ -78,67 +70,25 @@ def test_the_studio_loads_the_models_a_run_asks_for(tiny_files, tmp_path: Path) 
     assert recorded["vqgan"] == str(vqgan_b[0]) and recorded["clip_models"][0]["pretrained"] == str(clip_b[1])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, b""
-
-
 @pytest.fixture
 def app_server(tiny_files, tmp_path: Path):
     """``python app.py --port P --out DIR --lazy`` with the tiny models, as a user starts it."""
-    out = tmp_path / "outputs"
-    port = _free_port()
-    env = {**os.environ, "GENERATOR_OFFLINE": "1", "GENERATOR_WEIGHTS_DIR": str(tmp_path / "weights"),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    log = (tmp_path / "app.log").open("w")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--out", str(out), "--lazy",
-                                "--device", "cpu", *tiny_files.cli_args()],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (tmp_path / "app.log").read_text()
-            try:
-                if _get(base)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "app.log").read_text()
-            time.sleep(0.25)
-        yield base, out
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+    with running_app(tiny_files, tmp_path) as served:
+        yield served
 
 
-def test_app_main_serves_files_inside_out_and_refuses_the_rest(app_server, tiny_files, tmp_path: Path) -> None:
+def test_app_main_serves_no_file_by_its_path(app_server, tiny_files, tmp_path: Path) -> None:
+    """Not even a run's final.png is served to someone who names it: files reach a visitor only
+    as copies sent to that visitor (tests/webui/test_visitors.py)."""
     base, out = app_server
     assert out.is_dir()  # created at start
     folder = out / "20240101-000000-city-at-night-1"
     folder.mkdir()
     Image.new("RGB", (8, 8), (200, 30, 40)).save(folder / "final.png")
     (tmp_path / "secret.txt").write_text("not for the browser")
-
-    status, body = _get(f"{base}gradio_api/file={folder / 'final.png'}")
-    assert status == 200 and body == (folder / "final.png").read_bytes()
-    outside = ["/etc/passwd", str(ROOT / "README.md"), str(ROOT / "app.py"), str(tiny_files.vqgan),
-               str(tmp_path / "secret.txt"), f"{out}/../secret.txt", f"{folder}/../../secret.txt"]
+    outside = [str(folder / "final.png"), "/etc/passwd", str(ROOT / "README.md"), str(ROOT / "app.py"),
+               str(tiny_files.vqgan), str(tmp_path / "secret.txt"), f"{out}/../secret.txt",
+               f"{folder}/../../secret.txt"]
     for path in outside:
-        status, body = _get(f"{base}gradio_api/file={path}")
+        status, body = get(f"{base}gradio_api/file={path}")
         assert status in (403, 404) and b"not for the browser" not in body and b"root:" not in body, path

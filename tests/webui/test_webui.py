@@ -126,10 +126,10 @@ def test_gallery_lists_runs_newest_first_and_skips_broken_folders(studio: Studio
 @pytest.fixture
 def served(studio: Studio):
     import app
+    from generator.webui.serving import launch_options
 
     demo = app.build_demo(studio=studio, preset=str(ROOT / "presets" / "fast.json"))
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, allowed_paths=[str(studio.outputs_dir)],
-                max_file_size=app.MAX_UPLOAD, quiet=True)
+    demo.launch(**launch_options(studio, prevent_thread_lock=True, quiet=True))
     try:
         yield demo
     finally:
@@ -157,11 +157,11 @@ def test_api_through_gradio_client_and_file_serving_rules(served, studio: Studio
                                                                  api_name="/generate")
     assert "done in" in status and Path(result).name.endswith(".png")
     assert "city at night · seed 11 · 32x32 · 3 steps" in info  # the generation info under the result
-    produced = np.asarray(Image.open(result))
+    produced = np.asarray(Image.open(result))  # downloaded by the client, with its visitor cookie
     folder = next(p for p in studio.outputs_dir.iterdir() if p.is_dir())
     assert np.array_equal(produced, np.asarray(Image.open(folder / "final.png")))
-    assert _status(f"{served.local_url}gradio_api/file={folder / 'final.png'}") == 200
-    for outside in ("/etc/passwd", str(ROOT / "app.py"), str(tiny_files.vqgan)):
+    # nothing is served by path, not even the outputs folder: only copies sent to a visitor, to that visitor
+    for outside in (str(folder / "final.png"), "/etc/passwd", str(ROOT / "app.py"), str(tiny_files.vqgan)):
         assert _status(f"{served.local_url}gradio_api/file={outside}") in (403, 404), outside
 
 
@@ -215,7 +215,10 @@ def test_main_serves_locally_with_limits(monkeypatch: pytest.MonkeyPatch, tmp_pa
     out = tmp_path / "runs"
     assert app.main(["--out", str(out), "--lazy", *tiny_files.cli_args()]) == 0
     assert launched["server_name"] == "127.0.0.1" and launched["share"] is False
-    assert launched["allowed_paths"] == [str(out)] and launched["max_file_size"] == app.MAX_UPLOAD
+    assert launched["allowed_paths"] == [str(out)] and launched["max_file_size"] == "64mb"
+    assert launched["show_error"] is False  # visitors never see a Python message
+    (gate,) = launched["app_kwargs"]["middleware"]
+    assert gate.cls.__name__ == "VisitorGate"
     assert out.is_dir()
 
 

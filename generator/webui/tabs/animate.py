@@ -46,7 +46,8 @@ def animate_tab(page: Page, t2i_values: dict[str, Any]) -> Any:
 
         def job() -> Iterator[Update]:
             form["prompt_at"] = [line.strip() for line in str(form["prompt_at"] or "").splitlines() if line.strip()]
-            form["video_init"] = page.paths.check_image(form["video_init"], "video to restyle") or None
+            form["video_init"] = page.paths.check_image(form["video_init"], "video to restyle",
+                                                        page.studio.may_read(request)) or None
             config = config_from(AnimationConfig, {**models, **form})
             return animation_job(page.studio, config, session)
 

@@ -3,7 +3,6 @@ a form, download as zip, delete) and the settings written into any output PNG.""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,14 +18,15 @@ from generator.webui.status import error_html, message_html
 from generator.webui.tabs.generate import TextToImageTab
 from generator.webui.tabs.page import QUICK, Page
 from generator.webui.tabs.prior import PriorTab
+from generator.webui.visitors import visitor_of
 
 
 def gallery_tabs(page: Page, tabs: gr.Tabs, t2i: TextToImageTab, prior: PriorTab, runs: Sequence[Any],
-                 owner: gr.BrowserState, demo: gr.Blocks) -> None:
+                 demo: gr.Blocks) -> None:
     """Lay out the Gallery and PNG info tabs (inside ``tabs``) and wire their events: loading
     settings fills the Text to image or Prior form and switches to it; the gallery refreshes
-    after each of ``runs`` and when a page loads, which also gives a browser seen for the first
-    time its lasting id (kept in ``owner``, its local storage)."""
+    after each of ``runs`` and when a page loads. Whose runs are shown is the visitor's
+    cookie (:mod:`generator.webui.visitors`), never anything the page sends."""
     with gr.Tab("Gallery", id="gallery"):
         refresh_button = gr.Button("Refresh")
         gallery = gr.Gallery(label="Past runs (newest first)", columns=5, elem_id="gallery", interactive=False)
@@ -46,51 +46,41 @@ def gallery_tabs(page: Page, tabs: gr.Tabs, t2i: TextToImageTab, prior: PriorTab
         png_selected = gr.State(None)
     studio = page.studio
 
-    def owner_of(request: gr.Request) -> str:
-        session = studio.session(request)
-        return session.owner or session.key
-
     def my_runs(request: gr.Request) -> list[PastRun]:
-        return studio.runs_for(owner_of(request))
+        return studio.runs_for(visitor_of(request))
 
     def refresh(request: gr.Request) -> list[tuple[str, str]]:
         return [(str(run.image), run.caption) for run in my_runs(request)]
 
     def select(event: gr.SelectData, request: gr.Request) -> tuple:
+        index = getattr(event, "index", None)
+        index = index[0] if isinstance(index, list | tuple) and index else index
         listed = my_runs(request)
-        run = listed[event.index] if event.index < len(listed) else None
-        if run is None:
-            return "", None, None
+        if type(index) is not int or not 0 <= index < len(listed):
+            return error_html("that is not a run of your gallery; press Refresh and choose again."), None, None
+        run = listed[index]
         chosen = {"mode": run.mode, "config": run.config, "folder": run.folder.name}
         return message_html(f"{run.title} — {run.mode}, {run.folder.name}"), run.config, chosen
 
     def delete(chosen: dict | None, request: gr.Request) -> tuple:
-        if not chosen:
-            raise InputError("select one of your runs in the gallery first, then delete it.")
+        folder = _chosen_folder(chosen, "delete it")
         session = studio.session(request)
         running = not session.finished.is_set() and session.folder is not None
-        if running and session.folder.name == chosen["folder"]:
+        if running and session.folder.name == folder:
             raise InputError("this run is still being made; stop it first, then delete it.")
-        delete_run(studio.outputs_dir, chosen["folder"], owner_of(request), studio.shared_gallery)
-        return message_html(f"Deleted {chosen['folder']}."), refresh(request), None, None
+        delete_run(studio.owners, folder, visitor_of(request), studio.shared_gallery)
+        return message_html(f"Deleted {folder}."), refresh(request), None, None
 
     def zipped(chosen: dict | None, request: gr.Request) -> tuple:
-        if not chosen:
-            raise InputError("select a run in the gallery first, then download it.")
-        archive = zip_run(studio.outputs_dir, chosen["folder"], owner_of(request), studio.shared_gallery)
+        folder = _chosen_folder(chosen, "download it")
+        archive = zip_run(studio.owners, folder, visitor_of(request), studio.shared_gallery)
         return message_html(f"{archive.name} is ready below."), str(archive)
 
-    def register(known: str | None, request: gr.Request) -> tuple[str, list[tuple[str, str]]]:
-        """The browser's lasting id (local storage): made on its first visit, then its gallery."""
-        known = known if known and len(known) == 32 and known.isalnum() else uuid.uuid4().hex
-        studio.session(request).owner = known
-        return known, refresh(request)
-
     def load(chosen: dict | None) -> tuple:
-        if not chosen:
+        if not isinstance(chosen, dict) or not isinstance(chosen.get("config"), dict):
             return (error_html("select a run in the gallery first, then load its settings."), gr.skip(),
                     *[gr.skip()] * (len(t2i.names) + len(prior.names)))
-        if chosen["mode"] == "sample":
+        if chosen.get("mode") == "sample":
             values = to_form(SampleConfig.from_dict(chosen["config"]))
             return (message_html("Loaded into the Prior tab."), gr.Tabs(selected="prior"),
                     *[gr.skip()] * len(t2i.names), *[values.get(n, gr.skip()) for n in prior.names])
@@ -98,20 +88,34 @@ def gallery_tabs(page: Page, tabs: gr.Tabs, t2i: TextToImageTab, prior: PriorTab
         return (message_html("Loaded into the Text to image tab."), gr.Tabs(selected="t2i"),
                 *[values.get(n, gr.skip()) for n in t2i.names], *[gr.skip()] * len(prior.names))
 
-    def png_read(path: str | None) -> tuple:
+    def png_read(path: str | None, request: gr.Request) -> tuple:
         if not path:
             return "", None, None
-        found = read_settings(page.paths.check_image(path, "PNG"))
+        found = read_settings(page.paths.check_image(path, "PNG", studio.may_read(request)))
         return message_html(found.summary), found.config, {"mode": found.mode, "config": found.config}
 
-    refresh_button.click(refresh, None, gallery, **QUICK)
-    delete_button.click(guarded(delete, 0, 4), selected, [title, gallery, settings, selected], **QUICK)
-    zip_button.click(guarded(zipped, 0, 2), selected, [title, download], **QUICK)
-    gallery.select(select, None, [title, settings, selected], **QUICK)
+    def refreshed(request: gr.Request) -> tuple:
+        return (refresh(request),)
+
+    refresh_button.click(guarded(refreshed, None, 1), None, gallery, api_name="gallery", **QUICK)
+    delete_button.click(guarded(delete, 0, 4), selected, [title, gallery, settings, selected], api_name="delete_run",
+                        **QUICK)
+    zip_button.click(guarded(zipped, 0, 2), selected, [title, download], api_name="zip_run", **QUICK)
+    gallery.select(guarded(select, 0, 3), None, [title, settings, selected], api_name="select_run", **QUICK)
     load_outputs = [title, tabs, *[t2i.fields[n] for n in t2i.names], *[prior.fields[n] for n in prior.names]]
-    load_button.click(guarded(load, 0, len(load_outputs)), selected, load_outputs, **QUICK)
-    png_input.change(guarded(png_read, 0, 3), png_input, [png_status, png_settings, png_selected], **QUICK)
-    png_load.click(guarded(load, 0, len(load_outputs)), png_selected, [png_status, *load_outputs[1:]], **QUICK)
+    load_button.click(guarded(load, 0, len(load_outputs)), selected, load_outputs, api_name="load_settings", **QUICK)
+    png_input.change(guarded(png_read, 0, 3), png_input, [png_status, png_settings, png_selected], api_name="png_info",
+                     **QUICK)
+    png_load.click(guarded(load, 0, len(load_outputs)), png_selected, [png_status, *load_outputs[1:]], api_name=False,
+                   **QUICK)
     for event in runs:
-        event.then(refresh, None, gallery, **QUICK)
-    demo.load(register, owner, [owner, gallery], **QUICK)
+        event.then(guarded(refreshed, None, 1), None, gallery, api_name=False, **QUICK)
+    demo.load(guarded(refreshed, None, 1), None, gallery, api_name=False, **QUICK)
+
+
+def _chosen_folder(chosen: Any, action: str) -> str:
+    """The run folder name of the gallery's selection, or one sentence."""
+    folder = chosen.get("folder") if isinstance(chosen, dict) else None
+    if not isinstance(folder, str) or not folder:
+        raise InputError(f"select one of your runs in the gallery first, then {action}.")
+    return folder

@@ -82,7 +82,7 @@ def text_to_image_tab(page: Page, preset: str) -> TextToImageTab:
                 extra = " | ".join(str(f) for f in uploads)
                 form["image_prompts"] = f"{form['image_prompts']} | {extra}" if form["image_prompts"] else extra
             count = int(form.pop("images", 1) or 1)
-            config = config_from(GenerationConfig, paths.check_generation_form(form))
+            config = config_from(GenerationConfig, paths.check_generation_form(form, studio.may_read(request)))
             return text_to_image_job(studio, config, session, count=count)
 
         yield from stream(job, _OUTPUTS, session)

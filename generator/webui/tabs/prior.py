@@ -44,9 +44,10 @@ def prior_tab(page: Page) -> PriorTab:
 
     def sample(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
         session = page.studio.session(request)
+        may_read = page.studio.may_read(request)
         yield from stream(lambda: sample_job(page.studio, config_from(SampleConfig,
-                                                                      page.paths.check_sample_form(form)), session),
-                          _OUTPUTS, session)
+                                                                      page.paths.check_sample_form(form, may_read)),
+                                             session), _OUTPUTS, session)
 
     run = run_button.click(page.claimed, None, [status, claim, preview], **CLAIMING).success(
         named(sample, names), [claim] + [smp[n] for n in names], [status, preview, results, video, files],

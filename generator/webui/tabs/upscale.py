@@ -9,7 +9,7 @@ import gradio as gr
 
 from generator.config import UpscaleConfig
 from generator.errors import InputError
-from generator.webui.handlers import named, stream
+from generator.webui.handlers import guarded, named, stream
 from generator.webui.jobs import Update, upscale_job
 from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, run_controls
 from generator.webui.widgets import models_menu
@@ -41,7 +41,7 @@ def upscale_tab(page: Page) -> Any:
         session = page.studio.session(request)
 
         def job() -> Iterator[Update]:
-            path = page.paths.check_image(form["image"], "image to upscale")
+            path = page.paths.check_image(form["image"], "image to upscale", page.studio.may_read(request))
             if not path:
                 raise InputError("there is no image to upscale; upload one or use the latest result.")
             chosen = page.paths.check(form["upscale_model"], "upscaler")
@@ -54,10 +54,10 @@ def upscale_tab(page: Page) -> Any:
 
         yield from stream(job, ["status", "compare", "files"], session)
 
-    def latest_result(request: gr.Request) -> str | None:
-        return str(page.studio.session(request).result or "") or None
+    def latest_result(request: gr.Request) -> tuple:
+        return (str(page.studio.session(request).result or "") or None,)
 
-    from_latest.click(latest_result, None, image, **QUICK)
+    from_latest.click(guarded(latest_result, None, 1), None, image, api_name="latest_result", **QUICK)
     run = run_button.click(page.claimed, None, [status, claim, gr.State()], **CLAIMING).success(
         named(upscale, _NAMES), [claim, image, model, scale, tile, denoise, alpha], [status, compare, files],
         api_name="upscale", **HEAVY)

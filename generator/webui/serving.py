@@ -1,0 +1,30 @@
+"""How the web UI is served: Gradio's launch options with the visitor gate in front."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.middleware import Middleware
+
+from generator.webui.gate import VisitorGate
+from generator.webui.studio import Studio
+
+MAX_UPLOAD = "64mb"
+
+
+def launch_options(studio: Studio, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+                   **extra: Any) -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch``: the gate (:class:`VisitorGate`) in front of every
+    route, Python messages kept from visitors, the upload cap, and the outputs folder as the
+    one place Gradio may copy results from (into its cache, whose copies the gate serves only to
+    the visitor they were sent to; the outputs folder itself is never served).
+
+    Args:
+        studio: the models, the outputs folder and the record of files sent to each visitor.
+        host, port, share: where to listen, and whether to open a public gradio.live link.
+        extra: more ``launch`` options (``css``, ``prevent_thread_lock``, ``quiet``...).
+    """
+    return {"server_name": host, "server_port": port, "share": share,
+            "allowed_paths": [str(studio.outputs_dir)], "max_file_size": MAX_UPLOAD, "show_error": False,
+            "ssr_mode": False, "app_kwargs": {"middleware": [Middleware(VisitorGate, served=studio.served)]},
+            **extra}
