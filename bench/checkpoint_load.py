@@ -4,7 +4,9 @@ Files: the two real Real-ESRGAN files in ../shared/weights (when present) and a 
 checkpoint of the official f16-16384 shapes with random weights, written like Taming's
 ``last.ckpt`` (state dict with the discriminator and LPIPS entries, Adam state of both
 optimizers: about 1 GB). Each measurement is a fresh process (warm page cache) that times the
-project's own loader (``load_upscaler`` / ``load_vqgan``) and then one forward pass (an
+project's own loader (``load_upscaler`` / ``load_vqgan``, after collecting the garbage of the
+imports, which would otherwise land a 0.1 s collection in whichever code runs first) and then
+one forward pass (an
 upscale of 64x64 pixels, a decode of a 16x16 latent), which is where a memory-mapped load
 pays for the pages it deferred. "first" uses an empty weights folder (this project then parses
 the pickle in its limited child and writes the safe copy); "later" reuses the folder of the
@@ -33,13 +35,14 @@ OFFICIAL_F16_16384 = dict(embed_dim=256, n_embed=16384, z_channels=256, resoluti
 
 # Runs inside the measured checkout (its own generator package), prints one JSON object.
 _MEASURE = """
-import json, sys, time
+import gc, json, sys, time
 import torch
 kind, path, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 torch.set_num_threads(2)
 from generator.upscale.loader import load_upscaler
 from generator.vqgan_loader import load_vqgan
 from models.vqgan import VQGANConfig
+gc.collect()  # the garbage of importing torch is collected here, not charged to whichever load comes first
 started = time.perf_counter()
 if kind == "upscaler":
     model = load_upscaler(path)

@@ -241,13 +241,7 @@ def _tokens(scope: Scope, path: str, body: Any) -> list[str]:
             found += [("session_hash", match.group(1)), ("event_id", match.group(1))]
         else:  # /call/<api>/<event>
             found.append(("event_id", match.group(2)))
-    tokens = []
-    for key, value in found:
-        if value:
-            token = f"{key}:{value}"
-            # an event id that was never handed out binds nothing (a session's own stream id, say)
-            tokens.append(token)
-    return tokens
+    return [f"{key}:{value}" for key, value in found if value]
 
 
 def _file_inputs(payload: Any, depth: int = 0) -> list[str]:

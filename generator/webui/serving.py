@@ -26,5 +26,5 @@ def launch_options(studio: Studio, *, host: str = "127.0.0.1", port: int | None 
     """
     return {"server_name": host, "server_port": port, "share": share,
             "allowed_paths": [str(studio.outputs_dir)], "max_file_size": MAX_UPLOAD, "show_error": False,
-            "ssr_mode": False, "app_kwargs": {"middleware": [Middleware(VisitorGate, served=studio.served)]},
-            **extra}
+            "ssr_mode": False, "run_history": False,  # the Gallery is the history; no runs sent to a hub bucket
+            "app_kwargs": {"middleware": [Middleware(VisitorGate, served=studio.served)]}, **extra}

@@ -113,7 +113,7 @@ def open_checkpoint(path: str | os.PathLike[str], *, weights_dir: str | os.PathL
         )
     if _is_safetensors(head, path):
         return _from_tensor_file(TensorFile(path))
-    return _from_tensor_file(TensorFile(_safe_copy(path, weights_dir, limits), source=path.name))
+    return _from_tensor_file(_safe_copy(path, weights_dir, limits))
 
 
 def read_checkpoint(path: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
@@ -153,9 +153,9 @@ def _from_tensor_file(file: TensorFile) -> Checkpoint:
                       entries=entries if isinstance(entries, dict) else {}, classes=classes)
 
 
-def _safe_copy(path: Path, weights_dir: str | os.PathLike[str] | None, limits: ReaderLimits | None) -> Path:
-    """The safe copy of the pickled checkpoint ``path``, made by a limited child if there is
-    none yet for its bytes (found by the file's size, times and inode, else by hashing it).
+def _safe_copy(path: Path, weights_dir: str | os.PathLike[str] | None, limits: ReaderLimits | None) -> TensorFile:
+    """The safe copy of the pickled checkpoint ``path``, opened, made by a limited child if
+    there is none yet for its bytes (found by the file's size, times and inode, else by hashing it).
 
     Raises:
         CheckpointError, UnsafeCheckpointError: the file was refused (now or before).
@@ -167,18 +167,20 @@ def _safe_copy(path: Path, weights_dir: str | os.PathLike[str] | None, limits: R
         stat = safe_copies.stat_of(path)
         digest = sha256_of(path)
         safe_copies.remember(copies, path, digest, stat)
-    if _usable(copies, digest, path, limits):
-        return safe_copies.copy_path(copies, digest)
+    opened = _opened_copy(copies, digest, path, limits)
+    if opened is not None:
+        return opened
     with download_lock(copies / f"{digest}.convert"):
-        if _usable(copies, digest, path, limits):  # another process made it meanwhile
-            return safe_copies.copy_path(copies, digest)
+        opened = _opened_copy(copies, digest, path, limits)  # another process may have made it meanwhile
+        if opened is not None:
+            return opened
         stat = safe_copies.stat_of(path)
         logger.info("reading %s in a limited child process to make its safe copy (once per file)", path.name)
         outcome = make_safe_copy(path, copies, limits)
     if outcome.digest is not None:
         safe_copies.remember(copies, path, outcome.digest, stat)  # what the child read, should the file have changed
     if outcome.error is None and outcome.digest is not None:
-        return safe_copies.copy_path(copies, outcome.digest)
+        return TensorFile(safe_copies.copy_path(copies, outcome.digest), source=path.name)
     if outcome.lasting and outcome.digest is not None:
         safe_copies.record_refusal(copies, outcome.digest, safe_copies.Refusal(
             type(outcome.error).__name__, path.name, str(outcome.error), outcome.limits))
@@ -186,10 +188,10 @@ def _safe_copy(path: Path, weights_dir: str | os.PathLike[str] | None, limits: R
     raise outcome.error
 
 
-def _usable(copies: Path, digest: str, path: Path, limits: ReaderLimits) -> bool:
-    """Whether the copy of ``digest`` exists (True), or raise its recorded refusal; False:
-    convert again (the copy was removed, a newer reader made the record stale, or the limits
-    that stopped the last child have been raised)."""
+def _opened_copy(copies: Path, digest: str, path: Path, limits: ReaderLimits) -> TensorFile | None:
+    """The copy of ``digest``, opened, or raise its recorded refusal; None: convert again (the
+    copy was removed, a newer reader made the record stale, or the limits that stopped the
+    last child have been raised)."""
     refused = safe_copies.refusal(copies, digest)
     size = path.stat().st_size
     if refused is not None and refused.holds_under(limits.memory(size), limits.cpu(size)):
@@ -198,11 +200,14 @@ def _usable(copies: Path, digest: str, path: Path, limits: ReaderLimits) -> bool
         raise error_class(message.replace(old_name, path.name) if old_name and old_name != path.name else message)
     target = safe_copies.copy_path(copies, digest)
     if not target.is_file():
-        return False
+        return None
     try:
-        with TensorFile(target) as copy:
-            return copy.metadata.get("format") == FORMAT
+        copy = TensorFile(target, source=path.name)
     except CheckpointError:
         logger.warning("the safe copy %s is damaged; making it again", target.name)
         target.unlink(missing_ok=True)
-        return False
+        return None
+    if copy.metadata.get("format") != FORMAT:
+        copy.close()
+        return None
+    return copy

@@ -139,3 +139,42 @@ def test_a_name_resolving_to_a_private_address_is_refused_without_a_second_looku
     with pytest.raises(InputError, match=r"leads to images\.example \(127\.0\.0\.1\)"):
         open_image(f"http://images.example:{port}/cat.png")
 
+
+
+def test_a_body_without_a_length_is_cut_at_the_cap_and_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Content-Length to refuse up front (a chunked or connection-closed body): reading stops
+    one byte past the cap, whatever the server would go on sending."""
+    sent: list[int] = []
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # the body ends when the connection does
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            try:
+                for _ in range(64):  # 64 MB if read to the end
+                    self.wfile.write(b"\0" * 2**20)
+                    sent.append(1)
+            except OSError:
+                pass  # the client stopped reading
+
+    for name in ("http_proxy", "HTTP_PROXY", store.OFFLINE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(fetch, "MAX_FETCH_BYTES", 2 * 2**20)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/big.png"
+        with pytest.raises(InputError, match="larger than the 2 MB this tool fetches"):
+            fetch.fetch_bytes(url, "image prompt")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert len(sent) < 64  # the rest was never read

@@ -32,8 +32,8 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 @contextlib.contextmanager
-def running_app(tiny_files, folder: Path, *extra: str) -> Iterator[tuple[str, Path]]:
-    """Serve ``app.py --out <folder>/outputs --lazy`` plus ``extra`` flags; yields (base URL, outputs)."""
+def running_app(tiny_files, folder: Path, *extra: str, lazy: bool = True) -> Iterator[tuple[str, Path]]:
+    """Serve ``app.py --out <folder>/outputs [--lazy]`` plus ``extra`` flags; yields (base URL, outputs)."""
     out = folder / "outputs"
     port = free_port()
     env = {**os.environ, "GENERATOR_OFFLINE": "1", "GENERATOR_WEIGHTS_DIR": str(folder / "weights"),
@@ -42,8 +42,8 @@ def running_app(tiny_files, folder: Path, *extra: str) -> Iterator[tuple[str, Pa
            "GRADIO_TEMP_DIR": str(folder / "gradio")}
     log_path = folder / "app.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--out", str(out), "--lazy",
-                                    "--device", "cpu", *tiny_files.cli_args(), *extra],
+        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--out", str(out),
+                                    *(["--lazy"] if lazy else []), "--device", "cpu", *tiny_files.cli_args(), *extra],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}/"
         try:

@@ -7,30 +7,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.webui.app_process import ROOT, running_app
+
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
 ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", ROOT / ".pytest_artifacts"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -51,31 +42,8 @@ def app(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     (presets / "tiny.json").write_text(json.dumps({
         "description": "tiny models in tests",
         "config": {"size": [32, 32], "steps": 40, "cutouts": {"cutn": 4}, "output": {"save_every": 4, "video": True}}}))
-    port = _free_port()
-    command = [sys.executable, "app.py", "--port", str(port), "--out", str(folder / "outputs"),
-               "--preset", str(presets / "tiny.json"), "--device", "cpu", *tiny_files.cli_args()]
-    log = (folder / "app.log").open("w")
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"app.py did not start:\n{(folder / 'app.log').read_text()}")
-                time.sleep(0.5)
-        yield App(url, folder / "outputs")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with running_app(tiny_files, folder, "--preset", str(presets / "tiny.json"), lazy=False) as (url, outputs):
+        yield App(url, outputs)
 
 
 @pytest.fixture(scope="module")

@@ -217,6 +217,7 @@ def test_main_serves_locally_with_limits(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert launched["server_name"] == "127.0.0.1" and launched["share"] is False
     assert launched["allowed_paths"] == [str(out)] and launched["max_file_size"] == "64mb"
     assert launched["show_error"] is False  # visitors never see a Python message
+    assert launched["run_history"] is False  # no second history beside the Gallery, nothing sent to a hub bucket
     (gate,) = launched["app_kwargs"]["middleware"]
     assert gate.cls.__name__ == "VisitorGate"
     assert out.is_dir()

@@ -88,6 +88,14 @@ def test_a_pickle_is_parsed_once_then_only_its_read_only_copy_is_read(tmp_path: 
     assert int(result.stdout.split()[-1]) == sum(p.numel() for p in model.parameters())
 
 
+def test_a_relative_path_is_the_callers_not_the_childs(tmp_path: Path, store: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path, model = _vqgan_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    loaded = read_checkpoint(path.name)["state_dict"]
+    assert torch.equal(loaded["encoder.conv_in.weight"], model.state_dict()["encoder.conv_in.weight"])
+
+
 def test_the_copy_holds_the_state_dict_not_the_training_state(tmp_path: Path, store: Path) -> None:
     path, model = _vqgan_file(tmp_path)
     checkpoint = open_checkpoint(path)
