@@ -19,17 +19,17 @@ import gradio as gr
 
 from generator.config import GenerationConfig, ModelsConfig, clip_model_spec
 from generator.errors import GeneratorError
-from generator.guidance.pipeline import TextToImage
 from generator.io.input_limits import set_input_limits
+from generator.text_to_image.pipeline import TextToImage
 from generator.webui.limits import DEFAULT_MAX_IMAGE_MEGAPIXELS, DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_VIDEO_FRAMES
 from generator.webui.paths import PathPolicy
 from generator.webui.serving import launch_options
 from generator.webui.studio import Studio
 from generator.webui.tabs.animate import animate_tab
 from generator.webui.tabs.gallery import gallery_tabs
-from generator.webui.tabs.generate import text_to_image_tab
 from generator.webui.tabs.page import Page
-from generator.webui.tabs.prior import prior_tab
+from generator.webui.tabs.sample import prior_tab
+from generator.webui.tabs.text_to_image import text_to_image_tab
 from generator.webui.tabs.upscale import upscale_tab
 
 logger = logging.getLogger("generator.app")

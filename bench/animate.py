@@ -24,14 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from bench.common import commit, emit, machine, peak_mb, reset_peak
-from generator.animation.config import AnimationConfig
-from generator.animation.pipeline import Animator
+from generator.animate.config import AnimationConfig
+from generator.animate.pipeline import Animator
 from generator.config import ClipModelConfig, ModelsConfig
 from generator.devices import pick_device
 from generator.errors import NonFiniteError
 from generator.events import Preview
-from generator.guidance.clip import load_clip
-from generator.guidance.pipeline import TextToImage
+from generator.text_to_image.loader import load_clip
+from generator.text_to_image.pipeline import TextToImage
 from models.vqgan import VQGAN, VQGANConfig
 
 

@@ -27,8 +27,8 @@ from generator.batch.jobs import Job, parse_jobs
 from generator.batch.work import Worker, group_jobs
 from generator.config import ClipModelConfig, ModelsConfig
 from generator.devices import pick_device
-from generator.guidance.clip import load_clip
-from generator.guidance.pipeline import TextToImage
+from generator.text_to_image.loader import load_clip
+from generator.text_to_image.pipeline import TextToImage
 from models.vqgan import VQGAN, VQGANConfig
 
 MODELS = ModelsConfig(vqgan="random f16-16384", clip_models=(ClipModelConfig("ViT-B-32", None),))

@@ -40,7 +40,7 @@ import torch
 kind, path, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 torch.set_num_threads(2)
 from generator.upscale.loader import load_upscaler
-from generator.vqgan_loader import load_vqgan
+from generator.decoder.loader import load_vqgan
 from models.vqgan import VQGANConfig
 gc.collect()  # the garbage of importing torch is collected here, not charged to whichever load comes first
 started = time.perf_counter()

@@ -23,8 +23,8 @@ from bench.common import commit, emit, machine, peak_mb, reset_peak, run_isolate
 from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
 from generator.devices import pick_device
 from generator.events import Progress
-from generator.guidance.clip import load_clip
-from generator.guidance.pipeline import TextToImage
+from generator.text_to_image.loader import load_clip
+from generator.text_to_image.pipeline import TextToImage
 from models.vqgan import VQGAN, VQGANConfig
 
 

@@ -26,8 +26,9 @@ import torch
 from bench.common import commit, emit, machine
 from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
 from generator.devices import pick_device, precision_for
-from generator.guidance.clip import ClipModel, load_clip
-from generator.guidance.pipeline import TextToImage
+from generator.text_to_image.clip import ClipModel
+from generator.text_to_image.loader import load_clip
+from generator.text_to_image.pipeline import TextToImage
 from models.vqgan import VQGAN, VQGANConfig
 
 MODELS = ModelsConfig(vqgan="random f16-16384", clip_models=(ClipModelConfig("ViT-B-32", None),))

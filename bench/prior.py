@@ -31,8 +31,8 @@ import torch
 
 from bench.common import commit, emit, machine, peak_mb, reset_peak
 from generator.devices import pick_device
-from generator.prior.fixed_step import FixedStep
-from generator.prior.sampling import SamplingSettings, prior_dtype, sample_in_window, sample_sliding
+from generator.sample.fixed_step import FixedStep
+from generator.sample.sampling import SamplingSettings, prior_dtype, sample_in_window, sample_sliding
 from models.gpt import GPT, GPTConfig, linear_dtype, with_linear_dtype
 
 TOKENS = 256  # a 16x16 grid after the start token

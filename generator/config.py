@@ -1,7 +1,7 @@
 """Run configs: one frozen dataclass tree per mode, built from defaults < preset < flags.
 
 :class:`GenerationConfig` decides a text-to-image run, :class:`SampleConfig` a prior-sampling
-run; an animation's config extends the first (:mod:`generator.animation.config`). Every field
+run; an animation's config extends the first (:mod:`generator.animate.config`). Every field
 maps one to one onto a CLI flag (``cutouts.cutn`` is ``--cutn``) and a UI
 widget. ``to_dict``/``from_dict`` give the plain-JSON form embedded in every output, so a run
 can be repeated exactly (``--from final.png``). Unknown keys and out-of-range values are

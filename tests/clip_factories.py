@@ -18,7 +18,8 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
-from generator.guidance.clip import ClipModel, load_clip
+from generator.text_to_image.clip import ClipModel
+from generator.text_to_image.loader import load_clip
 
 TINY_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 32,

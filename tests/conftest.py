@@ -50,6 +50,6 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_files):
     """A TextToImage loaded from the tiny files through the real loading path, on the CPU."""
-    from generator.guidance.pipeline import TextToImage
+    from generator.text_to_image.pipeline import TextToImage
 
     return TextToImage.from_pretrained(tiny_files.models(), device="cpu")

@@ -23,10 +23,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("generator", "generator.errors", "generator.events", "models")),
     ("weights and io", ("generator.config_schema", "generator.config", "generator.devices", "generator.runs",
                         "generator.io", "generator.weights")),
-    ("stage internals", ("generator.vqgan_loader", "generator.presets", "generator.guidance", "generator.prior",
-                         "generator.upscale", "generator.animation")),
-    ("pipelines", ("generator.guidance.pipeline", "generator.prior.pipeline", "generator.animation.pipeline")),
-    ("driver", ("generator.sinks",)),
+    ("stage internals", ("generator.decoder", "generator.presets", "generator.text_to_image", "generator.sample",
+                         "generator.upscale", "generator.animate")),
+    ("pipelines", ("generator.text_to_image.pipeline", "generator.sample.pipeline", "generator.animate.pipeline")),
+    ("driver", ("generator.drive",)),
     ("batch", ("generator.batch",)),
     ("front ends", ("generator.cli", "generator.webui", "generator.__main__", "app")),
 ]
@@ -181,7 +181,7 @@ def test_the_package_installs_and_works_from_any_folder(tmp_path: Path, tiny_fil
         assert not generator.__file__.startswith({str(ROOT)!r}), generator.__file__
         from generator.config import GenerationConfig
         from generator.events import Done
-        from generator.guidance.pipeline import TextToImage
+        from generator.text_to_image.pipeline import TextToImage
         from generator.weights.store import weights_dir
         assert str(weights_dir()).endswith("vqgan-studio/weights"), weights_dir()
         models = {{"vqgan": {str(tiny_files.vqgan)!r}, "vqgan_config": {str(tiny_files.vqgan_config)!r},

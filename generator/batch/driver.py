@@ -2,7 +2,7 @@
 
 Executors (:class:`LocalExecutor` in this process, :class:`~generator.batch.ray_runner.RayExecutor`
 over a Ray cluster) only make images; every file is written here, in the driver's process,
-through the one run driver :func:`generator.sinks.drive`, so each job's run folder holds the
+through the one run driver :func:`generator.drive.drive`, so each job's run folder holds the
 same files as a single run. A job is written once even if a result arrives twice (a worker
 that died after finishing it), and every job that ends gets a line in ``batch.jsonl``.
 """
@@ -20,9 +20,9 @@ from generator.batch.jobs import Job
 from generator.batch.records import BatchRecords, JobRecord
 from generator.batch.work import JobResult, Worker, group_jobs, replay
 from generator.config import GenerationConfig
+from generator.drive import RunRecord, drive
 from generator.errors import GeneratorError
-from generator.guidance.pipeline import TextToImage
-from generator.sinks import RunRecord, drive
+from generator.text_to_image.pipeline import TextToImage
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A :class:`Worker` runs where the models are (this process, or a Ray actor on another
 machine). It writes nothing: each job comes back as a :class:`JobResult` (the events that
 make files, the resolved config, how far it got, its error) which travels to the driver;
-:func:`replay` turns it into a :class:`GenerationRun` that :func:`generator.sinks.drive`
+:func:`replay` turns it into a :class:`GenerationRun` that :func:`generator.drive.drive`
 writes exactly like a run made in the driver's process.
 """
 
@@ -24,9 +24,9 @@ from generator.batch.jobs import Job
 from generator.config import GenerationConfig, ModelsConfig
 from generator.errors import GeneratorError, summary
 from generator.events import Done, Event, Progress
-from generator.guidance.batched import ALL, batch_key
-from generator.guidance.pipeline import TextToImage
 from generator.runs import GenerationRun, RunState
+from generator.text_to_image.batched import ALL, batch_key
+from generator.text_to_image.pipeline import TextToImage
 
 logger = logging.getLogger(__name__)
 

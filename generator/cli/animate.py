@@ -11,7 +11,7 @@ A subcommand rather than flags on the main command: an animation has settings of
 ``--resume``, and ``--steps`` means something else in it (the first frame's steps). Every
 text-to-image flag works here too, with the same name. Motion flags take a number or
 keyframes ``"FRAME:VALUE, ..."``; ``--prompt-at FRAME=PROMPT`` (repeatable) changes the
-prompts at a frame (see generator/animation/keyframes.py).
+prompts at a frame (see generator/animate/keyframes.py).
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from generator.animation.config import AnimationConfig
-from generator.animation.keyframes import MotionSchedule, prompt_timeline
-from generator.animation.pipeline import Animator
-from generator.animation.resume import read_resume
-from generator.animation.state import MODE, Resume
+from generator.animate.config import AnimationConfig
+from generator.animate.keyframes import MotionSchedule, prompt_timeline
+from generator.animate.pipeline import Animator
+from generator.animate.resume import read_resume
+from generator.animate.state import MODE, Resume
 from generator.cli.common import base_settings
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
-from generator.cli.generate import DEFAULT_OUT, add_settings_arguments, overrides_from_args
+from generator.cli.text_to_image import DEFAULT_OUT, add_settings_arguments, overrides_from_args
 from generator.config_schema import field_paths, merge
 from generator.errors import ConfigError
-from generator.guidance.pipeline import TextToImage
 from generator.presets import DEFAULT_PRESET
+from generator.text_to_image.pipeline import TextToImage
 
 _S = argparse.SUPPRESS
 

@@ -1,7 +1,7 @@
 """The console presentation of a run: a tqdm bar, notices, and the outcome on stderr.
 
 The work itself (frames, final files, keeping the work on Ctrl-C or an error) is done by
-the one driver, :func:`generator.sinks.drive`; this module only shows it.
+the one driver, :func:`generator.drive.drive`; this module only shows it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from generator.drive import RunRecord, drive
 from generator.events import Notice, Progress
 from generator.runs import GenerationRun
-from generator.sinks import RunRecord, drive
 
 EXIT_INTERRUPTED = 130
 

@@ -17,7 +17,7 @@ from generator.cli.common import configure_logging
 from generator.errors import GeneratorError
 
 SUBCOMMANDS = {
-    "generate": ("generator.cli.generate", "text to image (the default when no subcommand is named)"),
+    "generate": ("generator.cli.text_to_image", "text to image (the default when no subcommand is named)"),
     "animate": ("generator.cli.animate", "zoom/pan/rotate videos with keyframes, changing prompts, video restyle"),
     "sample": ("generator.cli.sample", "sample images from a Taming transformer prior"),
     "upscale": ("generator.cli.upscale", "upscale any image with an ESRGAN-family model"),

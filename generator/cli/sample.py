@@ -21,7 +21,7 @@ from generator.cli.common import add_upscale_arguments, add_weights_arguments, b
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.config import PRECISIONS, SampleConfig
 from generator.config_schema import merge
-from generator.prior.pipeline import Sampler
+from generator.sample.pipeline import Sampler
 
 _S = argparse.SUPPRESS
 _OUTPUT_FIELDS = ("save_every", "video", "gif", "fps")

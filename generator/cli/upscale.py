@@ -18,11 +18,11 @@ from tqdm import tqdm
 from generator.cli.common import add_weights_arguments
 from generator.config import UpscaleConfig
 from generator.devices import pick_device
+from generator.drive import write_upscaled
 from generator.errors import ConfigError, GeneratorError, InputError
 from generator.events import Event, Notice, Progress
 from generator.io.image_data import read_image_data
 from generator.io.images import IMAGE_SUFFIXES
-from generator.sinks import write_upscaled
 from generator.upscale.loader import Upscaler, load_upscaler
 from generator.upscale.tiles import run_to_end, upscale_with
 

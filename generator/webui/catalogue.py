@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import WeightsError
-from generator.prior.loader import transformer_registry_name
+from generator.sample.loader import transformer_registry_name
 from generator.weights import store
 from generator.weights.download import PART_SUFFIX
 

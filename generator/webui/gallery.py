@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from generator.drive import RUN_RECORD, RunRecord
 from generator.errors import InputError, OutputError, summary
 from generator.io.atomic_files import atomic_path
 from generator.io.outputs import MODE_KEY, PROMPT_KEY, read_png_text
-from generator.sinks import RUN_RECORD, RunRecord
 from generator.webui.owners import OwnersIndex
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def record_owner(owners: OwnersIndex, folder: str | os.PathLike[str], owner: str
 
 
 def record_session_owner(owners: OwnersIndex, record: RunRecord | None, owner: str | None) -> bool:
-    """:func:`record_owner` for a web UI job's :class:`~generator.sinks.RunRecord`, once the
+    """:func:`record_owner` for a web UI job's :class:`~generator.drive.RunRecord`, once the
     job ended however it ended. Upscales, which write into the shared ``upscaled/`` folder,
     jobs that wrote nothing and an empty owner are skipped.
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from generator.animation.config import AnimationConfig
-from generator.animation.pipeline import Animator
+from generator.animate.config import AnimationConfig
+from generator.animate.pipeline import Animator
 from generator.config import GenerationConfig, SampleConfig, UpscaleConfig
+from generator.drive import RunRecord, drive, write_upscaled
 from generator.errors import InputError
 from generator.events import Event, Preview, Progress, relay
 from generator.io.image_data import read_image_data
@@ -27,7 +28,6 @@ from generator.io.images import image_size
 from generator.io.outputs import FRAMES_DIR, zip_frames
 from generator.io.video import write_mp4
 from generator.runs import GenerationRun
-from generator.sinks import RunRecord, drive, write_upscaled
 from generator.upscale.tiles import upscale_with
 from generator.webui.gallery import record_session_owner
 from generator.webui.limits import DEFAULT_MAX_MEGAPIXELS, check_upscale_size
@@ -68,7 +68,7 @@ def describe(event: Progress) -> str:
 
 
 def _present(run: GenerationRun, studio: Studio, session: Session, parent: Path | None = None) -> Iterator[Update]:
-    """The web UI's presentation of the one driver (:func:`generator.sinks.drive`): it writes
+    """The web UI's presentation of the one driver (:func:`generator.drive.drive`): it writes
     the files, this turns events into updates. A Stop closes this generator at a ``yield``,
     which closes the driver, which keeps the work."""
     record = session.record = RunRecord(run.state.mode)

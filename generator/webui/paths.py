@@ -22,8 +22,8 @@ from typing import Any
 
 from generator.config import ModelsConfig
 from generator.errors import GeneratorError, InputError
-from generator.guidance.prompts import parse_prompts
 from generator.io import fetch
+from generator.text_to_image.prompts import parse_prompts
 from generator.weights import store
 
 MayRead = Callable[[Path], bool]

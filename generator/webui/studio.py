@@ -24,10 +24,10 @@ import torch
 
 from generator.config import ModelsConfig
 from generator.devices import pick_device
-from generator.guidance.pipeline import TextToImage
-from generator.prior.loader import Prior, transformer_registry_name
-from generator.prior.pipeline import Sampler
-from generator.sinks import RunRecord
+from generator.drive import RunRecord
+from generator.sample.loader import Prior, transformer_registry_name
+from generator.sample.pipeline import Sampler
+from generator.text_to_image.pipeline import TextToImage
 from generator.upscale.loader import UpscalerCache
 from generator.webui.gallery import PastRun, list_runs
 from generator.webui.owners import OwnersIndex

@@ -11,8 +11,8 @@ import gradio as gr
 
 from generator.config import INIT_MODES, OPTIMISERS, PRECISIONS
 from generator.errors import GeneratorError
-from generator.guidance.cutouts import AUGMENTATIONS
 from generator.presets import list_presets, load_preset
+from generator.text_to_image.cutouts import AUGMENTATIONS
 from generator.webui.catalogue import model_choices
 
 

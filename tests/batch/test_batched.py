@@ -17,7 +17,7 @@ from generator.batch.work import group_jobs
 from generator.cli.main import main
 from generator.errors import ConfigError
 from generator.events import Done, Preview
-from generator.guidance.pipeline import ALL
+from generator.text_to_image.pipeline import ALL
 from tests.batch.helpers import lines, pixels
 from tests.factories import tiny_run_config
 

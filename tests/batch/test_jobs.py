@@ -9,7 +9,7 @@ import pytest
 
 from generator.batch.jobs import read_jobs
 from generator.cli.batch import build_parser
-from generator.cli.generate import settings_from_args
+from generator.cli.text_to_image import settings_from_args
 from generator.errors import ConfigError, InputError
 
 

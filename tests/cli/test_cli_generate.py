@@ -126,7 +126,7 @@ def test_offline_without_default_weights_names_the_file_and_the_command(tmp_path
 
 
 def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
-    from generator.cli.generate import build_parser, config_from_args
+    from generator.cli.text_to_image import build_parser, config_from_args
 
     parser = build_parser("generator")
     config = config_from_args(parser.parse_args(["x", "--preset", "fast", "--cutn", "3", "--init-image", "a.png"]))
@@ -138,7 +138,7 @@ def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
 
 
 def test_an_overflow_ends_the_run_with_its_last_good_image(tiny_files, tmp_path: Path, capsys) -> None:
-    from generator.guidance.pipeline import TextToImage
+    from generator.text_to_image.pipeline import TextToImage
 
     pipeline = TextToImage.from_pretrained(tiny_files.models(), device="cpu")
     decode, calls = pipeline.vqgan.decode, {"n": 0}
@@ -169,7 +169,7 @@ def test_an_overflow_ends_the_run_with_its_last_good_image(tiny_files, tmp_path:
 def test_out_of_memory_mid_run_keeps_the_work_and_suggests_smaller_settings(tiny_files, tmp_path: Path, capsys) -> None:
     import weakref
 
-    from generator.guidance.pipeline import TextToImage
+    from generator.text_to_image.pipeline import TextToImage
 
     pipeline = TextToImage.from_pretrained(tiny_files.models(), device="cpu")
     decode, calls, held = pipeline.vqgan.decode, {"n": 0}, {}

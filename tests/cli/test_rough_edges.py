@@ -16,10 +16,10 @@ from PIL import Image
 from generator.cli.main import main
 from generator.config import GenerationConfig, SampleConfig
 from generator.errors import InputError
-from generator.guidance.pipeline import TextToImage
 from generator.io.images import open_image
 from generator.io.outputs import png_bytes, png_text
-from generator.prior.pipeline import Sampler
+from generator.sample.pipeline import Sampler
+from generator.text_to_image.pipeline import TextToImage
 from tests.factories import tiny_run_config
 from tests.prior_factories import save_tiny_prior
 
@@ -88,13 +88,13 @@ def test_from_with_an_output_of_another_command_names_that_command(tiny_pipeline
 
 
 def test_an_implausible_prompt_weight_warns_and_shows_how_to_escape(caplog: pytest.LogCaptureFixture) -> None:
-    from generator.guidance.prompts import parse_prompts
+    from generator.text_to_image.prompts import parse_prompts
 
-    with caplog.at_level(logging.WARNING, logger="generator.guidance.prompts"):
+    with caplog.at_level(logging.WARNING, logger="generator.text_to_image.prompts"):
         (prompt,) = parse_prompts("http://example.com:8080")
     assert prompt.weight == 8080 and "http://example.com\\:8080" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="generator.guidance.prompts"):
+    with caplog.at_level(logging.WARNING, logger="generator.text_to_image.prompts"):
         parse_prompts("a cat:2 | a dog:-50")
     assert caplog.text == ""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generator.vqgan_loader import infer_vqgan_config
+from generator.decoder.loader import infer_vqgan_config
 from models.vqgan import VQGAN
 from tests.parity.official import GOLDENS, KEYS, OFFICIAL
 from tests.parity.seeded import seeded_state_dict

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from generator.errors import CheckpointError, GeneratorError, WeightsError
-from generator.guidance.pipeline import TextToImage
-from generator.prior.loader import Prior, load_prior
-from generator.prior.pipeline import Sampler
+from generator.sample.loader import Prior, load_prior
+from generator.sample.pipeline import Sampler
+from generator.text_to_image.pipeline import TextToImage
 from generator.webui import studio as studio_module
 from generator.webui.jobs import text_to_image_job
 from generator.webui.studio import Studio

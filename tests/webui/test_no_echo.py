@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from generator.decoder.loader import load_vqgan, read_yaml
 from generator.errors import ConfigError
-from generator.prior.loader import load_prior
-from generator.vqgan_loader import load_vqgan, read_yaml
+from generator.sample.loader import load_prior
 from tests.factories import save_tiny_vqgan
 from tests.prior_factories import save_tiny_prior
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from generator.guidance.pipeline import TextToImage
-from generator.prior.loader import Prior, load_prior
-from generator.prior.pipeline import Sampler
+from generator.sample.loader import Prior, load_prior
+from generator.sample.pipeline import Sampler
+from generator.text_to_image.pipeline import TextToImage
 from generator.webui import studio as studio_module
 from generator.webui.studio import Studio
 from tests.prior_factories import save_tiny_prior

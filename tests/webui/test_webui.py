@@ -31,7 +31,7 @@ def studio(tiny_pipeline, tmp_path: Path) -> Studio:
 
 
 def test_importing_app_loads_no_model(tmp_path: Path) -> None:
-    code = ("import app, sys; from generator.guidance.pipeline import TextToImage; "
+    code = ("import app, sys; from generator.text_to_image.pipeline import TextToImage; "
             "assert not any(isinstance(v, TextToImage) for v in vars(app).values()); print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={"GENERATOR_OFFLINE": "1", "GENERATOR_WEIGHTS_DIR": str(tmp_path),
@@ -81,8 +81,8 @@ def test_errors_reach_the_ui_as_one_sentence(studio: Studio, tiny_files) -> None
 
 
 def test_sample_and_upscale_jobs(tmp_path: Path) -> None:
-    from generator.prior.loader import load_prior
-    from generator.prior.pipeline import Sampler
+    from generator.sample.loader import load_prior
+    from generator.sample.pipeline import Sampler
     from tests.prior_factories import save_tiny_prior
     from tests.upscaler_factories import compact_state, save_upscaler
 

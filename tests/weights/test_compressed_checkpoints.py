@@ -30,7 +30,7 @@ def _recompress(path: Path) -> Path:
 
 
 def test_a_compressed_vqgan_checkpoint_loads(tmp_path: Path) -> None:
-    from generator.vqgan_loader import load_vqgan
+    from generator.decoder.loader import load_vqgan
 
     model = tiny_vqgan(seed=3)
     path = _recompress(save_lightning_checkpoint(model.state_dict(), tmp_path / "vqgan.ckpt"))
@@ -40,7 +40,7 @@ def test_a_compressed_vqgan_checkpoint_loads(tmp_path: Path) -> None:
 
 
 def test_a_compressed_prior_checkpoint_loads(tmp_path: Path) -> None:
-    from generator.prior.loader import load_prior
+    from generator.sample.loader import load_prior
     from tests.prior_factories import save_tiny_prior
 
     prior = save_tiny_prior(tmp_path, "sos")
@@ -50,7 +50,7 @@ def test_a_compressed_prior_checkpoint_loads(tmp_path: Path) -> None:
 
 
 def test_a_compressed_clip_checkpoint_loads(tmp_path: Path) -> None:
-    from generator.guidance.clip import load_clip
+    from generator.text_to_image.loader import load_clip
     from tests.clip_factories import tiny_clip_module, write_tiny_clip
 
     config, weights = write_tiny_clip(tmp_path, seed=5)

@@ -228,10 +228,10 @@ def test_payloads_that_can_be_data_are_parsed_as_inert_records_and_left_out(tmp_
 
 def test_hostile_files_fail_through_every_loader_and_command_with_one_line(tmp_path: Path, capsys) -> None:
     from generator.cli.main import main
-    from generator.guidance.clip import load_clip
-    from generator.prior.loader import load_prior
+    from generator.decoder.loader import load_vqgan
+    from generator.sample.loader import load_prior
+    from generator.text_to_image.loader import load_clip
     from generator.upscale.loader import load_upscaler
-    from generator.vqgan_loader import load_vqgan
 
     loaders = [lambda path: load_vqgan(path), lambda path: load_prior(path, {"model": {"params": {}}}),
                lambda path: load_upscaler(str(path)), lambda path: load_clip("ViT-B-32", str(path))]
@@ -258,7 +258,7 @@ def test_hostile_files_fail_through_every_loader_and_command_with_one_line(tmp_p
 
 
 def test_file_text_in_messages_is_escaped_and_short(tmp_path: Path) -> None:
-    from generator.vqgan_loader import load_vqgan
+    from generator.decoder.loader import load_vqgan
     from tests.factories import tiny_vqgan
 
     state = dict(tiny_vqgan().state_dict())
@@ -276,7 +276,7 @@ def test_file_text_in_messages_is_escaped_and_short(tmp_path: Path) -> None:
 def test_a_config_claiming_a_huge_model_is_refused_before_anything_is_allocated(tmp_path: Path) -> None:
     import resource
 
-    from generator.vqgan_loader import load_vqgan
+    from generator.decoder.loader import load_vqgan
     from tests.factories import tiny_vqgan, tiny_vqgan_config
 
     path = tmp_path / "small.ckpt"
@@ -410,7 +410,7 @@ def test_a_torchscript_archive_that_contains_itself_is_walked_once(tmp_path: Pat
     recurse without end when the CLIP loader collects the archive's tensors."""
     import zipfile
 
-    from generator.guidance.clip import load_clip
+    from generator.text_to_image.loader import load_clip
 
     looped = Pickle().glob("__torch__.model", "CLIP").tuple(0).newobj().put(0)
     looped.empty_dict().text("child").get(0).setitem().text("w").tensor("0", 4, (4,)).setitem().build().stop()

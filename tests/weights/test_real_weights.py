@@ -31,7 +31,7 @@ def _smooth_image(size: int = 256) -> torch.Tensor:
 
 
 def test_official_vqgan_reconstructs_an_image() -> None:
-    from generator.vqgan_loader import load_vqgan
+    from generator.decoder.loader import load_vqgan
     from models.vqgan import VQGANConfig
 
     path = _require(ModelsConfig().vqgan)
@@ -44,7 +44,7 @@ def test_official_vqgan_reconstructs_an_image() -> None:
 
 
 def test_openai_clip_prefers_the_right_caption() -> None:
-    from generator.guidance.clip import load_clip
+    from generator.text_to_image.loader import load_clip
 
     _require("clip_vit_b_32_openai")
     clip = load_clip("ViT-B-32", "openai", weights_dir=WEIGHTS, offline=True)

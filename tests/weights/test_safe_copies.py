@@ -56,7 +56,7 @@ def _vqgan_file(tmp_path: Path, seed: int = 0, name: str = "vqgan.ckpt") -> tupl
 
 def test_a_pickle_is_parsed_once_then_only_its_read_only_copy_is_read(tmp_path: Path, store: Path,
                                                                       children: list[Path]) -> None:
-    from generator.vqgan_loader import load_vqgan
+    from generator.decoder.loader import load_vqgan
 
     path, model = _vqgan_file(tmp_path)
     first = load_vqgan(path, model.config)
@@ -79,7 +79,7 @@ def test_a_pickle_is_parsed_once_then_only_its_read_only_copy_is_read(tmp_path: 
         def refuse(*args, **kwargs):
             raise SystemExit("a child was started")
         checkpoints.make_safe_copy = refuse
-        from generator.vqgan_loader import load_vqgan
+        from generator.decoder.loader import load_vqgan
         print(sum(p.numel() for p in load_vqgan(sys.argv[1]).parameters()))
     """)
     result = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, text=True,
@@ -110,7 +110,7 @@ def test_weights_live_in_private_memory_so_a_file_rewritten_or_truncated_mid_run
         tmp_path: Path, store: Path) -> None:
     """Loaded, then the checkpoint is overwritten with other weights and its safe copy truncated
     to nothing: the running model decodes exactly as before, and no mapping of either file exists."""
-    from generator.vqgan_loader import load_vqgan
+    from generator.decoder.loader import load_vqgan
 
     path = tmp_path / "stored.pth"
     model = tiny_vqgan(seed=1)
@@ -185,7 +185,7 @@ def test_our_writer_is_read_by_the_safetensors_library_and_back(tmp_path: Path) 
 
 
 def test_only_the_tensors_a_model_needs_are_read(tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from generator.vqgan_loader import load_vqgan
+    from generator.decoder.loader import load_vqgan
 
     path, model = _vqgan_file(tmp_path)
     read: list[str] = []

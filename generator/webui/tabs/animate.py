@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from generator.animation.config import AnimationConfig
+from generator.animate.config import AnimationConfig
 from generator.webui.forms import to_form
 from generator.webui.handlers import named, stream
 from generator.webui.jobs import Update, animation_job

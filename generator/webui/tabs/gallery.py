@@ -15,9 +15,9 @@ from generator.webui.gallery import PastRun, delete_run, zip_run
 from generator.webui.handlers import guarded
 from generator.webui.pnginfo import read_settings
 from generator.webui.status import error_html, message_html
-from generator.webui.tabs.generate import TextToImageTab
 from generator.webui.tabs.page import QUICK, Page
-from generator.webui.tabs.prior import PriorTab
+from generator.webui.tabs.sample import PriorTab
+from generator.webui.tabs.text_to_image import TextToImageTab
 from generator.webui.visitors import visitor_of
 
 

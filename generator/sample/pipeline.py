@@ -1,0 +1,227 @@
+"""Sampling images from a transformer prior, as a run of events (``python -m generator sample``).
+
+Grids the size of the training window are sampled with the key/value cache (on CUDA at batch
+1 as a replayed CUDA graph); larger grids with the sliding window. Progress comes per sampled
+row, a preview (the batch as a contact sheet) every ``output.save_every`` rows, and a final
+:class:`Done` with every image. Finished token grids are decoded :data:`DECODE_CHUNK` images
+at a time; when the device runs out of memory the images finished so far stay in
+``state.images``.
+
+No autocast state is held across a ``yield``: the transformer's precision is a copy of its
+weights in the run's dtype, and the VQGAN's autocast is entered only around each decode.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from generator.config import SampleConfig
+from generator.devices import (
+    autocast,
+    autocast_dtype,
+    describe_device,
+    is_out_of_memory,
+    pick_device,
+    release_memory,
+    seed_everything,
+)
+from generator.errors import InputError, OutOfMemoryError
+from generator.events import Done, Event, Notice, Preview, Progress
+from generator.io.images import contact_sheet, cover, open_image, pil_to_tensor, tensor_to_pil
+from generator.runs import GenerationRun, RunState
+from generator.sample.conditioning import coordinate_tokens, map_size, map_tokens, start_tokens
+from generator.sample.loader import Prior, load_prior_by_name
+from generator.sample.sampling import (
+    SamplingSettings,
+    check_grid,
+    prior_dtype,
+    sample_rows,
+    window_length,
+    window_step,
+)
+from generator.upscale.loader import UpscalerCache
+from generator.upscale.tiles import finish_with_upscale
+from generator.weights.download import ProgressCallback
+from models.gpt import with_linear_dtype
+
+DECODE_CHUNK = 4  # token grids decoded by the VQGAN at once
+
+
+def plan_size(prior: Prior, config: SampleConfig) -> tuple[tuple[int, int], tuple[int, int], str | None]:
+    """(pixel size (W, H), token grid (rows, cols), notice) for a sampling run."""
+    factor = prior.vqgan.downsample_factor
+    rows, cols = prior.spec.window
+    map_width, map_height = map_size(config.condition) if config.condition else (0, 0)
+    width, height = config.size or ((map_width, map_height) if config.condition else (cols * factor, rows * factor))
+    if config.condition and config.size is not None:
+        if abs(width / height - map_width / map_height) > 0.02 * map_width / map_height:
+            raise InputError(
+                f"the condition map is {map_width}x{map_height} but the size asked for is {width}x{height}, another "
+                "shape; give a map of the same aspect ratio or leave --size out to use the map's."
+            )
+    size = (width // factor * factor, height // factor * factor)
+    notice = None if size == (width, height) else \
+        f"size {width}x{height} is not a multiple of the VQGAN's factor {factor}; using {size[0]}x{size[1]}."
+    grid = (size[1] // factor, size[0] // factor)
+    check_grid(prior, grid)
+    return size, grid, notice
+
+
+class Sampler:
+    """A loaded prior plus the sampling runs that use it.
+
+    Args:
+        prior: the transformer, its VQGAN and conditioning.
+        model: what the prior is (registry name or file), recorded in every output.
+    """
+
+    def __init__(self, prior: Prior, *, model: str = "in-memory prior", transformer_config: str | None = None):
+        self.prior = prior
+        self.model = model
+        self.transformer_config = transformer_config
+        self.load_seconds = 0.0
+        self.upscalers = UpscalerCache(prior.device)
+
+    @classmethod
+    def from_pretrained(cls, model: str = "ffhq_transformer", transformer_config: str | None = None, *,
+                        device: str | torch.device | None = None, weights_dir: str | os.PathLike[str] | None = None,
+                        offline: bool | None = None, progress: ProgressCallback | None = None) -> Sampler:
+        """Load a prior by registry name (``ffhq``, ``ffhq_transformer``) or checkpoint path."""
+        started = time.perf_counter()
+        name, prior = load_prior_by_name(model, transformer_config, device=pick_device(device), weights_dir=weights_dir,
+                                         offline=offline, progress=progress)
+        sampler = cls(prior, model=name, transformer_config=transformer_config)
+        sampler.upscalers = UpscalerCache(prior.device, weights_dir, offline)
+        sampler.load_seconds = time.perf_counter() - started
+        return sampler
+
+    @property
+    def label(self) -> str:
+        """What its runs are called (folder names, PNG text): ``ffhq_transformer sample``."""
+        return f"{Path(self.model).stem if Path(self.model).suffix else self.model} sample"
+
+    def run(self, config: SampleConfig) -> GenerationRun:
+        """Start a sampling run; nothing happens until it is iterated. The seed is resolved here."""
+        config = config.with_seed().replace(model=self.model, transformer_config=self.transformer_config)
+        state = RunState(mode="sample", label=self.label, config=config.to_dict())
+        return GenerationRun(self._events(config, state), state)
+
+    def _events(self, config: SampleConfig, state: RunState) -> Iterator[Event]:
+        started = time.perf_counter()
+        prior = self.prior
+        # 1. Check inputs and resolve what the config left open.
+        size, grid, notice = plan_size(prior, config)
+        if notice:
+            yield Notice(notice)
+        seed = config.seed
+        state.config.update(size=list(size))
+        seed_everything(seed)
+        generator = torch.Generator(prior.device).manual_seed(seed)
+        decode_dtype = autocast_dtype(prior.device, config.precision)
+        settings = SamplingSettings(config.temperature, config.top_k, config.top_p)
+        start_from = _completion_tokens(prior, config, size, grid)
+        start = round(config.keep * grid[0] * grid[1]) if start_from is not None else 0
+        rows_per_batch = grid[0] - start // grid[1]
+        batches = [min(config.batch_size, config.n - first) for first in range(0, config.n, config.batch_size)]
+        total_rows = state.total = rows_per_batch * len(batches)
+        tokens_sampled, rows_done, sampling_started = 0, 0, time.perf_counter()
+        gpt = with_linear_dtype(prior.gpt, prior_dtype(prior.device, config.precision))
+        step = None  # the CUDA-graph step (batch 1 on CUDA): captured once, replayed by every such batch
+        usable = None
+        doing = "sampling"
+
+        # 2. Sample batch by batch; every finished row is a progress step.
+        out_of_memory = False
+        try:
+            for batch in batches:
+                doing = f"sampling {_images(batch)} of {size[0]}x{size[1]}"
+                cond = _condition(prior, config, size, grid, batch)
+                tokens = torch.zeros(batch, *grid, dtype=torch.long, device=prior.device)
+                if start_from is not None:
+                    tokens[:] = start_from
+                state.decode = lambda tokens=tokens: _sheet(prior, tokens, decode_dtype)
+                length = window_length(prior, cond, grid) if config.use_cache else None
+                if step is None and length is not None:
+                    step = window_step(gpt, batch, length)
+                usable = step if step is not None and step.batch == batch else None
+                for _ in sample_rows(prior, cond, tokens, start, settings, generator, config.use_cache, gpt=gpt,
+                                     step=usable):
+                    rows_done += 1
+                    state.step = rows_done
+                    yield Progress("sample", rows_done, total_rows, time.perf_counter() - sampling_started)
+                    if config.output.save_every and rows_done % config.output.save_every == 0:
+                        yield Preview("sample", rows_done, _sheet(prior, tokens, decode_dtype))
+                tokens_sampled += batch * (grid[0] * grid[1] - start)
+                doing = f"decoding {_images(batch)} of {size[0]}x{size[1]}"
+                for first in range(0, batch, DECODE_CHUNK):
+                    state.images.extend(_decode(prior, tokens[first : first + DECODE_CHUNK], decode_dtype))
+        except (torch.OutOfMemoryError, RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            out_of_memory = True  # leave the except block first: its traceback holds the failed step's tensors
+        if out_of_memory:
+            gpt = step = usable = None  # the half-precision weights, the graph's cache and pool
+            release_memory(prior.device)
+            kept = f"the {_images(len(state.images), 'finished ')} {'is' if len(state.images) == 1 else 'are'} kept; " \
+                if state.images else ""
+            raise OutOfMemoryError(f"{describe_device(prior.device)} ran out of memory {doing}; {kept}"
+                                   "try a smaller --batch-size or --size.")
+        finished = time.perf_counter()
+        timings = {"sample": finished - sampling_started, "total": finished - started,
+                   "tokens_per_second": tokens_sampled / max(finished - sampling_started, 1e-9)}
+        done = Done(images=tuple(state.images), config=dict(state.config), seed=seed, timings=timings)
+        yield (yield from finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds))
+
+
+def _images(count: int, adjective: str = "") -> str:
+    return f"{count} {adjective}image{'' if count == 1 else 's'}"
+
+
+def _condition(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: tuple[int, int],
+               batch: int) -> torch.Tensor:
+    kind = prior.spec.conditioning
+    if kind in ("coord", "segmentation", "depth") and config.class_label is not None:
+        raise InputError(f"this model is conditioned on {'position' if kind == 'coord' else kind + ' maps'}, "
+                         "not a class; leave --class out.")
+    if kind == "coord":
+        return coordinate_tokens(prior, grid, batch)
+    if kind in ("segmentation", "depth"):
+        if not config.condition:
+            raise InputError(f"this model is conditioned on {kind} maps; give --condition MAP.png.")
+        return map_tokens(prior, config.condition, size, grid, batch)
+    if config.condition:
+        conditioned_on = "a class" if kind == "class" else "nothing"
+        raise InputError(f"this model is conditioned on {conditioned_on}, not on a map; leave --condition out.")
+    return start_tokens(prior, batch, config.class_label)
+
+
+def _completion_tokens(prior: Prior, config: SampleConfig, size: tuple[int, int],
+                       grid: tuple[int, int]) -> torch.Tensor | None:
+    """The image to complete, encoded to (H, W) tokens, or None."""
+    if not config.complete:
+        return None
+    pixels = pil_to_tensor(cover(open_image(config.complete, what="image to complete"), size)).to(prior.device)
+    with torch.inference_mode():
+        return prior.vqgan.encode_to_indices(pixels * 2 - 1)[0]
+
+
+def _decode(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> list[Image.Image]:
+    """Token grids (B, H, W) -> images, in one VQGAN pass (callers bound B)."""
+    with torch.inference_mode(), autocast(prior.device, dtype):
+        pixels = prior.vqgan.decode_indices(tokens).float().add(1).div(2)
+    return [tensor_to_pil(image) for image in pixels]
+
+
+def _sheet(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> Image.Image:
+    """The batch as one contact sheet, decoded :data:`DECODE_CHUNK` grids at a time."""
+    images = []
+    for first in range(0, tokens.shape[0], DECODE_CHUNK):
+        images += _decode(prior, tokens[first : first + DECODE_CHUNK], dtype)
+    return contact_sheet(images)
+

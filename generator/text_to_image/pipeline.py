@@ -1,0 +1,404 @@
+"""The text-to-image pipeline: a :class:`TextToImage` holds loaded models; ``run(config)`` yields events.
+
+The pipeline never writes files. A sink (the CLI, the web UI, a script) iterates the run,
+shows progress, saves previews and results; closing the run cancels it within one step.
+
+Example:
+    >>> pipe = TextToImage.from_pretrained()                     # default VQGAN + CLIP ViT-B/32
+    >>> run = pipe.run(GenerationConfig(prompts="city at night", steps=200, seed=7))
+    >>> for event in run:
+    ...     if isinstance(event, Done):
+    ...         event.images[0].save("city.png")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
+from generator.decoder.loader import load_vqgan_by_name
+from generator.decoder.protocol import Decoder
+from generator.devices import (
+    SeedStreams,
+    auto_size,
+    describe_device,
+    deterministic,
+    is_out_of_memory,
+    pick_device,
+    precision_for,
+    release_memory,
+    seed_everything,
+)
+from generator.errors import ConfigError, InputError, OutOfMemoryError
+from generator.events import Done, Event, Notice, Preview, Progress, relay
+from generator.runs import GenerationRun, RunState
+from generator.sample.loader import Prior, load_prior_by_name
+from generator.sample.sampling import SamplingSettings, prior_codes
+from generator.text_to_image.batched import ALL, BatchRun, batch_key
+from generator.text_to_image.clip import ClipModel
+from generator.text_to_image.cutouts import NONDETERMINISTIC_ON_CUDA, MakeCutouts, canonical_augments
+from generator.text_to_image.latents import initial_latent
+from generator.text_to_image.loader import load_clip
+from generator.text_to_image.loop import GuidanceLoop, recomputed_levels
+from generator.text_to_image.losses import ClipGuide, GuideMember
+from generator.text_to_image.targets import PromptSpec, build_targets
+from generator.upscale.loader import UpscalerCache
+from generator.upscale.tiles import finish_with_upscale
+from generator.weights.download import ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_size(config: GenerationConfig, factor: int, device: torch.device) -> tuple[tuple[int, int], str | None]:
+    """The run's (width, height), rounded down to the VQGAN factor, and a notice if it changed."""
+    width, height = config.size or auto_size(device)
+    rounded = (width // factor * factor, height // factor * factor)
+    if min(rounded) < factor:
+        raise InputError(f"size {width}x{height} is smaller than one VQGAN cell ({factor} pixels); "
+                         "use a larger --size.")
+    if rounded == (width, height):
+        return rounded, None
+    return rounded, (f"size {width}x{height} is not a multiple of the VQGAN's factor {factor}; "
+                     f"using {rounded[0]}x{rounded[1]}.")
+
+
+def check_reproducible(config: GenerationConfig, device: torch.device) -> None:
+    """A deterministic run on CUDA cannot use augmentations whose CUDA backward is not
+    deterministic (they warp with ``grid_sample`` or resize with ``interpolate``).
+
+    Raises:
+        ConfigError: ``deterministic`` with such augmentations on a GPU.
+    """
+    if not (config.deterministic and device.type == "cuda"):
+        return
+    refused = [name for name in canonical_augments(config.cutouts.augments) if name in NONDETERMINISTIC_ON_CUDA]
+    if refused:
+        raise ConfigError(f"--deterministic on a GPU cannot use the augmentations {', '.join(refused)} (their CUDA "
+                          "backward is not reproducible); leave them out of --augments, e.g. --augments jitter "
+                          "erasing noise flip.")
+
+
+def prompt_spec(config: GenerationConfig) -> PromptSpec:
+    """The prompts of a config."""
+    return PromptSpec(config.prompts, config.image_prompts, config.noise_prompts, config.change_prompt_every)
+
+
+def optimise(loop: GuidanceLoop, steps: int, state: RunState, *, save_every: int = 0, stage: str = "optimise",
+             what: str = "", report_every: int | None = None) -> Iterator[Event]:
+    """Step ``loop`` ``steps`` times: Progress every step, a Preview of image 0 every
+    ``save_every`` steps; ``state.step`` counts on from where it stood.
+
+    The loss is read back (and checked to be finite) every ``report_every`` steps, at every
+    preview and at the last step; other Progress events carry no loss. The default is every
+    step on the CPU, where reading costs nothing, and every 10th on a GPU, where each read
+    waits for the GPU to finish.
+
+    Raises:
+        OutOfMemoryError: the device ran out of memory; ``what`` (e.g. ``at 512x512 with 32
+            cutouts``) says what was being done. The failed step's tensors are released before
+            this is raised, so the latest image can still be decoded.
+        NonFiniteError: the loss or the latents stopped being finite; the last good image stays decodable.
+    """
+    report_every = report_every or (10 if loop.device.type == "cuda" else 1)
+    started = time.perf_counter()
+    first = state.step
+    out_of_memory = False
+    try:
+        for done in range(1, steps + 1):
+            report = loop.step()
+            for notice in loop.take_notices():
+                yield Notice(notice)
+            state.step = first + done
+            preview = bool(save_every) and done % save_every == 0
+            loss, parts = None, {}
+            if preview or done == steps or done % report_every == 0:
+                loop.check(report)
+                loss, parts = report.values(0)
+            del report
+            yield Progress(stage, done, steps, time.perf_counter() - started, loss=loss, losses=parts)
+            if preview:
+                yield Preview(stage, state.step, loop.decode([0])[0])
+    except (torch.OutOfMemoryError, RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+        out_of_memory = True  # leave the except block first: its traceback holds the failed step's tensors
+    if out_of_memory:
+        loop.release()
+        release_memory(loop.device)
+        raise OutOfMemoryError(f"{describe_device(loop.device)} ran out of memory {what}; try a smaller --size, "
+                               "fewer --cutn or --preset low-memory.")
+
+
+class TextToImage:
+    """Loaded models plus the text-to-image runs that use them.
+
+    Args:
+        vqgan: the VQGAN whose latent is optimised.
+        clips: the CLIP models of the guiding ensemble.
+        prior: a transformer prior for ``init=prior`` (its VQGAN must be ``vqgan``).
+        models: what these models are (registry names or files), recorded in every output
+            so that it can be repeated; defaults to labels of in-memory models.
+        device: where the models live (default: the VQGAN's device).
+    """
+
+    def __init__(self, vqgan: Decoder, clips: Sequence[ClipModel], *, models: ModelsConfig | None = None,
+                 device: str | torch.device | None = None, prior: Prior | None = None):
+        if not clips:
+            raise ValueError("TextToImage needs at least one CLIP model")
+        if prior is not None and prior.vqgan is not vqgan:
+            raise ValueError("with a prior, the VQGAN must be the prior's own")
+        self.vqgan = vqgan
+        self.clips = list(clips)
+        self.prior = prior
+        self.device = torch.device(device) if device is not None else vqgan.codebook.device
+        self.models = models or ModelsConfig(
+            vqgan="in-memory VQGAN",
+            clip_models=tuple(ClipModelConfig(model=clip.name, pretrained=None) for clip in self.clips),
+        )
+        if len(self.models.clip_models) != len(self.clips):
+            raise ValueError("models.clip_models must describe each CLIP model")
+        self.load_seconds = 0.0
+        self.requested = self.models  # what from_pretrained was asked for (names before resolution)
+        self.upscalers = UpscalerCache(self.device)
+        self._reload_clip: Callable[[str, str | None], ClipModel] | None = None  # set by from_pretrained
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        models: ModelsConfig | None = None,
+        *,
+        device: str | torch.device | None = None,
+        weights_dir: str | os.PathLike[str] | None = None,
+        offline: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> TextToImage:
+        """Load (downloading on first use) the VQGAN and CLIP models that ``models`` names.
+
+        With ``models.prior`` the transformer is loaded too, and its own VQGAN is used (the
+        recorded ``models.vqgan`` then names the transformer checkpoint).
+
+        Raises:
+            WeightsError: a file is missing (offline) or failed to download or verify.
+            CheckpointError: a checkpoint is unsafe, damaged or does not fit its config.
+        """
+        models = requested = models or ModelsConfig()
+        started = time.perf_counter()
+        device = pick_device(device)
+        prior = None
+        if models.prior:
+            name, prior = load_prior_by_name(models.prior, models.prior_config, device=device,
+                                             weights_dir=weights_dir, offline=offline, progress=progress)
+            models = dataclasses.replace(models, prior=name, vqgan=name, vqgan_config=models.prior_config)
+            vqgan = prior.vqgan
+        else:
+            vqgan = load_vqgan_by_name(models.vqgan, models.vqgan_config, device=device, weights_dir=weights_dir,
+                                       offline=offline, progress=progress)
+        if device.type == "cuda":
+            vqgan = vqgan.to(memory_format=torch.channels_last)
+        clips = [load_clip(spec.model, spec.pretrained, device=device, weights_dir=weights_dir,
+                           offline=offline, progress=progress) for spec in models.clip_models]
+        pipeline = cls(vqgan, clips, models=models, device=device, prior=prior)
+        pipeline.requested = requested
+        pipeline._reload_clip = functools.partial(load_clip, device=device, weights_dir=weights_dir, offline=offline,
+                                                  progress=progress)
+        pipeline.upscalers = UpscalerCache(device, weights_dir, offline)
+        pipeline.load_seconds = time.perf_counter() - started
+        return pipeline
+
+    def to(self, device: str | torch.device) -> TextToImage:
+        """Move every model (VQGAN, CLIP, prior) to ``device``; returns self. Runs use
+        :attr:`device`, so a pipeline moved away (to free a GPU) is moved back before its next run."""
+        self.vqgan.to(device)
+        for clip in self.clips:
+            clip.to(device)
+        if self.prior is not None:
+            self.prior.to(device)
+        return self
+
+    def run(self, config: GenerationConfig) -> GenerationRun:
+        """Start a text-to-image run. Nothing happens until the run is iterated.
+
+        The seed is resolved here (``run.state.config["seed"]``). Progress comes every step, a
+        Preview every ``output.save_every`` steps, and a final :class:`Done` with the image,
+        the resolved config, the seed and timings.
+        """
+        clip_weights, models = self._clip_weights(config)
+        config = config.with_seed()
+        state = RunState(mode="text-to-image", label=config.prompts or "image",
+                         config=config.replace(models=models).to_dict(), total=config.steps)
+        return GenerationRun(self._events(config, clip_weights, state), state)
+
+    def __call__(self, config: GenerationConfig) -> Done:
+        """Run to the end and return the :class:`Done` event."""
+        done = None
+        with self.run(config) as run:
+            for event in run:
+                if isinstance(event, Done):
+                    done = event
+        assert done is not None
+        return done
+
+    def run_batch(self, configs: Sequence[GenerationConfig]) -> BatchRun:
+        """Start text-to-image runs optimised together, in one forward and backward pass per
+        step: latents stacked, each image with its own prompts, cutouts and random streams,
+        so each comes out as it would alone (within float rounding; see :class:`BatchRun`).
+
+        The configs may differ only in per-image settings (prompts, seed, init, learning rate
+        and loss weights, upscaling, video); :func:`batch_key` tells which can share a batch.
+
+        Raises:
+            ConfigError: the configs cannot share a batch.
+        """
+        if not configs:
+            raise ValueError("run_batch needs at least one config")
+        configs = [config.with_seed() for config in configs]
+        if len({batch_key(config) for config in configs}) > 1:
+            raise ConfigError("these runs cannot be optimised together: they differ in size, steps, models, cutouts "
+                              "or other shared settings; group them by batch_key first.")
+        clip_weights, models = self._clip_weights(configs[0])
+        states = [RunState(mode="text-to-image", label=config.prompts or "image",
+                           config=config.replace(models=models).to_dict(), total=config.steps) for config in configs]
+        return BatchRun(self._batch_events(configs, clip_weights, states), states)
+
+    def _batch_events(self, configs: list[GenerationConfig], clip_weights: list[float],
+                      states: list[RunState]) -> Iterator[tuple[int, Event]]:
+        first = configs[0]
+        check_reproducible(first, self.device)
+        with deterministic(self.device, first.deterministic):
+            started = time.perf_counter()
+            if first.models.identity not in (self.models.identity, self.requested.identity):
+                yield ALL, Notice("the config names other models than this pipeline holds; "
+                                  f"using {describe_models(self.models)}.")
+            size, notice = resolve_size(first, self.vqgan.downsample_factor, self.device)
+            if notice:
+                yield ALL, Notice(notice)
+            loop = self.new_loop(first, clip_weights)
+            for index, (config, state) in enumerate(zip(configs, states, strict=True)):
+                state.config.update(size=list(size))
+                seed_everything(config.seed)  # as a single run does before its start
+                yield from relay(self.start_image(loop, config, size), lambda event, i=index: (i, event))
+                state.decode = lambda i=index: loop.decode([i])[0]
+                state.latent = lambda i=index: loop.images[i].latent.detach().cpu().clone()
+            prepared = time.perf_counter()
+            for event in optimise(loop, first.steps, states[0], save_every=first.output.save_every,
+                                  what=f"at {size[0]}x{size[1]} with {first.cutouts.cutn} cutouts "
+                                       f"and {len(configs)} images together"):
+                for state in states[1:]:
+                    state.step = states[0].step
+                if isinstance(event, Preview):  # every image's frame, not only the first's
+                    for index, image in enumerate(loop.decode()):
+                        yield index, Preview(event.stage, event.step, image)
+                else:
+                    yield ALL, event
+            finals = loop.decode()
+            finished = time.perf_counter()
+            for index, (config, state, final) in enumerate(zip(configs, states, finals, strict=True)):
+                timings = {"prepare": prepared - started, "optimise": finished - prepared, "total": finished - started,
+                           "steps_per_second": config.steps / max(finished - prepared, 1e-9),
+                           "batch_size": float(len(configs))}
+                done = Done(images=(final,), config=dict(state.config), seed=config.seed, timings=timings)
+                done = yield from relay(finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds),
+                                        lambda event, i=index: (i, event))
+                yield index, done
+
+    def new_loop(self, config: GenerationConfig, clip_weights: Sequence[float] | None = None) -> GuidanceLoop:
+        """An empty :class:`GuidanceLoop` with the cutouts, optimiser and precision of ``config``."""
+        weights = clip_weights if clip_weights is not None else self._clip_weights(config)[0]
+        precision = precision_for(self.device, config.precision)
+        self._keep_clip_weights_in(precision.clip_weights or torch.float32)
+        cutouts = config.cutouts
+        members = [GuideMember(clip, weight, MakeCutouts(clip.input_size, cutouts.cutn, cut_pow=cutouts.cut_pow,
+                                                         augments=cutouts.augments, noise_fac=cutouts.noise_fac))
+                   for clip, weight in zip(self.clips, weights, strict=True)]
+        return GuidanceLoop(self.vqgan, ClipGuide(members), optimiser=config.optim.optimiser, device=self.device,
+                            precision=precision,
+                            recomputed_levels=recomputed_levels(self.vqgan, config.recompute),
+                            compile=config.compile)
+
+    def _keep_clip_weights_in(self, dtype: torch.dtype) -> None:
+        """Round the CLIP weights to ``dtype`` for this run, or bring back float32 ones: read
+        again from their files when this pipeline loaded them, else (models built in memory)
+        widened from the rounded values, with a warning."""
+        for index, clip in enumerate(self.clips):
+            if clip.dtype == dtype:
+                continue
+            if dtype.itemsize < clip.dtype.itemsize or self._reload_clip is None:
+                if dtype.itemsize > clip.dtype.itemsize:
+                    logger.warning("%s was rounded to %s earlier and cannot be read again; widening it to %s",
+                                   clip.name, str(clip.dtype).removeprefix("torch."), str(dtype).removeprefix("torch."))
+                clip.to_dtype(dtype)
+            else:
+                spec = self.models.clip_models[index]
+                self.clips[index] = self._reload_clip(spec.model, spec.pretrained).to_dtype(dtype)
+
+    def start_image(self, loop: GuidanceLoop, config: GenerationConfig,
+                    size: tuple[int, int]) -> Generator[Event, None, int]:
+        """Add the image ``config`` describes (its prompts, seed and initial latent) to ``loop``;
+        the image's index is the return value. Sampling a prior start yields its progress."""
+        streams = SeedStreams.from_seed(config.seed, self.device)
+        targets = build_targets(loop.guide, prompt_spec(config), steps=config.steps, size=size, streams=streams)
+        if config.init.init == "prior":
+            if self.prior is None:
+                raise ConfigError("init=prior needs a pipeline loaded with a prior (models.prior).")
+            init, factor = config.init, self.vqgan.downsample_factor
+            codes = yield from prior_codes(self.prior, (size[1] // factor, size[0] // factor),
+                                           SamplingSettings(init.prior_temperature, init.prior_top_k, init.prior_top_p),
+                                           torch.Generator(self.device).manual_seed(config.seed), init.prior_class)
+            latent = self.vqgan.indices_to_latent(codes)
+        else:
+            latent = initial_latent(self.vqgan, config.init.init, size, streams.generator, config.init.init_image,
+                                    config.init.init_latent)
+        return loop.add_image(latent, targets, streams, config.optim)
+
+    def _events(self, config: GenerationConfig, clip_weights: list[float], state: RunState) -> Iterator[Event]:
+        check_reproducible(config, self.device)
+        with deterministic(self.device, config.deterministic):
+            yield from self._optimised(config, clip_weights, state)
+
+    def _optimised(self, config: GenerationConfig, clip_weights: list[float], state: RunState) -> Iterator[Event]:
+        started = time.perf_counter()
+        if config.models.identity not in (self.models.identity, self.requested.identity):
+            yield Notice("the config names other models than this pipeline holds; "
+                         f"using {describe_models(self.models)}.")
+        # 1. Check inputs and resolve what the config left open.
+        size, notice = resolve_size(config, self.vqgan.downsample_factor, self.device)
+        if notice:
+            yield Notice(notice)
+        state.config.update(size=list(size))
+        seed_everything(config.seed)
+        # 2. The loop: prompt targets (once, without gradients) and the initial latent.
+        loop = self.new_loop(config, clip_weights)
+        yield from self.start_image(loop, config, size)
+        state.decode = lambda: loop.decode()[0]
+        state.latent = lambda: loop.latents()[:1].cpu()
+        prepared = time.perf_counter()
+        # 3. Exactly `steps` steps.
+        yield from optimise(loop, config.steps, state, save_every=config.output.save_every,
+                            what=f"at {size[0]}x{size[1]} with {config.cutouts.cutn} cutouts")
+        final = loop.decode()[0]
+        finished = time.perf_counter()
+        timings = {"prepare": prepared - started, "optimise": finished - prepared, "total": finished - started,
+                   "steps_per_second": config.steps / max(finished - prepared, 1e-9)}
+        done = Done(images=(final,), config=dict(state.config), seed=config.seed, timings=timings)
+        yield (yield from finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds))
+
+    def _clip_weights(self, config: GenerationConfig) -> tuple[list[float], ModelsConfig]:
+        """Loss weights of the loaded CLIP models: the config's where it names the same models."""
+        asked = config.models.clip_models
+        mine = self.models.clip_models
+        specs = asked if [c.identity for c in asked] == [c.identity for c in mine] else mine
+        return [spec.weight for spec in specs], dataclasses.replace(self.models, clip_models=tuple(specs))
+
+
+def describe_models(models: ModelsConfig) -> str:
+    """``vqgan_imagenet_f16_16384.ckpt with ViT-B-32/openai``, for messages."""
+    clips = ", ".join(f"{c.model}/{c.pretrained}" for c in models.clip_models)
+    return f"{Path(models.vqgan).name} with {clips}"
