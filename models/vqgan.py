@@ -382,7 +382,8 @@ class GumbelQuantizer(nn.Module):
 
 
 class VQGAN(nn.Module):
-    """The Taming Transformers VQGAN (``VQModel`` or ``GumbelVQ``) for inference.
+    """The Taming Transformers VQGAN (``VQModel`` or ``GumbelVQ``) for inference; it implements
+    the decoder protocol every stage depends on (``generator.decoder.protocol.Decoder``).
 
     Example:
         >>> model = VQGAN(VQGANConfig(ch=8, ch_mult=(1, 2), z_channels=4, embed_dim=4,
@@ -413,7 +414,33 @@ class VQGAN(nn.Module):
 
     @property
     def downsample_factor(self) -> int:
+        """Pixels per latent cell along each side."""
         return self.config.downsample_factor
+
+    @property
+    def n_codes(self) -> int:
+        """Codebook entries (upstream ``n_embed``)."""
+        return self.config.n_embed
+
+    @property
+    def code_dim(self) -> int:
+        """Channels of a latent cell (upstream ``embed_dim``)."""
+        return self.config.embed_dim
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the images it encodes (3, or the classes of a segmentation map)."""
+        return self.config.in_channels
+
+    @property
+    def decode_levels(self) -> int:
+        """Resolution levels of the decoder (upstream ``len(ch_mult)``)."""
+        return self.config.num_resolutions
+
+    def latent_grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) latent cells of an image of ``size`` (width, height)."""
+        width, height = size
+        return height // self.downsample_factor, width // self.downsample_factor
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, H, W) in [-1, 1] -> latent (B, embed_dim, H/f, W/f) in codebook space.
