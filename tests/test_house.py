@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                         "generator.io", "generator.weights")),
     ("stage internals", ("generator.decoder", "generator.presets", "generator.text_to_image", "generator.sample",
                          "generator.upscale", "generator.animate")),
+    ("model owner", ("generator.workbench",)),
     ("pipelines", ("generator.text_to_image.pipeline", "generator.sample.pipeline", "generator.animate.pipeline")),
     ("driver", ("generator.drive",)),
     ("batch", ("generator.batch",)),

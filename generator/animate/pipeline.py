@@ -180,7 +180,7 @@ class Animator:
             yield Preview("frame", index, previous)
             yield Progress(MODE, index + 1, frames, time.perf_counter() - started, loss=loss)
             if config.upscale.upscale:
-                upscaled = yield from upscale_results([previous], config.upscale, pipeline.upscalers)
+                upscaled = yield from upscale_results([previous], config.upscale, pipeline.bench.upscaler)
                 yield Preview("upscaled", index, upscaled[0])
         finished = time.perf_counter()
         made = frames - start

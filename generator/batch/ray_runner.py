@@ -57,7 +57,7 @@ class RayExecutor:
             running cluster (``ray start --head`` prints it). A Ray already initialised in
             this process is used as it is.
         make_pipeline: builds each actor's pipeline; must be importable by the workers
-            (a module-level function). Default: ``TextToImage.from_pretrained``.
+            (a module-level function). Default: ``TextToImage.from_workbench``.
         device, weights_dir, offline: passed to ``make_pipeline`` on each actor.
         workers: at most this many actors (default: one per GPU, else one per ``threads`` CPUs).
         threads: CPU threads per actor on a cluster without GPUs.

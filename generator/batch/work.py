@@ -27,12 +27,13 @@ from generator.events import Done, Event, Progress
 from generator.runs import GenerationRun, RunState
 from generator.text_to_image.batched import ALL, batch_key
 from generator.text_to_image.pipeline import TextToImage
+from generator.workbench import Workbench
 
 logger = logging.getLogger(__name__)
 
 PipelineFactory = Callable[..., TextToImage]
-"""``make(models, device=..., weights_dir=..., offline=...)`` -> a loaded pipeline
-(``TextToImage.from_pretrained``; tests pass tiny models)."""
+"""``make(models, bench=...)`` -> the pipeline of ``models`` from the worker's workbench
+(``TextToImage.from_workbench``; tests pass tiny models)."""
 
 
 class JobFailed(GeneratorError):
@@ -125,8 +126,9 @@ class Worker:
                  weights_dir: str | None = None, offline: bool | None = None, threads: int | None = None):
         if threads:
             torch.set_num_threads(threads)
-        self._make = make_pipeline or TextToImage.from_pretrained
+        self._make = make_pipeline or TextToImage.from_workbench
         self._options: dict[str, Any] = dict(device=device, weights_dir=weights_dir, offline=offline)
+        self._bench: Workbench | None = None
         self._pipeline: TextToImage | None = None
         self._identity: tuple | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -147,7 +149,11 @@ class Worker:
         """The pipeline for ``models``, loaded on first use and kept (one set at a time)."""
         if self._pipeline is None or models.identity not in (self._identity, self._pipeline.models.identity):
             self._pipeline = None  # let the previous models go before loading others
-            self._pipeline = self._make(models, **self._options)
+            if self._bench is None:
+                self._bench = Workbench(self._options["device"], weights_dir=self._options["weights_dir"],
+                                        offline=self._options["offline"])
+            self._bench.release(keep=self._bench.upscalers)
+            self._pipeline = self._make(models, bench=self._bench)
             self._identity = models.identity
             self.loads += 1
         return self._pipeline

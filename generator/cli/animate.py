@@ -26,7 +26,7 @@ from generator.animate.keyframes import MotionSchedule, prompt_timeline
 from generator.animate.pipeline import Animator
 from generator.animate.resume import read_resume
 from generator.animate.state import MODE, Resume
-from generator.cli.common import base_settings
+from generator.cli.common import base_settings, workbench_from_args
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.cli.text_to_image import DEFAULT_OUT, add_settings_arguments, overrides_from_args
 from generator.config_schema import field_paths, merge
@@ -105,8 +105,8 @@ def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | No
     else:
         config = config_from_args(args)
     check_plan(config)
-    make_pipeline = make_pipeline or TextToImage.from_pretrained
-    pipeline = make_pipeline(config.models, device=args.device, weights_dir=args.weights_dir, offline=args.offline)
+    make_pipeline = make_pipeline or TextToImage.from_workbench
+    pipeline = make_pipeline(config.models, bench=workbench_from_args(args))
     try:
         record = present(Animator(pipeline).run(config, resume), Path(args.out), unit="frame",
                          parent=resume.parent if resume else None)

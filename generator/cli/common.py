@@ -11,9 +11,15 @@ from typing import Any
 from generator.errors import ConfigError
 from generator.io.outputs import config_from_png, mode_of_output
 from generator.presets import load_preset
+from generator.workbench import Workbench
 
 COMMAND_OF_MODE = {"text-to-image": "", "sample": "sample", "animate": "animate"}
 """The subcommand that makes (and repeats, with --from) each mode's outputs."""
+
+
+def workbench_from_args(args: argparse.Namespace) -> Workbench:
+    """The run's one owner of models, with the ``--device``, ``--weights-dir`` and ``--offline`` given."""
+    return Workbench(getattr(args, "device", "auto"), weights_dir=args.weights_dir, offline=args.offline)
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:

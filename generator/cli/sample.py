@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings
+from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings, workbench_from_args
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.config import PRECISIONS, SampleConfig
 from generator.config_schema import merge
@@ -81,8 +81,7 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
 def run(args: argparse.Namespace) -> int:
     """Sample from parsed arguments; return the exit code."""
     config = config_from_args(args)
-    sampler = Sampler.from_pretrained(config.model, config.transformer_config, device=args.device,
-                                      weights_dir=args.weights_dir, offline=args.offline)
+    sampler = Sampler.from_workbench(config.model, config.transformer_config, workbench_from_args(args))
     try:
         record = present(sampler.run(config), Path(args.out), unit="row")
     except Interrupted:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings
+from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings, workbench_from_args
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.config import (
     INIT_MODES,
@@ -153,14 +153,14 @@ def overrides_from_args(args: argparse.Namespace, config_cls: type = GenerationC
 def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | None = None) -> int:
     """Run text to image from parsed arguments; return the exit code.
 
-    ``make_pipeline(models, device=..., weights_dir=..., offline=...)`` builds the pipeline
-    (``TextToImage.from_pretrained`` by default; tests pass tiny models).
+    ``make_pipeline(models, bench=...)`` builds the pipeline from the run's workbench
+    (``TextToImage.from_workbench`` by default; tests pass tiny models).
     """
     config = config_from_args(args)
     if args.images < 1:
         raise ConfigError(f"-n/--images must be 1 or more, not {args.images}.")
-    make_pipeline = make_pipeline or TextToImage.from_pretrained
-    pipeline = make_pipeline(config.models, device=args.device, weights_dir=args.weights_dir, offline=args.offline)
+    make_pipeline = make_pipeline or TextToImage.from_workbench
+    pipeline = make_pipeline(config.models, bench=workbench_from_args(args))
     for index in range(args.images):  # image k: seed + k when a seed was given, else a fresh random (recorded) one
         one = config.replace(seed=config.seed + index) if config.seed is not None else config
         try:

@@ -15,15 +15,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from generator.cli.common import add_weights_arguments
+from generator.cli.common import add_weights_arguments, workbench_from_args
 from generator.config import UpscaleConfig
-from generator.devices import pick_device
 from generator.drive import write_upscaled
 from generator.errors import ConfigError, GeneratorError, InputError
 from generator.events import Event, Notice, Progress
 from generator.io.image_data import read_image_data
 from generator.io.images import IMAGE_SUFFIXES
-from generator.upscale.loader import Upscaler, load_upscaler
+from generator.upscale.loader import Upscaler
 from generator.upscale.tiles import run_to_end, upscale_with
 
 logger = logging.getLogger(__name__)
@@ -100,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
                            upscale_tile=args.upscale_tile, upscale_tile_pad=args.upscale_tile_pad,
                            upscale_denoise=args.upscale_denoise, upscale_alpha=args.upscale_alpha,
                            upscale_precision=args.upscale_precision)
-    upscaler = load_upscaler(config.upscale_model, denoise=config.upscale_denoise, device=pick_device(args.device),
-                             weights_dir=args.weights_dir, offline=args.offline)
+    upscaler = workbench_from_args(args).upscaler(config.upscale_model, config.upscale_denoise)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0

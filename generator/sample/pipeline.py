@@ -27,7 +27,6 @@ from generator.devices import (
     autocast_dtype,
     describe_device,
     is_out_of_memory,
-    pick_device,
     release_memory,
     seed_everything,
 )
@@ -36,7 +35,7 @@ from generator.events import Done, Event, Notice, Preview, Progress
 from generator.io.images import contact_sheet, cover, open_image, pil_to_tensor, tensor_to_pil
 from generator.runs import GenerationRun, RunState
 from generator.sample.conditioning import coordinate_tokens, map_size, map_tokens, start_tokens
-from generator.sample.loader import Prior, load_prior_by_name
+from generator.sample.loader import Prior
 from generator.sample.sampling import (
     SamplingSettings,
     check_grid,
@@ -45,9 +44,9 @@ from generator.sample.sampling import (
     window_length,
     window_step,
 )
-from generator.upscale.loader import UpscalerCache
 from generator.upscale.tiles import finish_with_upscale
 from generator.weights.download import ProgressCallback
+from generator.workbench import Workbench
 from models.gpt import with_linear_dtype
 
 DECODE_CHUNK = 4  # token grids decoded by the VQGAN at once
@@ -79,27 +78,35 @@ class Sampler:
     Args:
         prior: the transformer, its VQGAN and conditioning.
         model: what the prior is (registry name or file), recorded in every output.
+        bench: the workbench that owns the prior and gives the upscalers (default: a new one
+            on the prior's device, for a prior built in memory).
     """
 
-    def __init__(self, prior: Prior, *, model: str = "in-memory prior", transformer_config: str | None = None):
+    def __init__(self, prior: Prior, *, model: str = "in-memory prior", transformer_config: str | None = None,
+                 bench: Workbench | None = None):
         self.prior = prior
         self.model = model
         self.transformer_config = transformer_config
         self.load_seconds = 0.0
-        self.upscalers = UpscalerCache(prior.device)
+        self.bench = bench or Workbench(prior.device)
+
+    @classmethod
+    def from_workbench(cls, model: str, transformer_config: str | None, bench: Workbench) -> Sampler:
+        """The sampler of the prior ``model`` (registry name such as ``ffhq`` or
+        ``ffhq_transformer``, or a checkpoint path) from ``bench``, which loads it once."""
+        before = bench.load_seconds
+        name, prior = bench.prior(model, transformer_config)
+        sampler = cls(prior, model=name, transformer_config=transformer_config, bench=bench)
+        sampler.load_seconds = bench.load_seconds - before
+        return sampler
 
     @classmethod
     def from_pretrained(cls, model: str = "ffhq_transformer", transformer_config: str | None = None, *,
                         device: str | torch.device | None = None, weights_dir: str | os.PathLike[str] | None = None,
                         offline: bool | None = None, progress: ProgressCallback | None = None) -> Sampler:
-        """Load a prior by registry name (``ffhq``, ``ffhq_transformer``) or checkpoint path."""
-        started = time.perf_counter()
-        name, prior = load_prior_by_name(model, transformer_config, device=pick_device(device), weights_dir=weights_dir,
-                                         offline=offline, progress=progress)
-        sampler = cls(prior, model=name, transformer_config=transformer_config)
-        sampler.upscalers = UpscalerCache(prior.device, weights_dir, offline)
-        sampler.load_seconds = time.perf_counter() - started
-        return sampler
+        """:meth:`from_workbench` with a workbench of its own (a script's one sampler)."""
+        bench = Workbench(device, weights_dir=weights_dir, offline=offline, progress=progress)
+        return cls.from_workbench(model, transformer_config, bench)
 
     @property
     def label(self) -> str:
@@ -176,7 +183,7 @@ class Sampler:
         timings = {"sample": finished - sampling_started, "total": finished - started,
                    "tokens_per_second": tokens_sampled / max(finished - sampling_started, 1e-9)}
         done = Done(images=tuple(state.images), config=dict(state.config), seed=seed, timings=timings)
-        yield (yield from finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds))
+        yield (yield from finish_with_upscale(done, config.upscale, self.bench.upscaler, self.load_seconds))
 
 
 def _images(count: int, adjective: str = "") -> str:

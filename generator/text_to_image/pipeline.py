@@ -5,6 +5,7 @@ shows progress, saves previews and results; closing the run cancels it within on
 
 Example:
     >>> pipe = TextToImage.from_pretrained()                     # default VQGAN + CLIP ViT-B/32
+    >>> pipe = TextToImage.from_workbench(models, bench)          # the models of a process's Workbench
     >>> run = pipe.run(GenerationConfig(prompts="city at night", steps=200, seed=7))
     >>> for event in run:
     ...     if isinstance(event, Done):
@@ -14,17 +15,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
-from generator.decoder.loader import load_vqgan_by_name
 from generator.decoder.protocol import Decoder
 from generator.devices import (
     SeedStreams,
@@ -32,7 +31,6 @@ from generator.devices import (
     describe_device,
     deterministic,
     is_out_of_memory,
-    pick_device,
     precision_for,
     release_memory,
     seed_everything,
@@ -40,19 +38,18 @@ from generator.devices import (
 from generator.errors import ConfigError, InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress, relay
 from generator.runs import GenerationRun, RunState
-from generator.sample.loader import Prior, load_prior_by_name
+from generator.sample.loader import Prior
 from generator.sample.sampling import SamplingSettings, prior_codes
 from generator.text_to_image.batched import ALL, BatchRun, batch_key
 from generator.text_to_image.clip import ClipModel
 from generator.text_to_image.cutouts import NONDETERMINISTIC_ON_CUDA, MakeCutouts, canonical_augments
 from generator.text_to_image.latents import initial_latent
-from generator.text_to_image.loader import load_clip
 from generator.text_to_image.loop import GuidanceLoop, recomputed_levels
 from generator.text_to_image.losses import ClipGuide, GuideMember
 from generator.text_to_image.targets import PromptSpec, build_targets
-from generator.upscale.loader import UpscalerCache
 from generator.upscale.tiles import finish_with_upscale
 from generator.weights.download import ProgressCallback
+from generator.workbench import Workbench
 
 logger = logging.getLogger(__name__)
 
@@ -147,10 +144,13 @@ class TextToImage:
         models: what these models are (registry names or files), recorded in every output
             so that it can be repeated; defaults to labels of in-memory models.
         device: where the models live (default: the VQGAN's device).
+        bench: the workbench that owns the models and gives the upscalers (default: a new one
+            on ``device``, for models built in memory).
     """
 
     def __init__(self, vqgan: Decoder, clips: Sequence[ClipModel], *, models: ModelsConfig | None = None,
-                 device: str | torch.device | None = None, prior: Prior | None = None):
+                 device: str | torch.device | None = None, prior: Prior | None = None,
+                 bench: Workbench | None = None):
         if not clips:
             raise ValueError("TextToImage needs at least one CLIP model")
         if prior is not None and prior.vqgan is not vqgan:
@@ -166,52 +166,43 @@ class TextToImage:
         if len(self.models.clip_models) != len(self.clips):
             raise ValueError("models.clip_models must describe each CLIP model")
         self.load_seconds = 0.0
-        self.requested = self.models  # what from_pretrained was asked for (names before resolution)
-        self.upscalers = UpscalerCache(self.device)
-        self._reload_clip: Callable[[str, str | None], ClipModel] | None = None  # set by from_pretrained
+        self.requested = self.models  # what from_workbench was asked for (names before resolution)
+        self.bench = bench or Workbench(self.device)
 
     @classmethod
-    def from_pretrained(
-        cls,
-        models: ModelsConfig | None = None,
-        *,
-        device: str | torch.device | None = None,
-        weights_dir: str | os.PathLike[str] | None = None,
-        offline: bool | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> TextToImage:
-        """Load (downloading on first use) the VQGAN and CLIP models that ``models`` names.
+    def from_workbench(cls, models: ModelsConfig | None, bench: Workbench) -> TextToImage:
+        """The pipeline of the VQGAN and CLIP models ``models`` names, from ``bench`` (which
+        loads each on first use, downloading it if needed, and keeps it).
 
-        With ``models.prior`` the transformer is loaded too, and its own VQGAN is used (the
-        recorded ``models.vqgan`` then names the transformer checkpoint).
+        With ``models.prior`` the transformer is used too, and its own VQGAN (the recorded
+        ``models.vqgan`` then names the transformer checkpoint).
 
         Raises:
             WeightsError: a file is missing (offline) or failed to download or verify.
             CheckpointError: a checkpoint is unsafe, damaged or does not fit its config.
         """
         models = requested = models or ModelsConfig()
-        started = time.perf_counter()
-        device = pick_device(device)
+        before = bench.load_seconds
         prior = None
         if models.prior:
-            name, prior = load_prior_by_name(models.prior, models.prior_config, device=device,
-                                             weights_dir=weights_dir, offline=offline, progress=progress)
+            name, prior = bench.prior(models.prior, models.prior_config)
             models = dataclasses.replace(models, prior=name, vqgan=name, vqgan_config=models.prior_config)
             vqgan = prior.vqgan
         else:
-            vqgan = load_vqgan_by_name(models.vqgan, models.vqgan_config, device=device, weights_dir=weights_dir,
-                                       offline=offline, progress=progress)
-        if device.type == "cuda":
-            vqgan = vqgan.to(memory_format=torch.channels_last)
-        clips = [load_clip(spec.model, spec.pretrained, device=device, weights_dir=weights_dir,
-                           offline=offline, progress=progress) for spec in models.clip_models]
-        pipeline = cls(vqgan, clips, models=models, device=device, prior=prior)
+            vqgan = bench.vqgan(models.vqgan, models.vqgan_config)
+        clips = [bench.clip(spec.model, spec.pretrained) for spec in models.clip_models]
+        pipeline = cls(vqgan, clips, models=models, device=bench.device, prior=prior, bench=bench)
         pipeline.requested = requested
-        pipeline._reload_clip = functools.partial(load_clip, device=device, weights_dir=weights_dir, offline=offline,
-                                                  progress=progress)
-        pipeline.upscalers = UpscalerCache(device, weights_dir, offline)
-        pipeline.load_seconds = time.perf_counter() - started
+        pipeline.load_seconds = bench.load_seconds - before
         return pipeline
+
+    @classmethod
+    def from_pretrained(cls, models: ModelsConfig | None = None, *, device: str | torch.device | None = None,
+                        weights_dir: str | os.PathLike[str] | None = None, offline: bool | None = None,
+                        progress: ProgressCallback | None = None) -> TextToImage:
+        """:meth:`from_workbench` with a workbench of its own (a script's one pipeline)."""
+        bench = Workbench(device, weights_dir=weights_dir, offline=offline, progress=progress)
+        return cls.from_workbench(models, bench)
 
     def to(self, device: str | torch.device) -> TextToImage:
         """Move every model (VQGAN, CLIP, prior) to ``device``; returns self. Runs use
@@ -305,7 +296,8 @@ class TextToImage:
                            "steps_per_second": config.steps / max(finished - prepared, 1e-9),
                            "batch_size": float(len(configs))}
                 done = Done(images=(final,), config=dict(state.config), seed=config.seed, timings=timings)
-                done = yield from relay(finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds),
+                done = yield from relay(finish_with_upscale(done, config.upscale, self.bench.upscaler,
+                                                            self.load_seconds),
                                         lambda event, i=index: (i, event))
                 yield index, done
 
@@ -325,19 +317,19 @@ class TextToImage:
 
     def _keep_clip_weights_in(self, dtype: torch.dtype) -> None:
         """Round the CLIP weights to ``dtype`` for this run, or bring back float32 ones: read
-        again from their files when this pipeline loaded them, else (models built in memory)
+        again from their files when the workbench loaded them, else (models built in memory)
         widened from the rounded values, with a warning."""
         for index, clip in enumerate(self.clips):
             if clip.dtype == dtype:
                 continue
-            if dtype.itemsize < clip.dtype.itemsize or self._reload_clip is None:
+            if dtype.itemsize < clip.dtype.itemsize or not self.bench.holds(clip):
                 if dtype.itemsize > clip.dtype.itemsize:
                     logger.warning("%s was rounded to %s earlier and cannot be read again; widening it to %s",
                                    clip.name, str(clip.dtype).removeprefix("torch."), str(dtype).removeprefix("torch."))
                 clip.to_dtype(dtype)
             else:
                 spec = self.models.clip_models[index]
-                self.clips[index] = self._reload_clip(spec.model, spec.pretrained).to_dtype(dtype)
+                self.clips[index] = self.bench.reload_clip(spec.model, spec.pretrained).to_dtype(dtype)
 
     def start_image(self, loop: GuidanceLoop, config: GenerationConfig,
                     size: tuple[int, int]) -> Generator[Event, None, int]:
@@ -388,7 +380,7 @@ class TextToImage:
         timings = {"prepare": prepared - started, "optimise": finished - prepared, "total": finished - started,
                    "steps_per_second": config.steps / max(finished - prepared, 1e-9)}
         done = Done(images=(final,), config=dict(state.config), seed=config.seed, timings=timings)
-        yield (yield from finish_with_upscale(done, config.upscale, self.upscalers, self.load_seconds))
+        yield (yield from finish_with_upscale(done, config.upscale, self.bench.upscaler, self.load_seconds))
 
     def _clip_weights(self, config: GenerationConfig) -> tuple[list[float], ModelsConfig]:
         """Loss weights of the loaded CLIP models: the config's where it names the same models."""

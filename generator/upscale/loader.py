@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -244,20 +244,3 @@ def load_upscaler(name_or_path: str, *, denoise: float | None = None, device: st
     descriptor.to(torch.device(device)).eval()
     label = name if denoise is None else f"{name} (denoise {denoise:g})"
     return Upscaler(descriptor, label)
-
-
-@dataclass
-class UpscalerCache:
-    """Loads upscalers on first use and keeps them, for pipelines that upscale their results."""
-
-    device: torch.device
-    weights_dir: str | os.PathLike[str] | None = None
-    offline: bool | None = None
-    loaded: dict[tuple[str, float | None], Upscaler] = field(default_factory=dict)
-
-    def get(self, name: str, denoise: float | None = None) -> Upscaler:
-        key = (name, denoise)
-        if key not in self.loaded:
-            self.loaded[key] = load_upscaler(name, denoise=denoise, device=self.device,
-                                             weights_dir=self.weights_dir, offline=self.offline)
-        return self.loaded[key]

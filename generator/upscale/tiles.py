@@ -33,7 +33,7 @@ from generator.devices import autocast, describe_device, is_out_of_memory, relea
 from generator.errors import OutOfMemoryError
 from generator.events import Done, Event, Notice, Progress, relay
 from generator.io.image_data import ImageData
-from generator.upscale.loader import Upscaler, UpscalerCache
+from generator.upscale.loader import Upscaler
 from generator.upscale.memory import CPU_SHARE, CUDA_SHARE, free_bytes, largest_tile
 
 MIN_TILE = 32
@@ -252,10 +252,14 @@ def run_to_end(events: Generator[Event, None, ImageData],
 
 
 
+UpscalerSource = Callable[[str, float | None], Upscaler]
+"""Gives the upscaler of a name and denoise strength (``Workbench.upscaler``: loaded once, kept)."""
+
+
 def upscale_results(images: Sequence[Image.Image], config: UpscaleConfig,
-                    cache: UpscalerCache) -> Generator[Event, None, tuple[Image.Image, ...]]:
+                    upscalers: UpscalerSource) -> Generator[Event, None, tuple[Image.Image, ...]]:
     """Upscale a run's results as ``config`` asks; progress counts tiles over all images."""
-    upscaler = cache.get(config.upscale_model, config.upscale_denoise)
+    upscaler = upscalers(config.upscale_model, config.upscale_denoise)
     results = []
     for index, image in enumerate(images):
 
@@ -269,13 +273,13 @@ def upscale_results(images: Sequence[Image.Image], config: UpscaleConfig,
     return tuple(results)
 
 
-def finish_with_upscale(done: Done, config: UpscaleConfig, cache: UpscalerCache,
+def finish_with_upscale(done: Done, config: UpscaleConfig, upscalers: UpscalerSource,
                         load_seconds: float = 0.0) -> Generator[Event, None, Done]:
     """A pipeline's :class:`Done`, completed with upscaled copies when ``config`` asks for them."""
     timings = {"load": load_seconds, **done.timings}
     upscaled: tuple[Image.Image, ...] = ()
     if config.upscale:
         started = time.perf_counter()
-        upscaled = yield from upscale_results(done.images, config, cache)
+        upscaled = yield from upscale_results(done.images, config, upscalers)
         timings["upscale"] = time.perf_counter() - started
     return Done(done.images, done.config, done.seed, timings, upscaled)

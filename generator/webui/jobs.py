@@ -178,7 +178,7 @@ def upscale_job(studio: Studio, image_path: str, config: UpscaleConfig, session:
         if config.upscale:
             check_upscale_size(size, config.upscale, max_megapixels)
         yield Update(status="loading the upscaler…")
-        upscaler = studio.upscalers.get(config.upscale_model, config.upscale_denoise)
+        upscaler = studio.upscaler(config.upscale_model, config.upscale_denoise)
         check_upscale_size(size, config.upscale or upscaler.scale, max_megapixels, network_scale=upscaler.scale)
         image = read_image_data(image_path)
         result = yield from relay(upscale_with(upscaler, image, config), _as_update)

@@ -28,10 +28,11 @@ from generator.drive import RunRecord
 from generator.sample.loader import Prior, transformer_registry_name
 from generator.sample.pipeline import Sampler
 from generator.text_to_image.pipeline import TextToImage
-from generator.upscale.loader import UpscalerCache
+from generator.upscale.loader import Upscaler
 from generator.webui.gallery import PastRun, list_runs
 from generator.webui.owners import OwnersIndex
 from generator.webui.visitors import ServedFiles, visitor_of
+from generator.workbench import Workbench
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ class Studio:
         outputs_dir: run folders are created here; the server serves files from here only.
         models: the text-to-image models used unless a run asks for others.
         text_to_image, sampler: already-loaded pipelines (tests pass tiny ones).
+        bench: the workbench that owns every model of the server (default: one on ``device``
+            with ``weights_dir`` and ``offline``); each model is loaded once and shared by the
+            pipelines and the Upscale tab.
         shared_gallery: every visitor's gallery shows every run (``--shared-gallery``);
             otherwise each visitor sees its own (see :meth:`runs_for`).
         state_dir: where the owners index lives (default: the outputs folder's hidden sibling,
@@ -117,7 +121,7 @@ class Studio:
     offline: bool | None = None
     text_to_image: TextToImage | None = None
     sampler: Sampler | None = None
-    upscalers: UpscalerCache | None = None
+    bench: Workbench | None = None
     sessions: dict[str, Session] = field(default_factory=dict)
     shared_gallery: bool = False
     state_dir: Path | None = None
@@ -131,7 +135,9 @@ class Studio:
             self.models = self.text_to_image.models
             self.device = self.device or self.text_to_image.device
         self.device = pick_device(self.device) if self.device is None or isinstance(self.device, str) else self.device
-        self.upscalers = self.upscalers or UpscalerCache(self.device, self.weights_dir, self.offline)
+        if self.bench is None:
+            known = self.text_to_image.bench if self.text_to_image is not None else None
+            self.bench = known or Workbench(self.device, weights_dir=self.weights_dir, offline=self.offline)
 
     def session(self, request: Any = None) -> Session:
         """The state of one page (or API client session) of one visitor, created on first use:
@@ -167,8 +173,7 @@ class Studio:
             return current.to(self.device)
         logger.info("loading models for %s", models.vqgan)
         with self._replacing(current):
-            self.text_to_image = TextToImage.from_pretrained(models, device=self.device,
-                                                             weights_dir=self.weights_dir, offline=self.offline)
+            self.text_to_image = TextToImage.from_workbench(models, self.bench)
         return self.text_to_image
 
     def sampler_for(self, model: str, transformer_config: str | None = None) -> Sampler:
@@ -182,9 +187,12 @@ class Studio:
             current.prior.to(self.device)
             return current
         with self._replacing(current.prior if current is not None else None):
-            self.sampler = Sampler.from_pretrained(model, transformer_config, device=self.device,
-                                                   weights_dir=self.weights_dir, offline=self.offline)
+            self.sampler = Sampler.from_workbench(model, transformer_config, self.bench)
         return self.sampler
+
+    def upscaler(self, name: str, denoise: float | None = None) -> Upscaler:
+        """The upscaler of the Upscale tab: the workbench's, the same one the pipelines use."""
+        return self.bench.upscaler(name, denoise)
 
     def runs_for(self, owner: str | None, limit: int = 60) -> list[PastRun]:
         """The gallery of the visitor ``owner``: its own runs (none without an id), or every run
@@ -209,8 +217,19 @@ class Studio:
                 _free(self.device)
                 models.to(self.device)
             raise
-        del models  # the last reference here: the replaced models can be freed
-        _free(self.device)
+        del models  # the last reference here: the replaced models can be let go
+        self.bench.release(keep=self._in_use())
+
+    def _in_use(self) -> list[Any]:
+        """The models the current pipelines hold (upscalers are kept: small, shared by all)."""
+        held: list[Any] = list(self.bench.upscalers)
+        if self.text_to_image is not None:
+            held += [self.text_to_image.vqgan, *self.text_to_image.clips]
+            if self.text_to_image.prior is not None:
+                held.append(self.text_to_image.prior)
+        if self.sampler is not None:
+            held.append(self.sampler.prior)
+        return held
 
     def _park(self, models: TextToImage | Prior) -> None:
         """On a GPU, move ``models`` to the CPU (still loaded) and give their GPU memory back."""

@@ -96,7 +96,7 @@ def test_the_cli_starts_from_the_prior_sample_for_the_seed(sos_prior: TinyPrior,
     made: list[RecordingTextToImage] = []
 
     def make_pipeline(models: ModelsConfig, **kwargs: object) -> TextToImage:
-        made.append(RecordingTextToImage.from_pretrained(models, **kwargs))
+        made.append(RecordingTextToImage.from_workbench(models, **kwargs))
         return made[-1]
 
     args = ["city at night", "--prior", str(sos_prior.checkpoint), "--prior-config", str(sos_prior.config),
