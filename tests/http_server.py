@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import random
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -110,6 +111,14 @@ def _handler(server_state: FileServer) -> type[http.server.BaseHTTPRequestHandle
     return Handler
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up on a kept-alive connection
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture
 def file_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
     """A ThreadingHTTPServer on 127.0.0.1 serving seeded random bytes at /file.bin.
@@ -118,8 +127,7 @@ def file_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
     """
     monkeypatch.setattr(download, "CHUNK_BYTES", 16 * 1024)
     state = FileServer(files={"/file.bin": _payload()})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _handler(state))
     state.base = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()

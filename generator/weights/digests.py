@@ -1,7 +1,7 @@
-"""What is known about a weight file's bytes: its sha256, cached in a sidecar
-``<name>.sha256`` with the file's size and mtime so checking a 1 GB file again is free; the
-hashes observed at first download of files with no published hash (``observed-sha256.json``);
-and moving a file that failed its check aside instead of deleting a user's copy.
+"""What is known about a weight file's bytes: its sha256, cached in a sidecar ``<name>.sha256``
+with the file's size and mtime so checking a 1 GB file again is free; the hashes observed at
+first download of files with no published hash (``observed-sha256.json``); and moving a file
+that failed its check aside instead of deleting a user's copy.
 """
 
 from __future__ import annotations
@@ -27,55 +27,35 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 digest of a file, read in chunks.
+    """Lowercase hex sha256 digest of a file, read in chunks."""
+    return sha256_state(path).hexdigest()
 
-    Args:
-        path: The file to hash.
 
-    Returns:
-        The lowercase hex digest.
-    """
+def sha256_state(path: str | os.PathLike[str]) -> Any:
+    """The sha256 object of a file's bytes, to go on with bytes appended to it (a resumed download)."""
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        return hashlib.file_digest(handle, "sha256")
 
 
 def write_sidecar(path: str | os.PathLike[str], digest: str) -> None:
-    """Record ``digest`` for ``path`` with its current size and mtime (best effort).
-
-    Args:
-        path: The verified file.
-        digest: Its hex sha256 digest.
-    """
-    path = Path(path)
-    stat = path.stat()
-    record = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    """Record ``digest`` for ``path`` with its current size and mtime (best effort)."""
+    stat = Path(path).stat()
     try:
-        sidecar_path(path).write_text(json.dumps(record) + "\n", encoding="utf-8")
+        sidecar_path(path).write_text(json.dumps({"sha256": digest, "size": stat.st_size,
+                                                  "mtime_ns": stat.st_mtime_ns}) + "\n", encoding="utf-8")
     except OSError as error:  # a read-only weights folder only costs a rehash next time
         logger.debug("could not write %s: %s", sidecar_path(path), error)
 
 
 def cached_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of ``path``, reusing the sidecar when the file's size and mtime are unchanged.
-
-    Args:
-        path: An existing file.
-
-    Returns:
-        The lowercase hex digest (recomputed and re-cached when the sidecar is stale).
-    """
-    path = Path(path)
-    stat = path.stat()
+    """sha256 of ``path``, reusing the sidecar while the file's size and mtime are unchanged
+    (recomputed and cached again when it is stale or unreadable)."""
+    stat = Path(path).stat()
     try:
         record = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
-        digest = record["sha256"]
-        if (
-            record["size"] == stat.st_size
-            and record["mtime_ns"] == stat.st_mtime_ns
-            and isinstance(digest, str)
-            and re.fullmatch(r"[0-9a-f]{64}", digest)
-        ):
-            return digest
+        if (record["size"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns) and \
+                re.fullmatch(r"[0-9a-f]{64}", record["sha256"]):
+            return record["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
     digest = sha256_of(path)
@@ -89,11 +69,9 @@ def remove_file(path: str | os.PathLike[str]) -> None:
     sidecar_path(path).unlink(missing_ok=True)
 
 
-
-
 def move_aside(path: str | os.PathLike[str]) -> Path:
-    """Rename a file that failed its check to ``<name>.rejected`` (or ``.rejected-2``, ...),
-    together with dropping its sidecar, so a user's own copy is never deleted."""
+    """Rename a file that failed its check to ``<name>.rejected`` (or ``.rejected-2``, ...) and
+    drop its sidecar, so a user's own copy is never deleted; returns the new path."""
     path = Path(path)
     aside, counter = path.with_name(path.name + ".rejected"), 2
     while aside.exists():
@@ -107,23 +85,19 @@ def observed_hash(root: str | os.PathLike[str], name: str) -> dict[str, Any] | N
     """The size and sha256 recorded for registry file ``name`` at its first download, if any."""
     try:
         record = json.loads((Path(root) / OBSERVED_FILE).read_text(encoding="utf-8")).get(name)
-    except (OSError, ValueError, AttributeError):
+        return record if isinstance(record["sha256"], str) and isinstance(record["size"], int) else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
-    if isinstance(record, dict) and isinstance(record.get("sha256"), str) and isinstance(record.get("size"), int):
-        return record
-    return None
 
 
 def record_observed_hash(root: str | os.PathLike[str], name: str, path: str | os.PathLike[str]) -> str:
     """Record the size and sha256 of a freshly downloaded file without a published hash, so
     later runs check it; returns the digest."""
-    digest = cached_sha256(path)
-    records_path = Path(root) / OBSERVED_FILE
+    digest, records_path = cached_sha256(path), Path(root) / OBSERVED_FILE
     try:
         records = json.loads(records_path.read_text(encoding="utf-8"))
+        records = records if isinstance(records, dict) else {}
     except (OSError, ValueError):
-        records = {}
-    if not isinstance(records, dict):
         records = {}
     records[name] = {"sha256": digest, "size": Path(path).stat().st_size, "file": Path(path).name}
     tmp = records_path.with_name(records_path.name + ".tmp")
@@ -133,5 +107,3 @@ def record_observed_hash(root: str | os.PathLike[str], name: str, path: str | os
     except OSError as error:  # a read-only weights folder only loses the later check
         logger.warning("could not record the hash of %s in %s: %s", name, records_path, error)
     return digest
-
-

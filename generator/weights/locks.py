@@ -1,5 +1,5 @@
-"""One downloader per file across processes and threads: an advisory lock on ``<name>.lock``
-beside the file, so a second process waits for the first, then uses the verified file."""
+"""One holder per file across processes and threads: a :class:`filelock.FileLock` on ``<name>.lock``
+beside the file, so a second downloader (or converter) waits for the first, then uses its result."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows: downloads are not locked across processes
-    fcntl = None  # type: ignore[assignment]
+import filelock
 
 logger = logging.getLogger(__name__)
 
@@ -21,49 +18,29 @@ LOCK_SUFFIX = ".lock"
 
 def lock_path(dest: str | os.PathLike[str]) -> Path:
     """The lock file of ``dest``'s download (``dest`` + ``.lock``)."""
-    dest = Path(dest)
-    return dest.with_name(dest.name + LOCK_SUFFIX)
+    return Path(dest).with_name(Path(dest).name + LOCK_SUFFIX)
 
 
 @contextlib.contextmanager
 def download_lock(dest: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the exclusive lock of ``dest``'s download, across processes (and threads): a
-    second downloader of the same file waits here until the first has finished, then finds
-    the verified file.
-
-    An advisory ``flock`` on ``<dest>.lock``, released by the system if its holder dies. The
-    holder removes the lock file before letting go; a waiter that then holds a lock on the
-    removed file opens the path again, so two processes never hold it at once. Where
-    ``fcntl`` is missing (Windows) nothing is locked.
-    """
-    path = lock_path(dest)
-    if fcntl is None:
-        yield
-        return
-    while True:
+    """Hold the exclusive lock of ``dest``'s download: a second holder, in this process or another,
+    waits here until the first is done. The holder removes the lock file before letting go, so none
+    is left in the weights folder (filelock 3.21+ has a waiter that then holds the removed file try
+    the path again). Where no lock file can be made (a read-only folder) nothing is locked."""
+    lock: filelock.BaseFileLock | None = filelock.FileLock(lock_path(dest))
+    try:
         try:
-            handle = open(path, "a+b")  # held open as long as the lock is
-        except OSError as error:  # a read-only folder cannot be downloaded into anyway; the download says why
-            logger.debug("could not open %s: %s", path, error)
-            yield
-            return
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
             logger.info("waiting for another process that is downloading %s", Path(dest).name)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:
-            break
-        handle.close()  # the file this lock was on has been removed by its previous holder
+            lock.acquire()
+    except OSError as error:  # the download itself then says why it cannot write
+        logger.debug("could not lock %s: %s", lock_path(dest), error)
+        lock = None
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                lock_path(dest).unlink()
+            lock.release()

@@ -1,12 +1,8 @@
-"""The weights registry: every official file the generator can use, and how to get it.
+"""The weights registry (its entries are in :mod:`generator.weights.registry`) and where its files are.
 
-Each :class:`WeightFile` records where a file comes from (mirrors tried in order), what it
-should look like (byte size and sha256 where published) and the architecture facts needed
-to build the network for it. :func:`ensure` returns the path of a present and verified file,
-downloading it on first use unless offline mode forbids the network; :func:`resolve` accepts
-either a registry name or a path to a local file, so custom checkpoints work everywhere.
-
-The entries themselves live in :mod:`generator.weights.registry`.
+:func:`ensure` returns the path of a present and verified file, downloading it on first use unless
+offline mode forbids the network; :func:`resolve` accepts a registry name or a path to a local file,
+so custom checkpoints work everywhere.
 """
 
 from __future__ import annotations
@@ -34,20 +30,12 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """Directory holding registry weights.
-
-    Args:
-        override: Explicit directory (``--weights-dir``); wins over everything.
-
-    Returns:
-        ``override``, else ``$GENERATOR_WEIGHTS_DIR``, else :func:`default_weights_dir`.
-    """
+    """Directory holding registry weights: ``override`` (``--weights-dir``), else
+    ``$GENERATOR_WEIGHTS_DIR``, else :func:`default_weights_dir`."""
     if override is not None and str(override):
         return Path(override).expanduser().absolute()
     env = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
-    if env:
-        return Path(env).expanduser().absolute()
-    return default_weights_dir()
+    return Path(env).expanduser().absolute() if env else default_weights_dir()
 
 
 def default_weights_dir() -> Path:
@@ -64,14 +52,8 @@ _root = weights_dir  # the functions below take a parameter called weights_dir
 
 
 def offline_mode(flag: bool | None = None) -> bool:
-    """Whether network access is forbidden.
-
-    Args:
-        flag: ``--offline`` as parsed (None when not given).
-
-    Returns:
-        ``flag`` when not None, else whether ``$GENERATOR_OFFLINE`` is 1/true/yes/on.
-    """
+    """Whether network access is forbidden: ``flag`` (``--offline``) when given, else whether
+    ``$GENERATOR_OFFLINE`` is 1/true/yes/on."""
     if flag is not None:
         return bool(flag)
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
@@ -93,17 +75,13 @@ def get(name: str) -> WeightFile:
     Raises:
         WeightsError: No such entry; the message suggests the closest names.
     """
-    if name in REGISTRY:
-        return REGISTRY[name]
-    aliases = _alias_names()
-    if name in aliases:
-        return REGISTRY[aliases[name]]
+    entry = REGISTRY.get(name) or REGISTRY.get(_alias_names().get(name, ""))
+    if entry is not None:
+        return entry
     close = difflib.get_close_matches(str(name).lower(), list(REGISTRY), n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
-    raise WeightsError(
-        f"there are no weights called {name!r}; {hint}run `{DOWNLOAD_COMMAND} --list` to see "
-        "every registry name."
-    )
+    raise WeightsError(f"there are no weights called {name!r}; {hint}run `{DOWNLOAD_COMMAND} --list` to see every "
+                       "registry name.")
 
 
 def format_size(size: int | None) -> str:
@@ -111,11 +89,11 @@ def format_size(size: int | None) -> str:
     if size is None:
         return "?"
     value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
-    raise AssertionError("unreachable")
+    return f"{value:.1f} GB"
 
 
 def locate(entry: WeightFile, root: Path) -> Path:
@@ -131,8 +109,7 @@ def _inspect(entry: WeightFile, path: Path) -> tuple[str, str]:
     """(status, reason) of the file at ``path``; the reason explains "corrupt"."""
     if not path.is_file():
         return ("partial" if download.part_path(path).exists() else "missing"), ""
-    actual_size = path.stat().st_size
-    expected_size, expected_hash, what = entry.size, entry.sha256, "instead of"
+    actual_size, expected_size, expected_hash, what = path.stat().st_size, entry.size, entry.sha256, "instead of"
     if expected_hash is None:  # no published hash: the one seen on the first download, if any
         observed = digests.observed_hash(path.parent, entry.name)
         if observed is None:
@@ -147,78 +124,53 @@ def _inspect(entry: WeightFile, path: Path) -> tuple[str, str]:
 
 
 def status(name: str, weights_dir: str | os.PathLike[str] | None = None) -> str:
-    """State of a registry file on disk, without touching the network.
-
-    Returns:
-        "missing", "partial" (only a ``.part`` exists), "verified" (sha256 matches),
-        "unverified" (present, no published hash) or "corrupt" (size or hash mismatch).
-    """
+    """State of a registry file on disk, without touching the network: "missing", "partial" (only
+    a ``.part`` exists), "verified" (sha256 matches), "unverified" (present, no published hash) or
+    "corrupt" (size or hash mismatch)."""
     entry = get(name)
     return _inspect(entry, locate(entry, _root(weights_dir)))[0]
 
 
 def manual_instructions(entry: WeightFile, path: Path) -> str:
     """One sentence telling the user how to fetch a ``manual`` entry by hand."""
-    what = entry.source_file or "the file"
-    return (
-        f"{entry.name} ({entry.description}) must be downloaded by hand because its link is a "
-        f"share page: open {entry.urls[0]} in a browser, download {what} and save it as {path}."
-    )
+    return (f"{entry.name} ({entry.description}) must be downloaded by hand because its link is a share page: open "
+            f"{entry.urls[0]} in a browser, download {entry.source_file or 'the file'} and save it as {path}.")
 
 
-def ensure(
-    name: str,
-    *,
-    weights_dir: str | os.PathLike[str] | None = None,
-    offline: bool | None = None,
-    progress: ProgressCallback | None = None,
-) -> Path:
+def ensure(name: str, *, weights_dir: str | os.PathLike[str] | None = None, offline: bool | None = None,
+           progress: ProgressCallback | None = None) -> Path:
     """Path of the present and verified file ``name``, downloading it (and companions) if needed.
 
-    A file that fails its check is moved aside (renamed ``<file>.rejected``, never deleted:
-    it may be a user's own copy) and fetched again, except a ``manual`` one, which is
-    reported. A file without a published hash is accepted when it is binary; the hash seen
-    on its first download is recorded and checked from then on.
-
-    Args:
-        name: Registry name.
-        weights_dir: Directory override (see :func:`weights_dir`).
-        offline: Forbid network access (None: ``$GENERATOR_OFFLINE``).
-        progress: Download progress callback; a tqdm bar on stderr when None.
+    A file that fails its check is moved aside (renamed ``<file>.rejected``, never deleted: it may be
+    a user's own copy) and fetched again, except a ``manual`` one, which is reported. The hash seen on
+    the first download of a file without a published one is recorded and checked from then on.
+    ``offline`` None reads ``$GENERATOR_OFFLINE``; ``progress`` None draws a tqdm bar on stderr.
 
     Raises:
-        WeightsError: Unknown name; offline and missing; a manual entry that is missing; or
-            the download failed.
+        WeightsError: Unknown name; offline and missing; a manual entry missing; the download failed.
     """
-    entry = get(name)
-    root = _root(weights_dir)
-    path = locate(entry, root)
-    command = f"`{DOWNLOAD_COMMAND} {entry.name}`"
+    entry, root = get(name), _root(weights_dir)
+    path, command = locate(entry, root), f"`{DOWNLOAD_COMMAND} {entry.name}`"
     state, reason = _inspect(entry, path)
     if state == "corrupt" and entry.manual:  # fetched by hand: never touch the user's copy
-        raise WeightsError(
-            f"{path} is not the expected {entry.name} file ({reason}); replace it with "
-            f"{entry.source_file or 'the file'} from {entry.urls[0]}, or pass it as a local path."
-        )
+        raise WeightsError(f"{path} is not the expected {entry.name} file ({reason}); replace it with "
+                           f"{entry.source_file or 'the file'} from {entry.urls[0]}, or pass it as a local path.")
     if state == "corrupt":
         aside = digests.move_aside(path)
         logger.warning("%s is not the expected %s file (%s); it was renamed %s and will be fetched again.",
                        path, entry.name, reason, aside.name)
         if offline_mode(offline):
-            raise WeightsError(
-                f"{path} is not the expected {entry.name} file ({reason}), so it was renamed {aside.name}, and "
-                f"offline mode forbids downloading it again; run {command} while online, or pass a local file path."
-            )
+            raise WeightsError(f"{path} is not the expected {entry.name} file ({reason}), so it was renamed "
+                               f"{aside.name}, and offline mode forbids downloading it again; run {command} while "
+                               "online, or pass a local file path.")
         path = root / entry.filename
     if state not in ("verified", "unverified"):
         if entry.manual:
             raise WeightsError(manual_instructions(entry, path))
         if offline_mode(offline):
-            raise WeightsError(
-                f"{entry.name} (file {entry.filename}, {format_size(entry.size)}) is not in "
-                f"{root} and offline mode forbids downloading it; run {command} while online, "
-                "or pass a local file path."
-            )
+            raise WeightsError(f"{entry.name} (file {entry.filename}, {format_size(entry.size)}) is not in {root} "
+                               f"and offline mode forbids downloading it; run {command} while online, or pass a "
+                               "local file path.")
         logger.info("downloading %s (%s) into %s", entry.filename, format_size(entry.size), root)
         if entry.archive_member:
             download.download_member(entry.urls, path, entry.archive_member, progress=progress)
@@ -226,19 +178,11 @@ def ensure(
             download.download_file(entry.urls, path, sha256=entry.sha256, size=entry.size, progress=progress,
                                    binary=entry.binary)
         if entry.sha256 is None:
-            digest = digests.record_observed_hash(root, entry.name, path)
             logger.info("%s has no published hash; recorded sha256 %s to check it against from now on",
-                        entry.filename, digest)
+                        entry.filename, digests.record_observed_hash(root, entry.name, path))
     for companion in entry.companions:
         ensure(companion, weights_dir=root, offline=offline, progress=progress)
     return path
-
-
-def _looks_like_path(text: str) -> bool:
-    """Whether ``text`` is meant as a file path rather than a registry name."""
-    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
-    has_separator = any(sep in text for sep in separators)
-    return has_separator or text.startswith("~") or Path(text).suffix != ""
 
 
 SERVES = {kind: (kind,) for kind in KINDS} | {"vqgan": ("vqgan", "transformer")}
@@ -250,27 +194,13 @@ def names_of_kind(kind: str) -> list[str]:
     return [name for name, entry in REGISTRY.items() if entry.kind in SERVES[kind]]
 
 
-def resolve(
-    name_or_path: str | os.PathLike[str],
-    *,
-    kind: str,
-    weights_dir: str | os.PathLike[str] | None = None,
-    offline: bool | None = None,
-    progress: ProgressCallback | None = None,
-) -> Path:
-    """Turn a registry name or a local file path into the path of a usable file.
-
-    Args:
-        name_or_path: A registry name (fetched when missing) or a path to an existing file
-            (returned as is, without any network access).
-        kind: The kind the caller needs (one of :data:`KINDS`).
-        weights_dir: Directory override for registry files.
-        offline: Forbid network access (None: ``$GENERATOR_OFFLINE``).
-        progress: Download progress callback; a tqdm bar on stderr when None.
+def resolve(name_or_path: str | os.PathLike[str], *, kind: str, weights_dir: str | os.PathLike[str] | None = None,
+            offline: bool | None = None, progress: ProgressCallback | None = None) -> Path:
+    """Turn a registry name (fetched by :func:`ensure` when missing) or the path of an existing
+    file (returned as is, without any network access) into the path of a usable ``kind`` file.
 
     Raises:
-        WeightsError: The path does not exist, the name is of another kind or unknown, or
-            :func:`ensure` failed.
+        WeightsError: No such file; the name is of another kind or unknown; :func:`ensure` failed.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -280,21 +210,15 @@ def resolve(
         return candidate
     known = ", ".join(names_of_kind(kind))
     entry = REGISTRY.get(text) or REGISTRY.get(_alias_names().get(text, ""))
+    if entry is not None and entry.kind not in SERVES[kind]:
+        raise WeightsError(f"{text} is {entry.kind} weights, not {kind} weights; use one of {known} or a local "
+                           "file path.")
     if entry is not None:
-        if entry.kind not in SERVES[kind]:
-            raise WeightsError(
-                f"{text} is {entry.kind} weights, not {kind} weights; use one of {known} "
-                "or a local file path."
-            )
         return ensure(entry.name, weights_dir=weights_dir, offline=offline, progress=progress)
     if candidate.is_dir():
         raise WeightsError(f"{candidate} is a directory; give the path of the {kind} file itself.")
-    if _looks_like_path(text):
-        raise WeightsError(
-            f"file {candidate} does not exist; check the path, or use a registry {kind} name "
-            f"such as {known}."
-        )
-    raise WeightsError(
-        f"{text!r} is neither a file nor a known {kind} name; use one of {known} "
-        f"(see `{DOWNLOAD_COMMAND} --list`) or a local file path."
-    )
+    if any(sep in text for sep in (os.sep, "/", os.altsep or "/")) or text.startswith("~") or Path(text).suffix:
+        raise WeightsError(f"file {candidate} does not exist; check the path, or use a registry {kind} name such "
+                           f"as {known}.")
+    raise WeightsError(f"{text!r} is neither a file nor a known {kind} name; use one of {known} (see "
+                       f"`{DOWNLOAD_COMMAND} --list`) or a local file path.")

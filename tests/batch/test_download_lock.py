@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,3 +79,27 @@ def test_the_lock_is_held_while_downloading_and_removed_after(file_server, tmp_p
                            size=len(body), progress=progress)
     assert seen and all(seen)
     assert not locks.lock_path(dest).exists()  # removed by its holder once done
+
+
+def test_removing_the_lock_file_on_release_keeps_the_lock_exclusive(tmp_path: Path) -> None:
+    """The holder deletes the lock file before letting go; a waiter that then holds the deleted
+    file's lock must not run alongside one that locked the new file at the same path."""
+    dest, inside, overlaps, done = tmp_path / "model.ckpt", [], [], []
+
+    def worker() -> None:
+        for _ in range(15):
+            with locks.download_lock(dest):
+                inside.append(1)
+                overlaps.append(len(inside))
+                time.sleep(0.002)
+                inside.pop()
+        done.append(1)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(done) == 6 and len(overlaps) == 90
+    assert max(overlaps) == 1  # never two holders at once
+    assert not locks.lock_path(dest).exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,22 @@ def test_download_verifies_reports_progress_and_writes_sidecar(file_server, tmp_
     assert not download.part_path(dest).exists()
     assert digests.sidecar_path(dest).exists()
     assert file_server.ranges == [None]
-    assert file_server.user_agents[0] and "urllib" in file_server.user_agents[0]
+    assert file_server.user_agents == [f"vqgan-studio/{_project_version()}"]
+
+
+def _project_version() -> str:
+    return tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_every_request_says_vqgan_studio_and_the_project_version(file_server, tmp_path):
+    """Resumed and redirected requests identify the same way as the first (pyproject's version)."""
+    file_server.cut_after = 100_000
+    url = file_server.redirect("/mirror/model.bin", "/file.bin")
+    with pytest.raises(WeightsError):
+        _fetch(file_server, tmp_path / "model.bin", urls=[url])
+    _fetch(file_server, tmp_path / "model.bin", urls=[url])
+    assert len(file_server.user_agents) == 4 and file_server.ranges[2:] == ["bytes=100000-"] * 2
+    assert set(file_server.user_agents) == {f"vqgan-studio/{_project_version()}"}
 
 
 def test_interrupted_download_is_kept_and_resumed_with_a_range_request(file_server, tmp_path):
@@ -94,6 +111,26 @@ def test_bad_partial_answered_416_is_deleted_and_restarted_once(file_server, tmp
     _fetch(file_server, dest, size=None)
     assert file_server.ranges == [f"bytes={len(body) + 10}-", None]
     assert dest.read_bytes() == body
+
+
+def test_a_published_prefix_of_the_hash_is_checked_too(file_server, tmp_path):
+    """Some sources publish only the first hex digits, which pooch cannot compare: checked here."""
+    digest = _sha(file_server.files["/file.bin"])
+    dest = _fetch(file_server, tmp_path / "model.bin", sha256=digest[:8].upper())
+    assert json.loads(digests.sidecar_path(dest).read_text())["sha256"] == digest == digests.cached_sha256(dest)
+    other = tmp_path / "other.bin"
+    with pytest.raises(WeightsError) as info:
+        _fetch(file_server, other, sha256="deadbeef")
+    assert f"has sha256 {digest} instead of the expected deadbeef, so it was deleted" in str(info.value)
+    assert not other.exists() and not download.part_path(other).exists()
+
+
+def test_a_wrong_file_in_the_way_is_moved_aside_not_overwritten(file_server, tmp_path):
+    dest = tmp_path / "model.bin"
+    dest.write_bytes(b"someone's own model")
+    _fetch(file_server, dest, sha256=None)  # without a hash only its size tells it apart
+    assert dest.read_bytes() == file_server.files["/file.bin"]
+    assert (tmp_path / "model.bin.rejected").read_bytes() == b"someone's own model"
 
 
 def test_sha256_mismatch_deletes_the_file_and_says_so(file_server, tmp_path):
