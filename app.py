@@ -1,7 +1,8 @@
 """The web UI: ``python app.py`` serves a Gradio page on http://127.0.0.1:7860.
 
-``build_demo(text_to_image)`` puts the tabs together (text to image, animate, prior, upscale,
-gallery, PNG info; each laid out and wired in ``generator/webui/tabs``) over a
+``build_demo(text_to_image)`` puts the tabs together (one per mode of the registry,
+:mod:`generator.modes`, each laid out and wired in its mode's ``tab.py``; then the gallery and
+PNG info, in ``generator/webui/tabs``) over a
 :class:`Studio`; ``main()`` parses the flags, loads the models and launches. Importing this
 module loads no model. Widgets are named after config fields; the logic behind them is in
 ``generator/webui`` (jobs, forms, gallery), tested without a browser.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from generator import modes
 from generator.config import GenerationConfig, ModelsConfig, clip_model_spec
 from generator.errors import GeneratorError
 from generator.io.input_limits import set_input_limits
@@ -25,12 +27,8 @@ from generator.webui.limits import DEFAULT_MAX_IMAGE_MEGAPIXELS, DEFAULT_MAX_MEG
 from generator.webui.paths import PathPolicy
 from generator.webui.serving import launch_options
 from generator.webui.studio import Studio
-from generator.webui.tabs.animate import animate_tab
 from generator.webui.tabs.gallery import gallery_tabs
 from generator.webui.tabs.page import Page
-from generator.webui.tabs.sample import prior_tab
-from generator.webui.tabs.text_to_image import text_to_image_tab
-from generator.webui.tabs.upscale import upscale_tab
 
 logger = logging.getLogger("generator.app")
 # Results are often small (256 px): show them scaled up to the frame, with crisp pixels.
@@ -82,15 +80,12 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
     with gr.Blocks(title="VQGAN Studio", analytics_enabled=False) as demo:
         gr.Markdown("## VQGAN Studio\nVQGAN+CLIP, Taming Transformers priors, ESRGAN upscaling", elem_id="title")
         with gr.Tabs() as tabs:
-            with gr.Tab("Text to image", id="t2i"):
-                t2i = text_to_image_tab(page, preset)
-            with gr.Tab("Animate", id="animate"):
-                animation = animate_tab(page, t2i.values)
-            with gr.Tab("Prior", id="prior"):
-                prior = prior_tab(page)
-            with gr.Tab("Upscale", id="upscale"):
-                upscale_tab(page)
-            gallery_tabs(page, tabs, t2i, prior, [*t2i.runs, prior.run, animation], demo)
+            parts = {}
+            for mode in modes.MODES.values():  # a tab per mode that has one, in the registry's order
+                if mode.tab is not None:
+                    with gr.Tab(mode.title, id=mode.name):
+                        parts[mode.name] = mode.module("tab").build(page, preset)
+            gallery_tabs(page, tabs, parts, demo)
         demo.load(None, None, None, js=KEYS_JS)
     return demo.queue(default_concurrency_limit=1, max_size=32)
 

@@ -2,8 +2,8 @@
 
 A preset sets only the fields it cares about; the rest keep their defaults. Precedence is
 defaults < preset < CLI flags / UI widgets. A preset may also be given as a path to a JSON
-file of the same form. ``"kind": "sample"`` marks a preset of the ``sample`` command (a
-:class:`SampleConfig`); the default kind is text to image.
+file of the same form. ``"kind": NAME`` marks a preset of another mode than the default one
+(any mode of :mod:`generator.modes` that takes presets, e.g. the ``sample`` command's).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from generator.config import GenerationConfig, SampleConfig
+from generator import modes
 from generator.errors import ConfigError
 
-KINDS = {"text-to-image": GenerationConfig, "sample": SampleConfig}
 
+def _kinds() -> dict[str, type]:
+    """The config class of each mode presets may be written for, by mode name."""
+    return {name: mode.config for name, mode in modes.with_presets().items()}
 
 
 def _presets_dir() -> Path:
@@ -39,11 +41,11 @@ class Preset:
     name: str
     description: str
     settings: Mapping[str, Any]
-    kind: str = "text-to-image"
+    kind: str = modes.DEFAULT.name
 
     def config(self) -> Any:
         """Defaults with this preset's settings applied (a GenerationConfig or SampleConfig)."""
-        return KINDS[self.kind].from_dict(self.settings)
+        return _kinds()[self.kind].from_dict(self.settings)
 
 
 def list_presets(directory: Path = PRESETS_DIR, kind: str | None = None) -> list[str]:
@@ -56,7 +58,7 @@ def list_presets(directory: Path = PRESETS_DIR, kind: str | None = None) -> list
 
 def _kind_of(path: Path) -> str | None:
     try:
-        return str(json.loads(path.read_text(encoding="utf-8")).get("kind", "text-to-image"))
+        return str(json.loads(path.read_text(encoding="utf-8")).get("kind", modes.DEFAULT.name))
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -85,9 +87,10 @@ def load_preset(name_or_path: str, directory: Path = PRESETS_DIR, kind: str | No
         raise ConfigError(f"preset file {path} is not valid JSON ({error}); fix or remove it.") from None
     if not isinstance(data, Mapping) or set(data) - {"description", "config", "kind"}:
         raise ConfigError(f"preset file {path} must hold only \"description\", \"kind\" and \"config\".")
-    preset_kind = str(data.get("kind", "text-to-image"))
-    if preset_kind not in KINDS:
-        raise ConfigError(f"preset {path.stem} has kind {preset_kind!r}; use one of {', '.join(KINDS)}.")
+    preset_kind = str(data.get("kind", modes.DEFAULT.name))
+    kinds = _kinds()
+    if preset_kind not in kinds:
+        raise ConfigError(f"preset {path.stem} has kind {preset_kind!r}; use one of {', '.join(kinds)}.")
     if kind is not None and preset_kind != kind:
         raise ConfigError(
             f"preset {path.stem} is for {preset_kind}, not {kind}; "
@@ -95,7 +98,7 @@ def load_preset(name_or_path: str, directory: Path = PRESETS_DIR, kind: str | No
         )
     settings = data.get("config", {})
     try:
-        KINDS[preset_kind].from_dict(settings)
+        kinds[preset_kind].from_dict(settings)
     except ConfigError as error:
         raise ConfigError(f"preset {path.stem}: {error}") from None
     return Preset(name=path.stem, description=str(data.get("description", "")), settings=settings, kind=preset_kind)

@@ -20,10 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # Front ends on top, weights and file I/O near the bottom. A module may import its own layer
 # or a lower one, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("generator", "generator.errors", "generator.events", "models")),
+    ("foundation", ("generator", "generator.errors", "generator.events", "generator.mode", "models")),
     ("weights and io", ("generator.config_schema", "generator.config", "generator.devices", "generator.runs",
                         "generator.io", "generator.weights")),
-    ("stage internals", ("generator.decoder", "generator.presets", "generator.text_to_image", "generator.sample",
+    ("stage internals", ("generator.decoder", "generator.presets", "generator.modes", "generator.text_to_image",
+                         "generator.sample",
                          "generator.upscale", "generator.animate")),
     ("model owner", ("generator.workbench",)),
     ("pipelines", ("generator.text_to_image.pipeline", "generator.sample.pipeline", "generator.animate.pipeline")),
@@ -33,8 +34,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+FRONT_END_PARTS = ("cli", "tab")
+"""A mode folder's command (``cli.py``) and web UI tab (``tab.py``) are front ends."""
+
+
 def _layer(module: str) -> int:
-    """The layer of a module: the one whose longest prefix matches."""
+    """The layer of a module: the one whose longest prefix matches (a mode's ``cli`` and
+    ``tab`` modules: the front ends)."""
+    if module.startswith("generator.") and module.rsplit(".", 1)[-1] in FRONT_END_PARTS:
+        return len(LAYERS) - 1
     best, found = -1, -1
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:

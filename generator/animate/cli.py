@@ -23,15 +23,17 @@ from pathlib import Path
 
 from generator.animate.config import AnimationConfig
 from generator.animate.keyframes import MotionSchedule, prompt_timeline
+from generator.animate.mode import ANIMATE
 from generator.animate.pipeline import Animator
 from generator.animate.resume import read_resume
-from generator.animate.state import MODE, Resume
+from generator.animate.state import Resume
 from generator.cli.common import base_settings, workbench_from_args
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
-from generator.cli.text_to_image import DEFAULT_OUT, add_settings_arguments, overrides_from_args
 from generator.config_schema import field_paths, merge
 from generator.errors import ConfigError
 from generator.presets import DEFAULT_PRESET
+from generator.text_to_image.cli import DEFAULT_OUT, add_settings_arguments, overrides_from_args
+from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.text_to_image.pipeline import TextToImage
 
 _S = argparse.SUPPRESS
@@ -78,9 +80,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> AnimationConfig:
     """defaults < preset (a text-to-image one) or --from (an animation's) < flags."""
     if args.from_output:
-        base = base_settings(args.from_output, args.preset, kind=MODE)
+        base = base_settings(args.from_output, args.preset, kind=ANIMATE.name)
     else:
-        base = base_settings(None, args.preset, kind="text-to-image", default_preset=DEFAULT_PRESET)
+        base = base_settings(None, args.preset, kind=TEXT_TO_IMAGE.name, default_preset=DEFAULT_PRESET)
     return AnimationConfig.from_dict(merge(base, overrides_from_args(args, AnimationConfig)))
 
 

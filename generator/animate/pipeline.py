@@ -35,9 +35,10 @@ from PIL import Image
 
 from generator.animate.config import AnimationConfig
 from generator.animate.keyframes import Motion, MotionSchedule, PromptTimeline, prompt_timeline
+from generator.animate.mode import ANIMATE
 from generator.animate.motion import move
 from generator.animate.restyle import VideoSource, default_size, open_source
-from generator.animate.state import MODE, AnimationState, Resume
+from generator.animate.state import AnimationState, Resume
 from generator.devices import SeedStreams, auto_size, deterministic, seed_everything
 from generator.errors import InputError
 from generator.events import Done, Event, Notice, Preview, Progress
@@ -76,7 +77,7 @@ class Animator:
         """Start an animation (or continue ``resume``); nothing happens until it is iterated."""
         clip_weights, models = self.pipeline._clip_weights(config)  # resolved as for text to image
         config = config.with_seed()
-        state = AnimationState(mode=MODE, label=config.prompts or (config.prompt_at or ("animation",))[0],
+        state = AnimationState(mode=ANIMATE.name, label=config.prompts or (config.prompt_at or ("animation",))[0],
                                config=config.replace(models=models).to_dict(), total=config.frames or 0)
         return GenerationRun(self._events(config, clip_weights, state, resume), state)
 
@@ -178,7 +179,7 @@ class Animator:
             })
             state.last_frame, state.step = previous, index + 1
             yield Preview("frame", index, previous)
-            yield Progress(MODE, index + 1, frames, time.perf_counter() - started, loss=loss)
+            yield Progress(ANIMATE.name, index + 1, frames, time.perf_counter() - started, loss=loss)
             if config.upscale.upscale:
                 upscaled = yield from upscale_results([previous], config.upscale, pipeline.bench.upscaler)
                 yield Preview("upscaled", index, upscaled[0])
@@ -208,12 +209,12 @@ class Animator:
         """Optimise one frame; its progress is reported as the animation's (frames done so
         far), with the loss of each step. Returns the frame's last loss (None without steps)."""
         loss = None
-        scratch = RunState(mode=MODE, label="")  # optimise counts steps here, not in the frames
+        scratch = RunState(mode=ANIMATE.name, label="")  # optimise counts steps here, not in the frames
         for event in optimise(loop, steps, scratch, what=f"at {size[0]}x{size[1]} with {config.cutouts.cutn} "
                                                          f"cutouts (frame {index})"):
             if isinstance(event, Progress):
                 loss = event.loss if event.loss is not None else loss
-                yield Progress(MODE, index, frames, time.perf_counter() - started, loss=event.loss,
+                yield Progress(ANIMATE.name, index, frames, time.perf_counter() - started, loss=event.loss,
                                losses=event.losses)
             else:
                 yield event

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from generator.animate.config import AnimationConfig
-from generator.animate.state import FRAME_RECORDS, MODE, Resume
+from generator.animate.mode import ANIMATE
+from generator.animate.state import FRAME_RECORDS, Resume
 from generator.errors import ConfigError, InputError
 from generator.io.images import open_image
 
@@ -45,7 +46,7 @@ def read_resume(folder: str | Path) -> tuple[AnimationConfig, Resume]:
         raise InputError(f"{folder} is not a folder; give the run folder of a stopped animation to --resume.")
     record = _read_json(folder / RUN_RECORD, folder)
     mode = record.get("mode") if isinstance(record, dict) else None
-    if mode != MODE:
+    if mode != ANIMATE.name:
         raise InputError(f"{folder} was made by {mode or 'an unknown command'}, not by animate; --resume continues "
                          "only animations.")
     try:

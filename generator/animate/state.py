@@ -10,7 +10,6 @@ from PIL import Image
 
 from generator.runs import RunState
 
-MODE = "animate"
 FRAME_RECORDS = "frames.jsonl"
 
 

@@ -9,10 +9,12 @@ from typing import Any
 import gradio as gr
 
 from generator.animate.config import AnimationConfig
+from generator.animate.mode import ANIMATE
+from generator.text_to_image.tab import preset_config
 from generator.webui.forms import to_form
 from generator.webui.handlers import named, stream
 from generator.webui.jobs import Update, animation_job
-from generator.webui.tabs.page import CLAIMING, HEAVY, Page, config_from
+from generator.webui.tabs.page import CLAIMING, HEAVY, Page, TabParts, config_from
 from generator.webui.widgets import animate_widgets
 
 _OUTPUTS = ["status", "preview", "video", "files"]
@@ -20,13 +22,10 @@ _SHARED = ("width", "height", "cutn", "prompts", "steps")  # start from the text
 _MODELS = ("vqgan", "vqgan_config", "clip_models")
 
 
-def animate_tab(page: Page, t2i_values: dict[str, Any]) -> Any:
-    """Lay out the tab (inside a ``gr.Tab``) and wire its events; returns the run event.
-
-    Args:
-        t2i_values: the text-to-image form's initial values: size, cutouts, prompt and steps
-            start the same, and animations use its models.
-    """
+def build(page: Page, preset: str) -> TabParts:
+    """Lay out the tab (inside a ``gr.Tab``) and wire its events. Size, cutouts, prompt and
+    steps start as the text-to-image form's (from ``preset``), and animations use its models."""
+    t2i_values = to_form(preset_config(preset, page.studio))
     values = to_form(AnimationConfig(models=page.studio.models))
     values.update({name: t2i_values[name] for name in _SHARED})
     anim = animate_widgets(values)
@@ -55,6 +54,6 @@ def animate_tab(page: Page, t2i_values: dict[str, Any]) -> Any:
 
     run = anim["run"].click(page.claimed, None, [status, claim, preview], **CLAIMING).success(
         named(animate, names), [claim] + [anim[n] for n in names], [status, preview, video, files],
-        api_name="animate", **HEAVY)
+        api_name=ANIMATE.api, **HEAVY)
     page.stop_button(anim["stop"], status, [run])
-    return run
+    return TabParts({name: anim[name] for name in names}, names, values, [run])

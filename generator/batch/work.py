@@ -26,6 +26,7 @@ from generator.errors import GeneratorError, summary
 from generator.events import Done, Event, Progress
 from generator.runs import GenerationRun, RunState
 from generator.text_to_image.batched import ALL, batch_key
+from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.text_to_image.pipeline import TextToImage
 from generator.workbench import Workbench
 
@@ -220,7 +221,7 @@ class Worker:
 def bare_state(state: RunState | GenerationConfig) -> RunState:
     """A run state without its decoder (which holds the models), to send between processes."""
     if isinstance(state, GenerationConfig):
-        return RunState("text-to-image", state.prompts or "image", state.to_dict(), 0, state.steps)
+        return RunState(TEXT_TO_IMAGE.name, state.prompts or "image", state.to_dict(), 0, state.steps)
     return RunState(state.mode, state.label, dict(state.config), state.step, state.total)
 
 

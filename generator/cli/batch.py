@@ -26,9 +26,9 @@ from generator.batch.jobs import Job, read_jobs
 from generator.batch.records import BatchRecords, JobRecord
 from generator.batch.work import PipelineFactory, Worker
 from generator.cli.console import EXIT_INTERRUPTED
-from generator.cli.text_to_image import DEFAULT_OUT, add_settings_arguments, settings_from_args
 from generator.errors import ConfigError
 from generator.io.outputs import slugify
+from generator.text_to_image.cli import DEFAULT_OUT, add_settings_arguments, settings_from_args
 
 EXIT_FAILED_JOBS = 1
 

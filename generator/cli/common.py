@@ -8,13 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from generator import modes
 from generator.errors import ConfigError
 from generator.io.outputs import config_from_png, mode_of_output
 from generator.presets import load_preset
 from generator.workbench import Workbench
-
-COMMAND_OF_MODE = {"text-to-image": "", "sample": "sample", "animate": "animate"}
-"""The subcommand that makes (and repeats, with --from) each mode's outputs."""
 
 
 def workbench_from_args(args: argparse.Namespace) -> Workbench:
@@ -95,11 +93,12 @@ def base_settings(from_output: str | None, preset: str | None, *, kind: str,
     if from_output and preset:
         raise ConfigError("give --from or --preset, not both: --from already holds every setting.")
     if from_output:
-        mode = mode_of_output(Path(from_output))
-        if mode != kind:
-            if mode not in COMMAND_OF_MODE:
-                raise ConfigError(f"{from_output} was made by {mode}, which --from cannot repeat.")
-            command = " ".join(filter(None, ["python -m generator", COMMAND_OF_MODE[mode]]))
+        recorded = mode_of_output(Path(from_output))
+        mode = modes.recorded(recorded)
+        if mode is None or mode.name != kind:
+            if mode is None or mode.cli is None or not mode.loadable and mode.outputs is None:
+                raise ConfigError(f"{from_output} was made by {recorded}, which --from cannot repeat.")
+            command = "python -m generator" + ("" if mode.default else f" {mode.command}")
             raise ConfigError(f"{from_output} was made by `{command}`; repeat it with "
                               f"`{command} --from {from_output}`.")
         return config_from_png(Path(from_output))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from generator import modes
 from generator.presets import list_presets, load_preset
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for name in list_presets():
         preset = load_preset(name)
-        where = "" if preset.kind == "text-to-image" else f" [{preset.kind}]"
+        where = "" if preset.kind == modes.DEFAULT.name else f" [{preset.kind}]"
         print(f"{name}{where}: {preset.description}")
         settings = _flatten(dict(preset.settings))
         print("    " + ("; ".join(settings) if settings else "(the defaults)"))

@@ -161,21 +161,22 @@ def config_from_png(path: Path) -> dict[str, Any]:
         raise InputError(f"{path} cannot be read ({summary(error)}); {_CONFIG_HINT}.") from error
 
 
-def mode_of_output(path: Path) -> str:
-    """Which command made an output (``text-to-image``, ``sample``, ``upscale``, ...): the mode
-    recorded in a PNG, or in the ``run.json`` beside a ``config.json``.
+def mode_of_output(path: Path) -> str | None:
+    """The name of the mode that made an output, as recorded in a PNG or in the ``run.json``
+    beside a ``config.json``; None when none is recorded (older outputs: the registry's
+    default mode made them, see :func:`generator.modes.recorded`).
 
     Raises:
         InputError: the file cannot be read.
     """
     path = Path(path)
     if path.suffix.lower() != ".json":
-        return read_png_text(path).get(MODE_KEY, "text-to-image")
+        return read_png_text(path).get(MODE_KEY)
     try:
         record = json.loads((path.parent / "run.json").read_text(encoding="utf-8"))
         return str(record["mode"])
     except (OSError, ValueError, KeyError, TypeError):
-        return "text-to-image"  # a config.json without its run record: older runs were all text to image
+        return None
 
 
 class RunWriter:
@@ -223,8 +224,7 @@ class RunWriter:
         return self._record(save_png(image, frames_dir / f"{step:06d}.png", folder=self._folder))
 
     def write_final(self, image: Image.Image, *, config: Mapping[str, Any], prompt: str,
-                    seed: int, name: str = "final.png",
-                    config_name: str = "config.json", mode: str = "text-to-image") -> Path:
+                    seed: int, mode: str, name: str = "final.png", config_name: str = "config.json") -> Path:
         """Save the final PNG (prompt, seed, ``config`` embedded), then ``config.json``.
 
         The PNG goes first: it alone holds the image and everything needed to re-run, so a

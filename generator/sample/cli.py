@@ -21,6 +21,7 @@ from generator.cli.common import add_upscale_arguments, add_weights_arguments, b
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.config import PRECISIONS, SampleConfig
 from generator.config_schema import merge
+from generator.sample.mode import SAMPLE
 from generator.sample.pipeline import Sampler
 
 _S = argparse.SUPPRESS
@@ -69,7 +70,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SampleConfig:
     """defaults < preset (or --from) < flags."""
-    base = base_settings(args.from_output, args.preset, kind="sample")
+    base = base_settings(args.from_output, args.preset, kind=SAMPLE.name)
     names = {f for f in SampleConfig.__dataclass_fields__ if f not in ("output", "upscale")}
     given = {k: v for k, v in vars(args).items() if k in names}
     output = {k: v for k, v in vars(args).items() if k in _OUTPUT_FIELDS}

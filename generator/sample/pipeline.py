@@ -36,6 +36,7 @@ from generator.io.images import contact_sheet, cover, open_image, pil_to_tensor,
 from generator.runs import GenerationRun, RunState
 from generator.sample.conditioning import coordinate_tokens, map_size, map_tokens, start_tokens
 from generator.sample.loader import Prior
+from generator.sample.mode import SAMPLE
 from generator.sample.sampling import (
     SamplingSettings,
     check_grid,
@@ -116,7 +117,7 @@ class Sampler:
     def run(self, config: SampleConfig) -> GenerationRun:
         """Start a sampling run; nothing happens until it is iterated. The seed is resolved here."""
         config = config.with_seed().replace(model=self.model, transformer_config=self.transformer_config)
-        state = RunState(mode="sample", label=self.label, config=config.to_dict())
+        state = RunState(mode=SAMPLE.name, label=self.label, config=config.to_dict())
         return GenerationRun(self._events(config, state), state)
 
     def _events(self, config: SampleConfig, state: RunState) -> Iterator[Event]:

@@ -3,36 +3,28 @@ condition map or completing an image), shown as a gallery."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
 from generator.config import SampleConfig
+from generator.sample.mode import SAMPLE
 from generator.webui.forms import to_form
 from generator.webui.handlers import named, stream
 from generator.webui.jobs import sample_job
-from generator.webui.tabs.page import CLAIMING, HEAVY, Page, config_from, run_controls
+from generator.webui.tabs.page import CLAIMING, HEAVY, Page, TabParts, config_from, run_controls
 from generator.webui.widgets import sample_widgets
 
 _OUTPUTS = ["status", "preview", "results", "video", "files"]
 
 
-@dataclasses.dataclass
-class PriorTab:
-    """What other tabs use of this one: its form widgets by config field, their names and the
-    event that makes a run."""
-
-    fields: dict[str, gr.components.Component]
-    names: list[str]
-    run: Any
-
-
-def prior_tab(page: Page) -> PriorTab:
-    """Lay out the tab (inside a ``gr.Tab``) and wire its events."""
-    smp = sample_widgets(to_form(SampleConfig()), page.studio.weights_dir)
-    run_button, stop_button, hint, status = run_controls("Sample", "sample")
+def build(page: Page, preset: str) -> TabParts:
+    """Lay out the tab (inside a ``gr.Tab``) and wire its events (``preset``, a text-to-image
+    preset, does not apply)."""
+    values = to_form(SampleConfig())
+    smp = sample_widgets(values, page.studio.weights_dir)
+    run_button, stop_button, hint, status = run_controls(SAMPLE.title, SAMPLE.api)
     with gr.Row():
         preview = gr.Image(label="Preview", type="pil", interactive=False, format="png", height=420, visible=False)
         results = gr.Gallery(label="Samples", columns=4, interactive=False, format="png")
@@ -51,7 +43,7 @@ def prior_tab(page: Page) -> PriorTab:
 
     run = run_button.click(page.claimed, None, [status, claim, preview], **CLAIMING).success(
         named(sample, names), [claim] + [smp[n] for n in names], [status, preview, results, video, files],
-        api_name="sample", **HEAVY)
+        api_name=SAMPLE.api, **HEAVY)
     page.stop_button(stop_button, status, [run])
     page.hint_menus((("transformer", smp["model"]), ("upscaler", smp["upscale_model"])), hint)
-    return PriorTab(smp, names, run)
+    return TabParts(smp, names, values, [run])

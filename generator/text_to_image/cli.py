@@ -18,6 +18,7 @@ from typing import Any
 
 from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings, workbench_from_args
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
+from generator.cli.main import listing as main_listing
 from generator.config import (
     INIT_MODES,
     OPTIMISERS,
@@ -30,6 +31,7 @@ from generator.config_schema import field_paths, merge, nest
 from generator.errors import ConfigError
 from generator.presets import DEFAULT_PRESET
 from generator.text_to_image.cutouts import AUGMENTATIONS
+from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.text_to_image.pipeline import TextToImage
 
 logger = logging.getLogger(__name__)
@@ -100,7 +102,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     """Parser of the text-to-image command."""
     parser = argparse.ArgumentParser(
         prog=prog, description="Generate an image from text with VQGAN+CLIP.",
-        epilog="Other commands: sample, upscale, download, presets (python -m generator COMMAND --help).",
+        epilog="Other commands (python -m generator COMMAND --help):\n" + "\n".join(main_listing()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("prompts", nargs="?", default=_S, metavar="PROMPT",
                         help="'text:weight:stop | more text' ; '^' separates story phrases")
@@ -128,7 +131,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The plain settings of the parsed flags: defaults < preset (or --from) < flags."""
-    base = base_settings(args.from_output, args.preset, kind="text-to-image", default_preset=DEFAULT_PRESET)
+    base = base_settings(args.from_output, args.preset, kind=TEXT_TO_IMAGE.name, default_preset=DEFAULT_PRESET)
     return merge(base, overrides_from_args(args))
 
 

@@ -46,6 +46,7 @@ from generator.text_to_image.cutouts import NONDETERMINISTIC_ON_CUDA, MakeCutout
 from generator.text_to_image.latents import initial_latent
 from generator.text_to_image.loop import GuidanceLoop, recomputed_levels
 from generator.text_to_image.losses import ClipGuide, GuideMember
+from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.text_to_image.targets import PromptSpec, build_targets
 from generator.upscale.tiles import finish_with_upscale
 from generator.weights.download import ProgressCallback
@@ -223,7 +224,7 @@ class TextToImage:
         """
         clip_weights, models = self._clip_weights(config)
         config = config.with_seed()
-        state = RunState(mode="text-to-image", label=config.prompts or "image",
+        state = RunState(mode=TEXT_TO_IMAGE.name, label=config.prompts or "image",
                          config=config.replace(models=models).to_dict(), total=config.steps)
         return GenerationRun(self._events(config, clip_weights, state), state)
 
@@ -255,7 +256,7 @@ class TextToImage:
             raise ConfigError("these runs cannot be optimised together: they differ in size, steps, models, cutouts "
                               "or other shared settings; group them by batch_key first.")
         clip_weights, models = self._clip_weights(configs[0])
-        states = [RunState(mode="text-to-image", label=config.prompts or "image",
+        states = [RunState(mode=TEXT_TO_IMAGE.name, label=config.prompts or "image",
                            config=config.replace(models=models).to_dict(), total=config.steps) for config in configs]
         return BatchRun(self._batch_events(configs, clip_weights, states), states)
 

@@ -3,7 +3,6 @@ that keeps the latest image, presets and seeds."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,13 @@ from generator.config import GenerationConfig, ModelsConfig, new_seed
 from generator.errors import InputError
 from generator.io.latents import LATENT_FILE
 from generator.presets import load_preset
+from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.webui.forms import preset_fields, to_form
 from generator.webui.handlers import guarded, named, stream
 from generator.webui.jobs import Update, text_to_image_job
 from generator.webui.status import message_html
 from generator.webui.studio import Session, Studio
-from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, config_from, gr_guard, read_config
+from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, TabParts, config_from, gr_guard, read_config
 from generator.webui.widgets import text_to_image_widgets
 
 PREVIEW_EVERY = 10  # steps between previews when a preset sets none: watching the image form is the point
@@ -27,19 +27,8 @@ _BUTTONS = ("run", "stop", "preset", "preset_info", "random_seed", "reuse_seed",
 _OUTPUTS = ["status", "preview", "result", "video", "files", "info", "seed"]
 
 
-@dataclasses.dataclass
-class TextToImageTab:
-    """What other tabs use of this one: its form widgets by config field, their names (the
-    form's order), its initial values and the events that make a run."""
-
-    fields: dict[str, gr.components.Component]
-    names: list[str]
-    values: dict[str, Any]
-    runs: list[Any]
-
-
-def text_to_image_tab(page: Page, preset: str) -> TextToImageTab:
-    """Lay out the tab (inside a ``gr.Tab``) and wire its events."""
+def build(page: Page, preset: str) -> TabParts:
+    """Lay out the tab (inside a ``gr.Tab``) and wire its events; ``preset`` fills the form at first."""
     values = to_form(preset_config(preset, page.studio))
     values["save_every"] = values["save_every"] or PREVIEW_EVERY
     t2i = text_to_image_widgets(values, preset, page.studio.weights_dir)
@@ -101,7 +90,7 @@ def text_to_image_tab(page: Page, preset: str) -> TextToImageTab:
     generate_fn = named(generate, [*names, "image_prompt_files"])
     claim_out = [status, claim, preview]
     runs = [t2i["run"].click(page.claimed, None, claim_out, **CLAIMING).success(
-                generate_fn, inputs, outputs, api_name="generate", **HEAVY),
+                generate_fn, inputs, outputs, api_name=TEXT_TO_IMAGE.api, **HEAVY),
             t2i["prompts"].submit(page.claimed, None, claim_out, **CLAIMING).success(
                 generate_fn, inputs, outputs, api_name=False, **HEAVY),
             continue_button.click(page.claimed, None, claim_out, **CLAIMING).success(
@@ -119,7 +108,7 @@ def text_to_image_tab(page: Page, preset: str) -> TextToImageTab:
                                  len(preset_outputs)), t2i["preset"], preset_outputs, **QUICK)
     page.hint_menus((("vqgan", t2i["vqgan"]), ("transformer", t2i["prior"]), ("upscaler", t2i["upscale_model"])),
                     hint)
-    return TextToImageTab(t2i, names, values, runs)
+    return TabParts(t2i, names, values, runs)
 
 
 def continuation(session: Session, more: int) -> tuple[GenerationConfig, Path]:
@@ -130,7 +119,7 @@ def continuation(session: Session, more: int) -> tuple[GenerationConfig, Path]:
         InputError: there is no such run (with a saved latent) yet, or ``more`` is below 1.
     """
     record = session.record
-    if record is None or record.mode != "text-to-image" or record.folder is None \
+    if record is None or record.mode != TEXT_TO_IMAGE.name or record.folder is None \
             or not (record.folder / LATENT_FILE).is_file():
         raise InputError("there is no image to continue yet; generate one (or stop a run) first.")
     if more < 1:
@@ -143,14 +132,14 @@ def continuation(session: Session, more: int) -> tuple[GenerationConfig, Path]:
 
 def preset_config(name: str, studio: Studio) -> GenerationConfig:
     """A text-to-image preset; one that leaves the models alone keeps the app's models."""
-    config = gr_guard(lambda: load_preset(name, kind="text-to-image").config())
+    config = gr_guard(lambda: load_preset(name, kind=TEXT_TO_IMAGE.name).config())
     return config.replace(models=studio.models) if config.models == ModelsConfig() else config
 
 
 def preset_update(name: str, studio: Studio, names: Sequence[str]) -> tuple[Any, ...]:
     """The widgets a preset names, its description, and a status line; every other widget
     (the prompt above all) keeps what the user set."""
-    preset = load_preset(name, kind="text-to-image")
+    preset = load_preset(name, kind=TEXT_TO_IMAGE.name)
     values = to_form(preset_config(name, studio))
     fields = preset_fields(GenerationConfig, preset.settings)
     changed = [n for n in names if n in fields]

@@ -17,12 +17,12 @@ from tqdm import tqdm
 
 from generator.cli.common import add_weights_arguments, workbench_from_args
 from generator.config import UpscaleConfig
-from generator.drive import write_upscaled
 from generator.errors import ConfigError, GeneratorError, InputError
 from generator.events import Event, Notice, Progress
 from generator.io.image_data import read_image_data
 from generator.io.images import IMAGE_SUFFIXES
 from generator.upscale.loader import Upscaler
+from generator.upscale.outputs import write_upscaled
 from generator.upscale.tiles import run_to_end, upscale_with
 
 logger = logging.getLogger(__name__)

@@ -9,16 +9,17 @@ import gradio as gr
 
 from generator.config import UpscaleConfig
 from generator.errors import InputError
+from generator.upscale.mode import UPSCALE
 from generator.webui.handlers import guarded, named, stream
 from generator.webui.jobs import Update, upscale_job
-from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, run_controls
+from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, TabParts, run_controls
 from generator.webui.widgets import models_menu
 
 _NAMES = ["image", "upscale_model", "upscale", "upscale_tile", "upscale_denoise", "upscale_alpha"]
 
 
-def upscale_tab(page: Page) -> Any:
-    """Lay out the tab (inside a ``gr.Tab``) and wire its events; returns the run event."""
+def build(page: Page, preset: str) -> TabParts:
+    """Lay out the tab (inside a ``gr.Tab``) and wire its events (``preset`` does not apply)."""
     with gr.Row():
         model = models_menu("upscaler", UpscaleConfig().upscale_model, "Upscaler", page.studio.weights_dir,
                             elem_id="upscale-model")
@@ -26,7 +27,7 @@ def upscale_tab(page: Page) -> Any:
         tile = gr.Number(256, label="Tile (0: whole image)", precision=0)
         denoise = gr.Number(-1, label="Denoise 0..1 (-1: off)")
         alpha = gr.Dropdown(["network", "resize"], value="network", label="Alpha")
-    run_button, stop_button, hint, status = run_controls("Upscale", "upscale")
+    run_button, stop_button, hint, status = run_controls(UPSCALE.title, UPSCALE.api)
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Image to upscale", type="filepath", height=420, elem_id="upscale-input",
@@ -60,7 +61,7 @@ def upscale_tab(page: Page) -> Any:
     from_latest.click(guarded(latest_result, None, 1), None, image, api_name="latest_result", **QUICK)
     run = run_button.click(page.claimed, None, [status, claim, gr.State()], **CLAIMING).success(
         named(upscale, _NAMES), [claim, image, model, scale, tile, denoise, alpha], [status, compare, files],
-        api_name="upscale", **HEAVY)
+        api_name=UPSCALE.api, **HEAVY)
     page.hint_menus((("upscaler", model),), hint)
     page.stop_button(stop_button, status, [run])
-    return run
+    return TabParts({}, [], {}, [run])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from generator import modes
 from generator.drive import RUN_RECORD, RunRecord
 from generator.errors import InputError, OutputError, summary
 from generator.io.atomic_files import atomic_path
@@ -83,8 +84,8 @@ def _recorded_mode(folder: Path, image: Path) -> tuple[str, str | None]:
     try:
         text = read_png_text(image)
     except InputError:
-        return "text-to-image", None
-    return text.get(MODE_KEY, "text-to-image"), text.get(PROMPT_KEY)
+        return modes.DEFAULT.name, None
+    return text.get(MODE_KEY, modes.DEFAULT.name), text.get(PROMPT_KEY)
 
 
 def list_runs(outputs_dir: Path, limit: int = 60, owner: str | None = None,
@@ -152,7 +153,8 @@ def record_session_owner(owners: OwnersIndex, record: RunRecord | None, owner: s
     Returns:
         Whether an owner was recorded.
     """
-    if not owner or record is None or record.folder is None or record.mode == "upscale":
+    mode = modes.recorded(record.mode) if record is not None else None
+    if not owner or record is None or record.folder is None or mode is None or not mode.run_folders:
         return False
     return record_owner(owners, record.folder, owner)
 

@@ -20,7 +20,7 @@ from PIL import Image
 from generator.animate.config import AnimationConfig
 from generator.animate.pipeline import Animator
 from generator.config import GenerationConfig, SampleConfig, UpscaleConfig
-from generator.drive import RunRecord, drive, write_upscaled
+from generator.drive import RunRecord, drive
 from generator.errors import InputError
 from generator.events import Event, Preview, Progress, relay
 from generator.io.image_data import read_image_data
@@ -28,6 +28,8 @@ from generator.io.images import image_size
 from generator.io.outputs import FRAMES_DIR, zip_frames
 from generator.io.video import write_mp4
 from generator.runs import GenerationRun
+from generator.upscale.mode import UPSCALE
+from generator.upscale.outputs import write_upscaled
 from generator.upscale.tiles import upscale_with
 from generator.webui.gallery import record_session_owner
 from generator.webui.limits import DEFAULT_MAX_MEGAPIXELS, check_upscale_size
@@ -184,7 +186,7 @@ def upscale_job(studio: Studio, image_path: str, config: UpscaleConfig, session:
         result = yield from relay(upscale_with(upscaler, image, config), _as_update)
         path = write_upscaled(studio.outputs_dir / "upscaled", Path(image_path), image, result, config,
                               upscaler.name, config.upscale or upscaler.scale)
-        session.record = RunRecord("upscale", status="done", folder=path.parent, result=path, files=[path])
+        session.record = RunRecord(UPSCALE.name, status="done", folder=path.parent, result=path, files=[path])
         yield Update(status=f"{image.size[0]}x{image.size[1]} → {result.size[0]}x{result.size[1]} · {path.name}",
                      result=str(path), results=[image_path, str(path)], files=[str(path)])
 

@@ -9,15 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from generator.config import GenerationConfig, SampleConfig
+from generator import modes
 from generator.errors import ConfigError, InputError
 from generator.io.outputs import CONFIG_KEY, MODE_KEY, PROMPT_KEY, SEED_KEY, read_png_text
 
-CONFIG_CLASSES: dict[str, type[GenerationConfig] | type[SampleConfig]] = {
-    "text-to-image": GenerationConfig,
-    "sample": SampleConfig,
-}
-"""The config class of each mode whose settings can be loaded into a tab."""
 _HINT = "drop a PNG written by this tool, such as a run's final.png"
 
 
@@ -35,19 +30,20 @@ class PngSettings:
     config: dict[str, Any]
     summary: str
 
-    def run_config(self) -> GenerationConfig | SampleConfig:
-        """The settings as the config of their tab (:data:`CONFIG_CLASSES`).
+    def run_config(self) -> Any:
+        """The settings as the config of their mode (one whose settings load into its tab).
 
         Raises:
             InputError: the mode has no tab to load into, or the settings are not a valid
                 config of that mode (e.g. written by an incompatible version).
         """
-        config_class = CONFIG_CLASSES.get(self.mode)
-        if config_class is None:
-            raise InputError(f"settings of a {self.mode} output cannot be loaded into a tab; drop a final.png of a "
-                             "text-to-image run or a sample of a prior.")
+        mode = modes.recorded(self.mode)
+        if mode is None or not mode.loadable or mode.config is None:
+            loadable = " or ".join(m.title.lower() for m in modes.MODES.values() if m.loadable)
+            raise InputError(f"settings of a {self.mode} output cannot be loaded into a tab; drop the final.png of a "
+                             f"{loadable} run.")
         try:
-            return config_class.from_dict(self.config)
+            return mode.config.from_dict(self.config)
         except (ConfigError, InputError) as error:
             raise InputError(f"the settings in this PNG are not a usable {self.mode} config ({error}).") from None
 
@@ -74,15 +70,14 @@ def read_settings(path: str | os.PathLike[str]) -> PngSettings:
         config = None
     if not isinstance(config, dict):
         raise InputError(f"the settings embedded in {name} are damaged (not a JSON object); {_HINT}.")
-    mode = text.get(MODE_KEY, "text-to-image")
+    mode = text.get(MODE_KEY, modes.DEFAULT.name)
     return PngSettings(mode, config, _summary(mode, config, text))
 
 
 def _summary(mode: str, config: dict[str, Any], text: dict[str, str]) -> str:
     """``text-to-image · "city at night" · seed 3 · 32x32 · 10 steps · vqgan_imagenet_f16_16384``."""
     parts = [mode]
-    title = config.get("prompts") if mode == "text-to-image" else None
-    title = title or text.get(PROMPT_KEY) or config.get("model")
+    title = text.get(PROMPT_KEY) or config.get("prompts") or config.get("model")
     if title:
         parts.append(f'"{str(title)[:80]}"')
     seed = config.get("seed", text.get(SEED_KEY))

@@ -9,10 +9,12 @@ from typing import Any
 
 import gradio as gr
 
+from generator.animate.mode import ANIMATE
 from generator.config import INIT_MODES, OPTIMISERS, PRECISIONS
 from generator.errors import GeneratorError
 from generator.presets import list_presets, load_preset
 from generator.text_to_image.cutouts import AUGMENTATIONS
+from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.webui.catalogue import model_choices
 
 
@@ -33,7 +35,7 @@ def text_to_image_widgets(values: dict[str, Any], preset: str, weights: Any) -> 
             w["run"] = gr.Button("Generate", variant="primary", elem_id="generate")
             w["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
     with gr.Row():
-        presets: list[Any] = list_presets(kind="text-to-image")
+        presets: list[Any] = list_presets(kind=TEXT_TO_IMAGE.name)
         if preset not in presets:  # a preset file given to app.py --preset
             presets.append((Path(preset).stem, preset))
         w["preset"] = gr.Dropdown(presets, value=preset, label="Preset", scale=1, elem_id="preset")
@@ -102,7 +104,7 @@ def animate_widgets(values: dict[str, Any]) -> dict[str, gr.components.Component
         w["prompts"] = gr.Textbox(values["prompts"], label="Prompt (^ separates story phrases)", scale=4,
                                   max_lines=3, elem_id="animate-prompt")
         with gr.Column(scale=1, min_width=150):
-            w["run"] = gr.Button("Animate", variant="primary", elem_id="animate")
+            w["run"] = gr.Button(ANIMATE.title, variant="primary", elem_id=ANIMATE.api)
             w["stop"] = gr.Button("Stop", variant="stop", elem_id="animate-stop")
     with gr.Row():
         w["frames"] = gr.Number(values["frames"] or 60, label="Frames", precision=0, minimum=1, elem_id="frames")
@@ -171,6 +173,6 @@ def sample_widgets(values: dict[str, Any], weights: Any) -> dict[str, gr.compone
 def load_preset_description(name: str) -> str:
     """The description of a preset, for the line beside the preset menu."""
     try:
-        return load_preset(name, kind="text-to-image").description
+        return load_preset(name, kind=TEXT_TO_IMAGE.name).description
     except GeneratorError as error:
         return str(error)

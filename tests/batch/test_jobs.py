@@ -9,8 +9,8 @@ import pytest
 
 from generator.batch.jobs import read_jobs
 from generator.cli.batch import build_parser
-from generator.cli.text_to_image import settings_from_args
 from generator.errors import ConfigError, InputError
+from generator.text_to_image.cli import settings_from_args
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

@@ -126,7 +126,7 @@ def test_offline_without_default_weights_names_the_file_and_the_command(tmp_path
 
 
 def test_flags_override_the_preset_and_from(tiny_files, tmp_path: Path) -> None:
-    from generator.cli.text_to_image import build_parser, config_from_args
+    from generator.text_to_image.cli import build_parser, config_from_args
 
     parser = build_parser("generator")
     config = config_from_args(parser.parse_args(["x", "--preset", "fast", "--cutn", "3", "--init-image", "a.png"]))

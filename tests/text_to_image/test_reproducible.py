@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generator.cli.text_to_image import build_parser, config_from_args
 from generator.errors import ConfigError
+from generator.text_to_image.cli import build_parser, config_from_args
 from generator.text_to_image.pipeline import check_reproducible
 from tests.factories import tiny_run_config
 

@@ -3,30 +3,30 @@ a form, download as zip, delete) and the settings written into any output PNG.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import gradio as gr
 
-from generator.config import GenerationConfig, SampleConfig
+from generator import modes
 from generator.errors import InputError
 from generator.webui.forms import to_form
 from generator.webui.gallery import PastRun, delete_run, zip_run
 from generator.webui.handlers import guarded
 from generator.webui.pnginfo import read_settings
 from generator.webui.status import error_html, message_html
-from generator.webui.tabs.page import QUICK, Page
-from generator.webui.tabs.sample import PriorTab
-from generator.webui.tabs.text_to_image import TextToImageTab
+from generator.webui.tabs.page import QUICK, Page, TabParts, gr_guard
 from generator.webui.visitors import visitor_of
 
 
-def gallery_tabs(page: Page, tabs: gr.Tabs, t2i: TextToImageTab, prior: PriorTab, runs: Sequence[Any],
-                 demo: gr.Blocks) -> None:
+def gallery_tabs(page: Page, tabs: gr.Tabs, parts: Mapping[str, TabParts], demo: gr.Blocks) -> None:
     """Lay out the Gallery and PNG info tabs (inside ``tabs``) and wire their events: loading
-    settings fills the Text to image or Prior form and switches to it; the gallery refreshes
-    after each of ``runs`` and when a page loads. Whose runs are shown is the visitor's
-    cookie (:mod:`generator.webui.visitors`), never anything the page sends."""
+    settings fills the form of the run's mode (``parts``: each mode's tab by mode name) and
+    switches to it; the gallery refreshes after every run and when a page loads. Whose runs
+    are shown is the visitor's cookie (:mod:`generator.webui.visitors`), never anything the
+    page sends."""
+    loadable = [name for name in parts if modes.MODES[name].loadable]
+    fields = [(name, field) for name in loadable for field in parts[name].names]
     with gr.Tab("Gallery", id="gallery"):
         refresh_button = gr.Button("Refresh")
         gallery = gr.Gallery(label="Past runs (newest first)", columns=5, elem_id="gallery", interactive=False)
@@ -77,16 +77,18 @@ def gallery_tabs(page: Page, tabs: gr.Tabs, t2i: TextToImageTab, prior: PriorTab
         return message_html(f"{archive.name} is ready below."), str(archive)
 
     def load(chosen: dict | None) -> tuple:
+        """Fill the form of the chosen run's mode with its settings and switch to its tab."""
+        skip_all = [gr.skip()] * len(fields)
         if not isinstance(chosen, dict) or not isinstance(chosen.get("config"), dict):
-            return (error_html("select a run in the gallery first, then load its settings."), gr.skip(),
-                    *[gr.skip()] * (len(t2i.names) + len(prior.names)))
-        if chosen.get("mode") == "sample":
-            values = to_form(SampleConfig.from_dict(chosen["config"]))
-            return (message_html("Loaded into the Prior tab."), gr.Tabs(selected="prior"),
-                    *[gr.skip()] * len(t2i.names), *[values.get(n, gr.skip()) for n in prior.names])
-        values = to_form(GenerationConfig.from_dict(chosen["config"]))
-        return (message_html("Loaded into the Text to image tab."), gr.Tabs(selected="t2i"),
-                *[values.get(n, gr.skip()) for n in t2i.names], *[gr.skip()] * len(prior.names))
+            return error_html("select a run in the gallery first, then load its settings."), gr.skip(), *skip_all
+        mode = modes.recorded(chosen.get("mode"))
+        if mode is None or mode.name not in loadable:
+            loadable_titles = " or ".join(modes.MODES[name].title.lower() for name in loadable)
+            return (error_html(f"settings of this kind of run cannot be loaded into a tab; choose a {loadable_titles} "
+                               "run."), gr.skip(), *skip_all)
+        values = to_form(gr_guard(lambda: mode.config.from_dict(chosen["config"])))
+        return (message_html(f"Loaded into the {mode.title} tab."), gr.Tabs(selected=mode.name),
+                *[values.get(field, gr.skip()) if name == mode.name else gr.skip() for name, field in fields])
 
     def png_read(path: str | None, request: gr.Request) -> tuple:
         if not path:
@@ -102,13 +104,13 @@ def gallery_tabs(page: Page, tabs: gr.Tabs, t2i: TextToImageTab, prior: PriorTab
                         **QUICK)
     zip_button.click(guarded(zipped, 0, 2), selected, [title, download], api_name="zip_run", **QUICK)
     gallery.select(guarded(select, 0, 3), None, [title, settings, selected], api_name="select_run", **QUICK)
-    load_outputs = [title, tabs, *[t2i.fields[n] for n in t2i.names], *[prior.fields[n] for n in prior.names]]
+    load_outputs = [title, tabs, *[parts[name].fields[field] for name, field in fields]]
     load_button.click(guarded(load, 0, len(load_outputs)), selected, load_outputs, api_name="load_settings", **QUICK)
     png_input.change(guarded(png_read, 0, 3), png_input, [png_status, png_settings, png_selected], api_name="png_info",
                      **QUICK)
     png_load.click(guarded(load, 0, len(load_outputs)), png_selected, [png_status, *load_outputs[1:]], api_name=False,
                    **QUICK)
-    for event in runs:
+    for event in [run for tab in parts.values() for run in tab.runs]:
         event.then(guarded(refreshed, None, 1), None, gallery, api_name=False, **QUICK)
     demo.load(guarded(refreshed, None, 1), None, gallery, api_name=False, **QUICK)
 

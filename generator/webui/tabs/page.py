@@ -32,6 +32,23 @@ CLAIMING = dict(concurrency_id="claims", concurrency_limit=None, show_progress="
 
 
 @dataclasses.dataclass
+class TabParts:
+    """What the page needs of a mode's tab (``<mode>/tab.py``'s ``build(page, preset)``).
+
+    Attributes:
+        fields: its form widgets by config leaf name (where the gallery loads settings).
+        names: the form's field names, in order.
+        values: the form's initial values.
+        runs: the events that make a run (the gallery refreshes after each).
+    """
+
+    fields: dict[str, gr.components.Component]
+    names: list[str]
+    values: dict[str, Any]
+    runs: list[Any]
+
+
+@dataclasses.dataclass
 class Page:
     """The studio, the path policy and the limits every tab's handlers use."""
 
@@ -63,8 +80,7 @@ class Page:
             return message_html("Stopped."), *[gr.skip()] * 5
         kept = kept_update(record)
         step = f" at step {record.step} of {record.total}" if record.total else ""
-        info = generation_info(read_config(record.folder), None, record.step, record.total) \
-            if record.mode == "text-to-image" else ""
+        info = generation_info(read_config(record.folder), None, record.step, record.total)
         return (message_html(f"Stopped{step}. Kept in {record.folder.name}.", "done"),
                 gr.update(value=kept.result, visible=True) if kept.result else gr.skip(),
                 kept.video or gr.skip(), kept.files or gr.skip(), info or gr.skip(), gr.update(visible=False))
