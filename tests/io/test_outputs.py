@@ -101,10 +101,10 @@ def test_run_folder_inside_a_file_is_an_output_error(tmp_path):
 
 def test_final_png_is_never_overwritten(tmp_path):
     writer = RunWriter(tmp_path / "run")
-    final = writer.write_final(_image((1, 2, 3)), config={"steps": 5}, prompt="a", seed=7)
+    final = writer.write_final(_image((1, 2, 3)), config={"steps": 5}, prompt="a", seed=7, mode="text-to-image")
     before = final.read_bytes()
     with pytest.raises(OutputError) as caught:
-        writer.write_final(_image((200, 0, 0)), config={"steps": 9}, prompt="b", seed=8)
+        writer.write_final(_image((200, 0, 0)), config={"steps": 9}, prompt="b", seed=8, mode="text-to-image")
     message = str(caught.value)
     assert "already exists and is never overwritten" in message and str(writer.folder) in message
     assert final.read_bytes() == before
@@ -173,7 +173,7 @@ def test_sixteen_bit_and_rgba_images_are_kept(tmp_path):
 def test_final_png_embeds_prompt_seed_and_config_and_config_json_matches(tmp_path):
     writer = RunWriter(tmp_path)
     config = {"prompts": "川の夜景", "steps": 3, "nested": {"lr": 0.1}}
-    final = writer.write_final(_image(), config=config, prompt="川の夜景", seed=123)
+    final = writer.write_final(_image(), config=config, prompt="川の夜景", seed=123, mode="text-to-image")
     text = outputs.read_png_text(final)
     assert text[outputs.PROMPT_KEY] == "川の夜景" and text[outputs.SEED_KEY] == "123"
     assert text["Software"] == "vqgan-studio"
@@ -272,7 +272,7 @@ def test_disk_full_on_final_png_still_saves_config_json(tmp_path, monkeypatch):
     writer = RunWriter(tmp_path)
     _fail_after(monkeypatch, 0, OSError(errno.EDQUOT, "Disk quota exceeded"), only_png=True)
     with pytest.raises(OutputError, match="disk is full while writing final.png"):
-        writer.write_final(_image(), config={"steps": 2}, prompt="p", seed=1)
+        writer.write_final(_image(), config={"steps": 2}, prompt="p", seed=1, mode="text-to-image")
     assert _entries(tmp_path) == ["config.json"]
     assert outputs.config_from_png(tmp_path / "config.json") == {"steps": 2}
 
@@ -304,7 +304,7 @@ def test_read_only_folder_really_refuses(tmp_path):
             probe.unlink()
             pytest.skip("chmod does not stop this user (root) from writing")
         with pytest.raises(OutputError, match="permission denied.*--out"):
-            writer.write_final(_image(), config={}, prompt="p", seed=1)
+            writer.write_final(_image(), config={}, prompt="p", seed=1, mode="text-to-image")
         assert frame.exists()
     finally:
         os.chmod(writer.folder, 0o755)
