@@ -69,7 +69,7 @@ def describe(event: Progress) -> str:
     return text
 
 
-def _present(run: GenerationRun, studio: Studio, session: Session, parent: Path | None = None) -> Iterator[Update]:
+def present_run(run: GenerationRun, studio: Studio, session: Session, parent: Path | None = None) -> Iterator[Update]:
     """The web UI's presentation of the one driver (:func:`generator.drive.drive`): it writes
     the files, this turns events into updates. A Stop closes this generator at a ``yield``,
     which closes the driver, which keeps the work."""
@@ -143,7 +143,7 @@ def text_to_image_job(studio: Studio, config: GenerationConfig, session: Session
             image = config.replace(seed=config.seed + index) if config.seed is not None else config.with_seed()
             yield Update(status="starting…" if count == 1 else f"image {index + 1} of {count}…")
             last = None
-            for update in _present(pipeline.run(image), studio, session, parent):
+            for update in present_run(pipeline.run(image), studio, session, parent):
                 if update.progress is not None and count > 1:
                     step, total, text = update.progress
                     update.progress = (step, total, f"image {index + 1} of {count} · {text}")
@@ -165,7 +165,7 @@ def sample_job(studio: Studio, config: SampleConfig, session: Session) -> Iterat
     with session.running():
         yield Update(status="loading the prior…")
         sampler = studio.sampler_for(config.model, config.transformer_config)
-        for update in _present(sampler.run(config), studio, session):
+        for update in present_run(sampler.run(config), studio, session):
             if update.result is not None and session.record is not None:
                 update.results = [str(p) for p in session.record.files if p.name.startswith("sample-")]
             yield update
@@ -200,7 +200,7 @@ def animation_job(studio: Studio, config: AnimationConfig, session: Session) -> 
         pipeline = studio.text_to_image_for(config.models)
         frames: list[Image.Image] = []
         preview_dir = Path(tempfile.mkdtemp(prefix="vqgan-studio-animation-"))
-        for update in _present(Animator(pipeline).run(config), studio, session):
+        for update in present_run(Animator(pipeline).run(config), studio, session):
             if update.preview is not None and (not frames or update.preview.size == frames[0].size):
                 frames.append(update.preview)  # frames, not their upscaled copies
                 if len(frames) >= 2 and len(frames) % max(1, len(frames) // 20) == 0:
