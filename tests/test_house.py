@@ -18,38 +18,44 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Front ends on top, weights and file I/O near the bottom. A module may import its own layer
-# or a lower one, never a higher one.
+# or a lower one, never a higher one. Every folder of generator/ not named below is a stage (a
+# mode's folder or a shared stage such as decoder/); inside it, ``pipeline`` modules are
+# pipelines and ``cli``/``tab`` modules are front ends, so a new mode needs no line here.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("generator", "generator.errors", "generator.events", "generator.mode", "models")),
+    ("foundation", ("generator.errors", "generator.events", "generator.mode", "models")),
     ("weights and io", ("generator.config_schema", "generator.config", "generator.devices", "generator.runs",
                         "generator.io", "generator.weights")),
-    ("stage internals", ("generator.decoder", "generator.presets", "generator.modes", "generator.text_to_image",
-                         "generator.sample",
-                         "generator.upscale", "generator.animate")),
+    ("stages", ()),
     ("model owner", ("generator.workbench",)),
-    ("pipelines", ("generator.text_to_image.pipeline", "generator.sample.pipeline", "generator.animate.pipeline")),
+    ("pipelines", ()),
     ("driver", ("generator.drive",)),
     ("batch", ("generator.batch",)),
     ("front ends", ("generator.cli", "generator.webui", "generator.__main__", "app")),
 ]
+ROLES = {"pipeline": "pipelines", "cli": "front ends", "tab": "front ends"}
+"""A stage folder's modules of these names sit on these layers."""
 
 
-FRONT_END_PARTS = ("cli", "tab")
-"""A mode folder's command (``cli.py``) and web UI tab (``tab.py``) are front ends."""
+def _index(name: str) -> int:
+    return next(index for index, (layer, _) in enumerate(LAYERS) if layer == name)
 
 
 def _layer(module: str) -> int:
-    """The layer of a module: the one whose longest prefix matches (a mode's ``cli`` and
-    ``tab`` modules: the front ends)."""
-    if module.startswith("generator.") and module.rsplit(".", 1)[-1] in FRONT_END_PARTS:
-        return len(LAYERS) - 1
+    """The layer of a module: the package itself is the foundation; then the longest prefix
+    that matches; a stage's ``pipeline``, ``cli`` and ``tab`` by their role; any other module
+    of generator/ is a stage's internals."""
+    if module == "generator":
+        return 0
     best, found = -1, -1
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
             if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
                 best, found = len(prefix), index
-    assert found >= 0, f"{module} belongs to no layer; add it to LAYERS"
-    return found
+    if found >= 0:
+        return found
+    assert module.startswith("generator."), f"{module} belongs to no layer; add it to LAYERS"
+    role = ROLES.get(module.rsplit(".", 1)[-1]) if module.count(".") >= 2 else None
+    return _index(role or "stages")
 
 
 def _modules() -> dict[str, Path]:
