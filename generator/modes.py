@@ -12,6 +12,7 @@ import difflib
 from generator.animate.mode import ANIMATE
 from generator.errors import ConfigError
 from generator.mode import Mode
+from generator.reconstruct.mode import RECONSTRUCT
 from generator.sample.mode import SAMPLE
 from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.upscale.mode import UPSCALE
@@ -21,6 +22,7 @@ MODES: dict[str, Mode] = {mode.name: mode for mode in (
     ANIMATE,
     SAMPLE,
     UPSCALE,
+    RECONSTRUCT,
 )}
 """Every mode by name, in the order the command line lists them and the web UI shows them."""
 
