@@ -212,3 +212,69 @@ def test_the_package_installs_and_works_from_any_folder(tmp_path: Path, tiny_fil
                             env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "(32, 32) 7"
+
+
+def _mode_names_used(tree: ast.AST, names: set[str]) -> list[tuple[int, str]]:
+    """(line, name) where a module tells modes apart by a spelled-out name: a comparison with
+    one (or with a collection of nothing but mode names), a ``mode=``/``kind=`` argument, the
+    first argument of a run record, or a table keyed by two or more. A config key that happens
+    to share a mode's name (``"upscale"``, the sub-config) is none of these."""
+    found = []
+
+    def strings(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.Constant) and node.value in names:
+            return [node.value]
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            constants = [element.value for element in node.elts if isinstance(element, ast.Constant)]
+            return constants if constants and all(value in names for value in constants) else []
+        return []
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            found += [(node.lineno, name) for part in (node.left, *node.comparators) for name in strings(part)]
+        elif isinstance(node, ast.keyword) and node.arg in ("mode", "kind"):
+            found += [(node.value.lineno, name) for name in strings(node.value)]
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("RunState", "RunRecord") and node.args:
+            found += [(node.lineno, name) for name in strings(node.args[0])]
+        elif isinstance(node, ast.Dict):
+            keys = [key.value for key in node.keys if isinstance(key, ast.Constant)]
+            if len(keys) >= 2 and all(key in names for key in keys):
+                found += [(node.lineno, key) for key in keys]
+    return found
+
+
+def test_no_module_tells_modes_apart_by_a_spelled_out_name() -> None:
+    """Mode names are spelled in the mode descriptors (``<mode>/mode.py``) and nowhere else: the
+    rest of the house asks the registry (generator/modes.py) or a descriptor."""
+    from generator import modes
+
+    names = set(modes.MODES)
+    offenders = []
+    for name, path in _modules().items():
+        if path.name == "mode.py" or name == "generator.modes":
+            continue
+        offenders += [f"{path.relative_to(ROOT)}:{line} spells the mode {mode!r}"
+                      for line, mode in _mode_names_used(ast.parse(path.read_text()), names)]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_spelled_mode_check_notices_what_it_looks_for() -> None:
+    tree = ast.parse("if record.mode == 'sample': pass\nf(kind='sample')\nRunState('sample', 'x')\n"
+                     "TABLE = {'sample': 1, 'upscale': 2}\nmode in ('upscale', 'sample')\nconfig.get('upscale')\n"
+                     "{'upscale': {}, 'source': 1}\nkey in ('total', 'upscale')\n")
+    assert sorted({line for line, _ in _mode_names_used(tree, {"sample", "upscale"})}) == [1, 2, 3, 4, 5]
+
+
+STAGES_ON_THE_DECODER = ("generator.text_to_image", "generator.animate", "generator.reconstruct")
+"""Stages that use a first stage through the decoder protocol only (editing joins them)."""
+
+
+def test_stages_depend_on_the_decoder_protocol_not_the_vqgan_class() -> None:
+    from generator.decoder.protocol import Decoder
+    from tests.factories import tiny_vqgan
+
+    modules = _modules()
+    direct = [name for name, path in modules.items() if name.startswith(STAGES_ON_THE_DECODER)
+              and "models.vqgan" in _imports(path, set(modules) | {"models.vqgan"})]
+    assert not direct, f"these import the VQGAN class instead of the decoder protocol: {direct}"
+    assert isinstance(tiny_vqgan(), Decoder)
