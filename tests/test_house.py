@@ -278,3 +278,22 @@ def test_stages_depend_on_the_decoder_protocol_not_the_vqgan_class() -> None:
               and "models.vqgan" in _imports(path, set(modules) | {"models.vqgan"})]
     assert not direct, f"these import the VQGAN class instead of the decoder protocol: {direct}"
     assert isinstance(tiny_vqgan(), Decoder)
+
+
+def test_the_architecture_document_follows_the_plan(tmp_path: Path) -> None:
+    """docs/architecture.md names the floors of LAYERS in order and every registered mode's folder,
+    and its picture is drawn by a script that still runs against the current code."""
+    from generator import modes
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    table = re.findall(r"^\| ([a-z ]+) \| ", text, flags=re.MULTILINE)
+    assert table[1:] == [name for name, _ in LAYERS]  # the first row is the table's head
+    missing = [mode.name for mode in modes.MODES.values() if f"`{mode.cli.split('.')[1]}/`" not in text]
+    assert len(modes.MODES) >= 5 and not missing, f"docs/architecture.md does not name the folders of {missing}"
+    result = subprocess.run([sys.executable, str(ROOT / "docs" / "import_graph.py"), str(tmp_path / "plan.png")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    with Image.open(tmp_path / "plan.png") as picture:
+        assert picture.height > 100 * len(LAYERS)
