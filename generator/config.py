@@ -244,6 +244,9 @@ class UpscaleConfig:
         upscale_denoise: denoise strength 0..1 for ``realesr_general_x4v3``.
         upscale_alpha: ``network`` (alpha through the model too) or ``resize``.
         upscale_precision: ``auto`` (fp16/bf16 on CUDA where supported) or ``fp32``.
+        upscale_seamless: ``x``, ``y`` or ``xy``: the image wraps around along those axes (a
+            seamless texture), so the network sees across the wrap seam and the upscaled copy
+            tiles without one; empty: off.
     """
 
     upscale: float = 0.0
@@ -253,6 +256,7 @@ class UpscaleConfig:
     upscale_denoise: float | None = None
     upscale_alpha: str = "network"
     upscale_precision: str = "auto"
+    upscale_seamless: str = ""
 
     def __post_init__(self) -> None:
         ensure(self.upscale == 0 or 1 <= self.upscale <= 16,
@@ -265,11 +269,59 @@ class UpscaleConfig:
                f"upscale_denoise must be between 0 and 1, not {self.upscale_denoise}.")
         ensure(self.upscale_alpha in ("network", "resize"), "upscale_alpha must be network or resize.")
         ensure(self.upscale_precision in ("auto", "fp32"), "upscale_precision must be auto or fp32.")
+        ensure(self.upscale_seamless in ("", "x", "y", "xy"),
+               f"upscale_seamless must be x, y, xy or empty (off), not {self.upscale_seamless!r}.")
 
     @property
     def suffix(self) -> str:
         """File-name suffix of upscaled copies: ``_x4``, ``_x2.5``."""
         return f"_x{self.upscale:g}"
+
+
+SEAMLESS = ("", "x", "y", "xy")
+MASK_FILLS = ("original", "random")
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Editing an image (``init_image``) instead of making one from nothing, and seamless tiles.
+
+    Attributes:
+        mask: a mask image (white = change, black = keep) or ``alpha`` (the init image's
+            transparency: transparent = change). Only the masked part changes; pixels outside
+            a hard mask come out exactly as they went in.
+        mask_blur: feathering of the mask's edges, the Gaussian's standard deviation in pixels
+            (0: a hard edge, outside which every pixel is the input's exactly).
+        mask_fill: where the masked part starts: ``original`` (the image's own latent) or
+            ``random`` (random codebook entries: a fresh start inside the mask).
+        outpaint: pixels added on each side, (left, top, right, bottom): the canvas grows and
+            the new border continues the image, which is kept exactly.
+        seamless: ``x``, ``y`` or ``xy``: the image wraps around along those axes, so copies of
+            it tile without a seam (the decoder pads circularly, cutouts wrap around the edges).
+    """
+
+    mask: str | None = None
+    mask_blur: float = 4.0
+    mask_fill: str = "original"
+    outpaint: tuple[int, int, int, int] | None = None
+    seamless: str = ""
+
+    def __post_init__(self) -> None:
+        ensure(self.mask is None or bool(str(self.mask).strip()), "mask must name a mask image, or be alpha.")
+        ensure(0 <= self.mask_blur <= 256, f"mask_blur must be between 0 and 256 pixels, not {self.mask_blur}.")
+        ensure(self.mask_fill in MASK_FILLS, f"mask_fill must be one of {', '.join(MASK_FILLS)}, not "
+                                             f"{self.mask_fill!r}.")
+        ensure(self.seamless in SEAMLESS, f"seamless must be x, y, xy or empty (off), not {self.seamless!r}.")
+        if self.outpaint is not None:
+            ensure(len(self.outpaint) == 4, "outpaint must be four numbers: left, top, right and bottom.")
+            ensure(all(0 <= side <= MAX_SIDE for side in self.outpaint),
+                   f"outpaint sides must be between 0 and {MAX_SIDE} pixels, not {list(self.outpaint)}.")
+            ensure(any(self.outpaint), "outpaint adds nothing; give at least one side, e.g. --outpaint right=128.")
+
+    @property
+    def edits(self) -> bool:
+        """Whether this edits an image (a mask or an outpaint), rather than making one."""
+        return self.mask is not None or self.outpaint is not None
 
 
 @dataclass(frozen=True)
@@ -295,6 +347,8 @@ class GenerationConfig(_RunConfig):
             augmentations, which have none, are refused). The CPU is always reproducible.
         compile: run the VQGAN decoder and CLIP through ``torch.compile`` (faster steps
             after a first step that compiles; the run continues without it if it fails).
+        edit: masks, outpainting and seamless tiles (:class:`EditConfig`). An edit's size is
+            the init image's own unless ``size`` is given (then the image is fitted to it).
     """
 
     prompts: str = ""
@@ -314,9 +368,12 @@ class GenerationConfig(_RunConfig):
     init: InitConfig = field(default_factory=InitConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
 
     def __post_init__(self) -> None:
         ensure(1 <= self.steps <= 100_000, f"steps must be between 1 and 100000, not {self.steps}.")
+        ensure(not self.edit.edits or self.init.init == "image",
+               "a mask or an outpaint edits an image; give the image with --init-image PATH.")
         ensure(self.change_prompt_every >= 0, "change_prompt_every must be 0 or more.")
         ensure(self.recompute in RECOMPUTE, f"recompute must be one of {', '.join(RECOMPUTE)}, not {self.recompute!r}.")
         _check_common(self.seed, self.size, self.precision)
@@ -362,8 +419,13 @@ class SampleConfig(_RunConfig):
         seed: the seed of every draw; None picks one (recorded).
         class_label: the ImageNet class for class-conditional models.
         condition: a segmentation or depth map for spatially conditioned models.
-        complete: an image whose first ``keep`` fraction of tokens is kept (image completion).
-        keep: the kept fraction for ``complete``.
+        complete: an image whose first ``keep`` fraction of tokens is kept (image completion),
+            or the image a ``mask`` edits.
+        keep: the kept fraction for ``complete`` (ignored with a ``mask``).
+        mask: where ``complete`` is resampled: a mask image (white = resample) or ``alpha``
+            (its transparency: transparent = resample); every other token is the image's own.
+        mask_blur: the feather of the mask where the samples are pasted back into ``complete``
+            (a Gaussian's standard deviation in pixels; 0: a hard edge).
         use_cache: incremental decoding with a key/value cache (off: recompute, same tokens).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (autocast on CUDA).
         output: previews every ``save_every`` rows, video, gif, fps.
@@ -383,6 +445,8 @@ class SampleConfig(_RunConfig):
     condition: str | None = None
     complete: str | None = None
     keep: float = 0.5
+    mask: str | None = None
+    mask_blur: float = 0.0
     use_cache: bool = True
     precision: str = "auto"
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -395,4 +459,8 @@ class SampleConfig(_RunConfig):
         check_sampling(self.top_k, self.top_p, self.temperature)
         ensure(self.class_label is None or self.class_label >= 0, f"class must be 0 or more, not {self.class_label}.")
         ensure(0 <= self.keep < 1, f"keep must be in [0, 1), not {self.keep}.")
+        ensure(self.mask is None or bool(self.complete),
+               "mask needs the image it edits; give it with --complete IMAGE.")
+        ensure(math.isfinite(self.mask_blur) and 0 <= self.mask_blur <= 256,
+               f"mask_blur must be between 0 and 256 pixels, not {self.mask_blur}.")
         _check_common(self.seed, self.size, self.precision)

@@ -26,7 +26,8 @@ class Mode:
         config: its config dataclass (``from_dict``/``to_dict``), which presets, ``--from`` and
             the gallery build; None for a mode without one.
         outputs: how the driver writes its runs (``finish``, ``keep`` and optionally
-            ``preview`` and ``video``); None for a mode that writes its files itself.
+            ``preview``, ``video`` and ``inputs(settings, folder)``, which finds the inputs a
+            run kept in its folder); None for a mode that writes its files itself.
         command: its command-line command (``python -m generator COMMAND``).
         aliases: other commands that run it (kept for scripts written for older names).
         cli: the module of its command: ``build_parser(prog)`` and ``run(args, **hooks)``.
@@ -60,6 +61,12 @@ class Mode:
         if path is None:
             raise LookupError(f"the {self.name} mode has no {part}")
         return importlib.import_module(path)
+
+    def recorded_settings(self, settings: dict[str, Any], folder: Any) -> dict[str, Any]:
+        """``settings`` an output in ``folder`` recorded, with the inputs its run kept there found
+        again (unchanged for a mode that keeps none)."""
+        inputs = getattr(self.outputs, "inputs", None)
+        return inputs(settings, folder) if inputs is not None else settings
 
     @property
     def commands(self) -> tuple[str, ...]:

@@ -79,6 +79,8 @@ def add_upscale_arguments(parser: argparse.ArgumentParser, default: object) -> N
     group.add_argument("--upscale-tile-pad", type=int, default=default, metavar="PX", help="context around each tile")
     group.add_argument("--upscale-denoise", type=float, default=default, metavar="S",
                        help="denoise strength 0..1 (realesr_general_x4v3 only)")
+    group.add_argument("--upscale-seamless", default=default, metavar="x|y|xy",
+                       help="the result wraps around along these axes: upscale it so copies tile without a seam")
 
 
 def base_settings(from_output: str | None, preset: str | None, *, kind: str,
@@ -101,6 +103,6 @@ def base_settings(from_output: str | None, preset: str | None, *, kind: str,
             command = "python -m generator" + ("" if mode.default else f" {mode.command}")
             raise ConfigError(f"{from_output} was made by `{command}`; repeat it with "
                               f"`{command} --from {from_output}`.")
-        return config_from_png(Path(from_output))
+        return mode.recorded_settings(config_from_png(Path(from_output)), Path(from_output).parent)
     name = preset or default_preset
     return dict(load_preset(name, kind=kind).settings) if name else {}

@@ -105,6 +105,16 @@ def feather(mask: torch.Tensor, radius: float) -> torch.Tensor:
     return values[0, 0].clamp(0, 1)
 
 
+def feather_outward(kept: torch.Tensor, radius: float) -> torch.Tensor:
+    """The mask (H, W) of everything outside ``kept`` (H, W, 1 = kept), feathered outward only:
+    0 on the kept pixels and at their edge, rising to 1 about ``radius`` pixels out (0: a hard
+    edge). What an outpaint changes: the new pixels, never the kept ones."""
+    outside = 1 - kept
+    if radius <= 0:
+        return outside
+    return ((1 - feather(kept, radius)) * 2 - 1).clamp(0, 1) * outside
+
+
 def check_mask(mask: torch.Tensor, shown: str = "the mask") -> None:
     """Refuse a mask that changes nothing or keeps nothing.
 

@@ -21,8 +21,11 @@ _PER_IMAGE_OUTPUT = ("video", "gif", "fps")
 
 def batch_key(config: GenerationConfig) -> str:
     """What runs optimised together must share (size, steps, models, cutouts, optimiser,
-    precision, previews...), as text: configs with equal keys can share a :meth:`TextToImage.run_batch`."""
+    precision, previews, edit settings...), as text: configs with equal keys can share a
+    :meth:`TextToImage.run_batch`. An edit shares a batch with nothing (its key is all of it)."""
     shared = config.to_dict()
+    if config.edit.edits:  # an edit's canvas comes from its own image: it is optimised alone
+        return json.dumps(shared, sort_keys=True)
     for name in _PER_IMAGE:
         shared.pop(name)
     for name in _PER_IMAGE_OPTIM:

@@ -21,9 +21,11 @@ from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.cli.main import listing as main_listing
 from generator.config import (
     INIT_MODES,
+    MASK_FILLS,
     OPTIMISERS,
     PRECISIONS,
     RECOMPUTE,
+    SEAMLESS,
     GenerationConfig,
     clip_model_spec,
 )
@@ -91,11 +93,40 @@ def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
         (["--prior-top-p"], dict(type=float, metavar="P", help="top-p of the prior's sampling")),
         (["--prior-temperature"], dict(type=float, metavar="T", help="temperature of the prior's sampling")),
         (["--prior-class"], dict(type=int, metavar="N", help="class for a class-conditional prior")),
+        (["--mask"], dict(metavar="FILE|alpha", help="edit --init-image: change only where this mask is white (alpha: "
+                                                     "where the image is transparent); the rest is kept exactly")),
+        (["--mask-blur"], dict(type=float, metavar="PX", help="feather the mask's edges by this many pixels")),
+        (["--mask-fill"], dict(choices=MASK_FILLS, help="start the masked part from the image (original) or from "
+                                                        "random codes (random)")),
+        (["--outpaint"], dict(type=outpaint_sides, metavar="SIDES",
+                              help="extend --init-image: 'left=128,right=256' (also top=, bottom=) or one number for "
+                                   "every side; the image is kept, the border continues it")),
+        (["--seamless"], dict(choices=[axes for axes in SEAMLESS if axes],
+                              help="make a tile that repeats without a seam along x, y or both (xy)")),
         (["--save-every"], dict(type=int, metavar="N", help="write a frame every N steps")),
         (["--video"], dict(action="store_true", help="assemble the frames into video.mp4")),
         (["--gif"], dict(action="store_true", help="also write video.gif")),
         (["--fps"], dict(type=int, metavar="N", help="video frames per second")),
     ]
+
+
+_SIDES = ("left", "top", "right", "bottom")
+
+
+def outpaint_sides(text: str) -> list[int]:
+    """``left=128,right=256`` (any of left, top, right, bottom; the rest 0) or one number for
+    every side -> [left, top, right, bottom]."""
+    text = text.strip()
+    if text.isdigit():
+        return [int(text)] * 4
+    sides = dict.fromkeys(_SIDES, 0)
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        name, _, value = part.partition("=")
+        if name.strip() not in sides or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"{part!r} is not a side; write e.g. left=128,right=256 (sides: "
+                                             f"{', '.join(_SIDES)}; whole pixels), or one number for every side")
+        sides[name.strip()] = int(value)
+    return [sides[name] for name in _SIDES]
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:

@@ -159,34 +159,61 @@ class MakeCutouts(nn.Module):
         cut_pow: crop-size exponent (> 1 favours small crops).
         augments: canonical augmentation names (see :func:`canonical_augments`).
         noise_fac: maximum per-cutout noise strength (0 for none).
+        wrap: ``x``, ``y`` or ``xy``: crops may run over that edge and continue at the opposite
+            one (a seamless tile is seen across its seams).
     """
 
     def __init__(self, cut_size: int, cutn: int, *, cut_pow: float = 1.0, augments: Sequence[str] = (),
-                 noise_fac: float = 0.0):
+                 noise_fac: float = 0.0, wrap: str = ""):
         super().__init__()
-        self.cut_size, self.cutn, self.cut_pow, self.noise_fac = cut_size, cutn, cut_pow, noise_fac
+        self.cut_size, self.cutn, self.cut_pow, self.noise_fac, self.wrap = cut_size, cutn, cut_pow, noise_fac, wrap
         self.augment = nn.Sequential(*(AUGMENTATIONS[name](cut_size) for name in canonical_augments(augments)))
 
     def geometry(self, height: int, width: int, generator: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(sizes, ys, xs) of ``cutn`` random square crops of an image of this size, drawn
-        from the CPU ``generator`` (torch's global one when None)."""
+        from the CPU ``generator`` (torch's global one when None). Along a wrapped axis a crop
+        may start anywhere (it continues past the edge)."""
         max_size = min(height, width)
         min_size = min(max_size, self.cut_size)
         draws = torch.rand(self.cutn, generator=generator)
         sizes = (draws.pow(self.cut_pow) * (max_size - min_size) + min_size).long().clamp(1, max_size)
-        ys = (torch.rand(self.cutn, generator=generator) * (height - sizes + 1)).long()
-        xs = (torch.rand(self.cutn, generator=generator) * (width - sizes + 1)).long()
+        ys = (torch.rand(self.cutn, generator=generator) * (height - (0 if "y" in self.wrap else sizes - 1))).long()
+        xs = (torch.rand(self.cutn, generator=generator) * (width - (0 if "x" in self.wrap else sizes - 1))).long()
         return sizes, ys, xs
+
+    def _wrapped(self, planes: torch.Tensor, extra: int) -> torch.Tensor:
+        """``planes`` (..., H, W) with their first ``extra`` columns (rows) repeated after the
+        last along the wrapped axes, so a crop that runs over the edge reads the other side."""
+        if "x" in self.wrap:
+            planes = torch.cat([planes, planes[..., :, :extra]], dim=-1)
+        if "y" in self.wrap:
+            planes = torch.cat([planes, planes[..., :extra, :]], dim=-2)
+        return planes
 
     def forward(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(1, 3, H, W) image in [0, 1] -> (cutn, 3, cut_size, cut_size) cutouts; the crop
         geometry comes from ``generator``."""
-        _, channels, height, width = image.shape
+        return self.cut(image, generator)[0]
+
+    def cut(self, image: torch.Tensor, generator: torch.Generator | None = None,
+            masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(1, 3, H, W) image in [0, 1] -> (cutn, 3, S, S) cutouts, and with ``masks`` (M, H, W)
+        how much of each cutout each mask covers: (cutn, M), the mean of the mask over the crop."""
+        height, width = image.shape[-2:]
         sizes, ys, xs = to_device(torch.stack(self.geometry(height, width, generator)), image.device)  # 3 x (N,)
-        rows = resample_matrices(ys, sizes, height, self.cut_size, image.device).to(image.dtype)  # (N, S, H)
-        cols = resample_matrices(xs, sizes, width, self.cut_size, image.device).to(image.dtype)  # (N, S, W)
+        extra = min(height, width)
+        if self.wrap:
+            image = self._wrapped(image, extra)
+        rows = resample_matrices(ys, sizes, image.shape[-2], self.cut_size, image.device).to(image.dtype)  # (N, S, H')
+        cols = resample_matrices(xs, sizes, image.shape[-1], self.cut_size, image.device).to(image.dtype)  # (N, S, W')
         cutouts = rows[:, None] @ image @ cols.transpose(1, 2)[:, None]  # (N, 3, S, S)
+        coverage = None
+        if masks is not None:
+            planes = self._wrapped(masks.to(rows), extra) if self.wrap else masks.to(rows)  # (M, H', W')
+            # the mean over a crop's S x S samples of the resampled mask: each sample is a weighted
+            # sum of the mask, so the mean is the mask weighted by the mean of the rows and columns
+            coverage = torch.einsum("nh,mhw,nw->nm", rows.mean(dim=1), planes, cols.mean(dim=1))  # (N, M)
         if len(self.augment):
             augmented = self.augment(cutouts)
             # A degenerate random warp (a perspective whose corners nearly collapse) gives a cutout
@@ -199,4 +226,4 @@ class MakeCutouts(nn.Module):
         if self.noise_fac:
             strength = torch.rand(self.cutn, 1, 1, 1, device=image.device, dtype=cutouts.dtype) * self.noise_fac
             cutouts = cutouts + strength * torch.randn_like(cutouts)
-        return cutouts
+        return cutouts, coverage

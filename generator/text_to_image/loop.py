@@ -15,6 +15,7 @@ what it is pulled toward, and stepping simply continues.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -71,6 +72,29 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class ImageEdit:
+    """What an edit keeps of an image: its base pixels, where it may change, and its output.
+
+    Attributes:
+        base: (1, 3, H, W) pixels in [0, 1] on the canvas: what the mask keeps.
+        mask: (1, 1, H, W) feathered mask, 1 = change.
+        cells: (1, 1, h, w) bool: the latent cells that are optimised; the rest keep ``kept``.
+        kept: (1, C, h, w) the latent the unoptimised cells hold.
+        output: (width, height) of the image given out (the canvas's top-left part).
+    """
+
+    base: torch.Tensor
+    mask: torch.Tensor
+    cells: torch.Tensor
+    kept: torch.Tensor
+    output: tuple[int, int]
+
+    def composite(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) decoded pixels over the base, through the mask (differentiably)."""
+        return pixels * self.mask + self.base * (1 - self.mask)
+
+
+@dataclass
 class GuidedImage:
     """One image of the loop.
 
@@ -81,6 +105,7 @@ class GuidedImage:
         streams: its random streams (crop geometry, augmentations, noise).
         optim: its loss weights (init MSE, TV) and learning rate.
         step: steps this image has taken (its own clock: schedules and decays follow it).
+        edit: what an edit keeps of it (None: the whole image is made).
     """
 
     latent: torch.Tensor
@@ -89,6 +114,7 @@ class GuidedImage:
     streams: SeedStreams
     optim: OptimConfig
     step: int = 0
+    edit: ImageEdit | None = None
 
     def init_weight(self) -> float:
         """The weight of the MSE toward the initial latent at the next step: constant, or
@@ -156,8 +182,10 @@ class GuidanceLoop:
         self._low = codebook.min(dim=0).values[None, :, None, None]  # (1, C, 1, 1)
         self._high = codebook.max(dim=0).values[None, :, None, None]
 
-    def add_image(self, latent: torch.Tensor, targets: ImageTargets, streams: SeedStreams, optim: OptimConfig) -> int:
-        """Add an image starting from ``latent`` (1, C, h, w); returns its index.
+    def add_image(self, latent: torch.Tensor, targets: ImageTargets, streams: SeedStreams, optim: OptimConfig,
+                  edit: ImageEdit | None = None) -> int:
+        """Add an image starting from ``latent`` (1, C, h, w); returns its index. With ``edit``
+        only its cells are optimised and every decoded image is composited over its base.
 
         Every image of a loop must have the latent shape of the first.
         """
@@ -165,7 +193,10 @@ class GuidanceLoop:
             raise ValueError(f"latent {tuple(latent.shape)} differs from the loop's "
                              f"{tuple(self.images[0].latent.shape)}")
         leaf = latent.detach().float().to(self.device).clone().requires_grad_(True)
-        self.images.append(GuidedImage(leaf, leaf.detach().clone(), targets, streams, optim))
+        image = GuidedImage(leaf, leaf.detach().clone(), self._on_device(targets), streams, optim,
+                            edit=self._edit_on_device(edit))
+        leaf.register_hook(lambda grad: grad if image.edit is None else grad * image.edit.cells)  # kept cells stay
+        self.images.append(image)
         self._good, self._good_steps = self.latents(), [image.step for image in self.images]
         group = {"params": [leaf], "lr": optim.lr}
         if self._optimiser is None:
@@ -208,9 +239,11 @@ class GuidanceLoop:
         latents = torch.cat([image.latent for image in self.images])  # (B, C, h, w)
         with autocast(self.device, self.precision.decoder):
             pixels = self._synthesize(self.vqgan, latents, self.recomputed_levels).float()  # (B, 3, H, W)
+        pixels = self._composited(pixels)
         with autocast(self.device, self.precision.clip):
             losses = self.guide.losses(pixels, [image.targets.at(image.step) for image in self.images],
-                                       [image.streams for image in self.images])
+                                       [image.streams for image in self.images],
+                                       [image.targets.masks for image in self.images])
         for index, image in enumerate(self.images):
             if image.optim.init_weight:
                 losses[index]["init_mse"] = F.mse_loss(image.latent, image.initial) * image.init_weight()
@@ -227,6 +260,8 @@ class GuidanceLoop:
         with torch.no_grad():
             for image in self.images:
                 image.latent.clamp_(min=self._low, max=self._high)
+                if image.edit is not None:  # an optimiser with weight decay moves even cells without gradient
+                    image.latent.copy_(torch.where(image.edit.cells, image.latent, image.edit.kept))
                 image.step += 1
         return StepReport(totals.detach(), [{k: v.detach() for k, v in parts.items()} for parts in losses])
 
@@ -277,9 +312,32 @@ class GuidanceLoop:
         if reset_optimiser and self._optimiser is not None:
             self._optimiser.state.pop(image.latent, None)
 
+    def set_edit(self, index: int, edit: ImageEdit | None) -> None:
+        """From the next step on, optimise only ``edit``'s cells of image ``index`` and composite
+        it over ``edit``'s base (None: the whole image again)."""
+        self.images[index].edit = self._edit_on_device(edit)
+
+    def _edit_on_device(self, edit: ImageEdit | None) -> ImageEdit | None:
+        if edit is None:
+            return None
+        return ImageEdit(edit.base.to(self.device), edit.mask.to(self.device), edit.cells.to(self.device),
+                         edit.kept.to(self.device).float(), edit.output)
+
     def retarget(self, index: int, targets: ImageTargets) -> None:
         """Pull image ``index`` toward ``targets`` from the next step on."""
-        self.images[index].targets = targets
+        self.images[index].targets = self._on_device(targets)
+
+    def _on_device(self, targets: ImageTargets) -> ImageTargets:
+        if targets.masks is None or targets.masks.device == self.device:
+            return targets
+        return dataclasses.replace(targets, masks=targets.masks.to(self.device))
+
+    def _composited(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) decoded images, each edited one composited over its base."""
+        if all(image.edit is None for image in self.images):
+            return pixels
+        return torch.cat([pixels[i : i + 1] if image.edit is None else image.edit.composite(pixels[i : i + 1])
+                          for i, image in enumerate(self.images)])
 
     def latents(self) -> torch.Tensor:
         """(B, C, h, w) detached copies of the current latents."""
@@ -291,4 +349,10 @@ class GuidanceLoop:
         latents = torch.cat([self.images[i].latent.detach() for i in chosen])
         with torch.inference_mode(), autocast(self.device, self.precision.decoder):
             pixels = synthesize(self.vqgan, latents).float()
-        return [tensor_to_pil(image) for image in pixels]
+        images = []
+        for index, image in zip(chosen, pixels, strict=True):
+            edit = self.images[index].edit
+            if edit is not None:
+                image = edit.composite(image[None])[0][:, : edit.output[1], : edit.output[0]]
+            images.append(tensor_to_pil(image))
+        return images

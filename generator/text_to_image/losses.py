@@ -76,19 +76,28 @@ class PromptTarget:
         embeds: (M, D) target embeddings (M > 1 for image prompts: one per cutout).
         weight: signed weight; negative pushes away.
         stop: the distance below which this prompt stops pulling.
+        region: the index of the mask (in the image's stack of masks) whose cutouts this
+            prompt scores, each weighted by how much of it the mask covers; None: every cutout
+            counts the same.
     """
 
     label: str
     embeds: torch.Tensor
     weight: float
     stop: float = float("-inf")
+    region: int | None = None
 
-    def loss(self, image_embeds: torch.Tensor) -> torch.Tensor:
-        """Scalar loss for (N, D) image embeddings."""
+    def loss(self, image_embeds: torch.Tensor, coverage: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar loss for (N, D) image embeddings; ``coverage`` (N,) weights the cutouts (a
+        cutout outside the region counts nothing)."""
         dists = spherical_distance(image_embeds, self.embeds)  # (N, M)
         sign = 1.0 if self.weight > 0 else -1.0
         dists = dists * sign
-        return abs(self.weight) * replace_grad(dists, torch.clamp(dists, min=self.stop)).mean()
+        dists = replace_grad(dists, torch.clamp(dists, min=self.stop))
+        if coverage is None:
+            return abs(self.weight) * dists.mean()
+        weights = coverage.float()[:, None]  # (N, 1)
+        return abs(self.weight) * (dists * weights).sum() / (weights.sum() * dists.shape[1]).clamp(min=1e-6)
 
 
 @dataclass
@@ -114,38 +123,55 @@ class ClipGuide:
         self.members = list(members)
 
     def cutouts(self, member: GuideMember, pixels: torch.Tensor, streams: Sequence[SeedStreams]) -> torch.Tensor:
-        """(B, 3, H, W) images in [0, 1] -> (B * cutn, 3, S, S) cutouts, image by image.
+        """(B, 3, H, W) images in [0, 1] -> (B * cutn, 3, S, S) cutouts, image by image."""
+        return self._cut(member, pixels, streams)[0]
+
+    def _cut(self, member: GuideMember, pixels: torch.Tensor, streams: Sequence[SeedStreams],
+             masks: Sequence[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """The cutouts of every image, and per image how much of each cutout each of its masks
+        (M, H, W) covers, (cutn, M) (None for an image without masks).
 
         Cutting and augmenting run in float32 with autocast off (kornia's geometry is not
         written for half precision); only the CLIP encoders run under the caller's autocast.
         """
+        masks = masks or [None] * len(streams)
         with torch.autocast(device_type=pixels.device.type, enabled=False):
-            pieces = []
-            for index, stream in enumerate(streams):
+            pieces, coverages = [], []
+            for index, (stream, planes) in enumerate(zip(streams, masks, strict=True)):
                 with stream.active():
-                    pieces.append(member.cutouts(pixels[index : index + 1].float(), stream.generator))
-        return torch.cat(pieces)
+                    cutouts, coverage = member.cutouts.cut(pixels[index : index + 1].float(), stream.generator, planes)
+                pieces.append(cutouts)
+                coverages.append(coverage)
+        return torch.cat(pieces), coverages
 
-    def embed_cutouts(self, pixels: torch.Tensor, streams: Sequence[SeedStreams]) -> list[torch.Tensor]:
-        """(B, 3, H, W) images in [0, 1] -> each member's (B, cutn, D) cutout embeddings."""
-        by_size: dict[int, torch.Tensor] = {}
+    def embed_cutouts(self, pixels: torch.Tensor, streams: Sequence[SeedStreams],
+                      masks: Sequence[torch.Tensor | None] | None = None
+                      ) -> list[tuple[torch.Tensor, list[torch.Tensor | None]]]:
+        """(B, 3, H, W) images in [0, 1] -> each member's (B, cutn, D) cutout embeddings, with
+        each image's mask coverage of its cutouts (see :meth:`_cut`)."""
+        by_size: dict[int, tuple[torch.Tensor, list[torch.Tensor | None]]] = {}
         embeds = []
         for member in self.members:
             size = member.clip.input_size
             if size not in by_size:
-                by_size[size] = self.cutouts(member, pixels, streams)
-            encoded = (member.encode or member.clip.encode_image)(by_size[size])  # (B * cutn, D)
-            embeds.append(encoded.view(len(streams), -1, encoded.shape[-1]))
+                by_size[size] = self._cut(member, pixels, streams, masks)
+            cutouts, coverages = by_size[size]
+            encoded = (member.encode or member.clip.encode_image)(cutouts)  # (B * cutn, D)
+            embeds.append((encoded.view(len(streams), -1, encoded.shape[-1]), coverages))
         return embeds
 
     def losses(self, pixels: torch.Tensor, targets: Sequence[Sequence[Sequence[PromptTarget]]],
-               streams: Sequence[SeedStreams]) -> list[dict[str, torch.Tensor]]:
+               streams: Sequence[SeedStreams], masks: Sequence[torch.Tensor | None] | None = None
+               ) -> list[dict[str, torch.Tensor]]:
         """Per image, the weighted prompt losses by label; ``targets[b][i]`` are image b's
-        targets for member i."""
+        targets for member i; ``masks[b]`` (M, H, W) are the masks its targets' regions index."""
         per_image: list[dict[str, torch.Tensor]] = [{} for _ in streams]
-        for index, (member, embeds) in enumerate(zip(self.members, self.embed_cutouts(pixels, streams), strict=True)):
+        embedded = self.embed_cutouts(pixels, streams, masks)
+        for index, (member, (embeds, coverages)) in enumerate(zip(self.members, embedded, strict=True)):
             for image, out in enumerate(per_image):
                 for target in targets[image][index]:
-                    value = member.weight * target.loss(embeds[image])
+                    coverage = coverages[image]
+                    weights = None if target.region is None or coverage is None else coverage[:, target.region]
+                    value = member.weight * target.loss(embeds[image], weights)
                     out[target.label] = out[target.label] + value if target.label in out else value
         return per_image

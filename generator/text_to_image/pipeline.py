@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig
+from generator.config import ClipModelConfig, GenerationConfig, ModelsConfig, UpscaleConfig
 from generator.decoder.protocol import Decoder
+from generator.decoder.tiling import wrap_around
 from generator.devices import (
     SeedStreams,
     auto_size,
@@ -43,8 +44,9 @@ from generator.sample.sampling import SamplingSettings, prior_codes
 from generator.text_to_image.batched import ALL, BatchRun, batch_key
 from generator.text_to_image.clip import ClipModel
 from generator.text_to_image.cutouts import NONDETERMINISTIC_ON_CUDA, MakeCutouts, canonical_augments
-from generator.text_to_image.latents import initial_latent
-from generator.text_to_image.loop import GuidanceLoop, recomputed_levels
+from generator.text_to_image.edit import Canvas, check_memory, edit_canvas
+from generator.text_to_image.latents import encode_pixels, initial_latent, random_codes
+from generator.text_to_image.loop import GuidanceLoop, ImageEdit, recomputed_levels
 from generator.text_to_image.losses import ClipGuide, GuideMember
 from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.text_to_image.targets import PromptSpec, build_targets
@@ -66,6 +68,39 @@ def resolve_size(config: GenerationConfig, factor: int, device: torch.device) ->
         return rounded, None
     return rounded, (f"size {width}x{height} is not a multiple of the VQGAN's factor {factor}; "
                      f"using {rounded[0]}x{rounded[1]}.")
+
+
+def plan_canvas(config: GenerationConfig, factor: int, device: torch.device) -> Canvas:
+    """The canvas of a run: its size rounded down to the VQGAN's factor (with a note if it
+    changed), or an edit's canvas (see :func:`generator.text_to_image.edit.edit_canvas`), whose
+    memory is checked when an outpaint grows it.
+
+    Raises:
+        InputError: the size is below one VQGAN cell; the edit's inputs are bad; an outpaint
+            would not fit the free memory.
+    """
+    if not config.edit.edits:
+        size, notice = resolve_size(config, factor, device)
+        return Canvas(size=size, output=size, notes=[notice] if notice else [])
+    canvas = edit_canvas(config, factor)
+    if config.edit.outpaint is not None:
+        check_memory(canvas, config.recompute, device, "this outpaint")
+    return canvas
+
+
+def edited_size(config: GenerationConfig, canvas: Canvas) -> tuple[int, int]:
+    """The size a run records: an edit's image size before its outpaint (so the recorded config
+    repeats it), else the canvas's."""
+    left, top, right, bottom = config.edit.outpaint or (0, 0, 0, 0)
+    return canvas.output[0] - left - right, canvas.output[1] - top - bottom
+
+
+def upscale_of(config: GenerationConfig) -> UpscaleConfig:
+    """The upscaling of a run's result: a seamless tile is upscaled wrapping around the same axes."""
+    upscale = config.upscale
+    if config.edit.seamless and not upscale.upscale_seamless:
+        return dataclasses.replace(upscale, upscale_seamless=config.edit.seamless)
+    return upscale
 
 
 def check_reproducible(config: GenerationConfig, device: torch.device) -> None:
@@ -264,19 +299,20 @@ class TextToImage:
                       states: list[RunState]) -> Iterator[tuple[int, Event]]:
         first = configs[0]
         check_reproducible(first, self.device)
-        with deterministic(self.device, first.deterministic):
+        with deterministic(self.device, first.deterministic), wrap_around(self.vqgan, first.edit.seamless):
             started = time.perf_counter()
             if first.models.identity not in (self.models.identity, self.requested.identity):
                 yield ALL, Notice("the config names other models than this pipeline holds; "
                                   f"using {describe_models(self.models)}.")
-            size, notice = resolve_size(first, self.vqgan.downsample_factor, self.device)
-            if notice:
+            canvas = plan_canvas(first, self.vqgan.downsample_factor, self.device)
+            for notice in canvas.notes:
                 yield ALL, Notice(notice)
+            size = canvas.size
             loop = self.new_loop(first, clip_weights)
             for index, (config, state) in enumerate(zip(configs, states, strict=True)):
-                state.config.update(size=list(size))
+                state.config.update(size=list(edited_size(config, canvas)))
                 seed_everything(config.seed)  # as a single run does before its start
-                yield from relay(self.start_image(loop, config, size), lambda event, i=index: (i, event))
+                yield from relay(self.start_image(loop, config, canvas), lambda event, i=index: (i, event))
                 state.decode = lambda i=index: loop.decode([i])[0]
                 state.latent = lambda i=index: loop.images[i].latent.detach().cpu().clone()
             prepared = time.perf_counter()
@@ -297,7 +333,7 @@ class TextToImage:
                            "steps_per_second": config.steps / max(finished - prepared, 1e-9),
                            "batch_size": float(len(configs))}
                 done = Done(images=(final,), config=dict(state.config), seed=config.seed, timings=timings)
-                done = yield from relay(finish_with_upscale(done, config.upscale, self.bench.upscaler,
+                done = yield from relay(finish_with_upscale(done, upscale_of(config), self.bench.upscaler,
                                                             self.load_seconds),
                                         lambda event, i=index: (i, event))
                 yield index, done
@@ -309,7 +345,8 @@ class TextToImage:
         self._keep_clip_weights_in(precision.clip_weights or torch.float32)
         cutouts = config.cutouts
         members = [GuideMember(clip, weight, MakeCutouts(clip.input_size, cutouts.cutn, cut_pow=cutouts.cut_pow,
-                                                         augments=cutouts.augments, noise_fac=cutouts.noise_fac))
+                                                         augments=cutouts.augments, noise_fac=cutouts.noise_fac,
+                                                         wrap=config.edit.seamless))
                    for clip, weight in zip(self.clips, weights, strict=True)]
         return GuidanceLoop(self.vqgan, ClipGuide(members), optimiser=config.optim.optimiser, device=self.device,
                             precision=precision,
@@ -333,12 +370,31 @@ class TextToImage:
                 self.clips[index] = self.bench.reload_clip(spec.model, spec.pretrained).to_dtype(dtype)
 
     def start_image(self, loop: GuidanceLoop, config: GenerationConfig,
-                    size: tuple[int, int]) -> Generator[Event, None, int]:
-        """Add the image ``config`` describes (its prompts, seed and initial latent) to ``loop``;
-        the image's index is the return value. Sampling a prior start yields its progress."""
+                    canvas: Canvas | tuple[int, int]) -> Generator[Event, None, int]:
+        """Add the image ``config`` describes (its prompts, seed and initial latent; an edit's
+        base and mask) to ``loop``, made on ``canvas`` (or a plain canvas of a size); the image's
+        index is the return value. Sampling a prior start yields its progress; notes on the
+        inputs (a mask stretched to fit) are Notices."""
+        if not isinstance(canvas, Canvas):
+            canvas = Canvas(size=canvas, output=canvas)
+        size = canvas.size
         streams = SeedStreams.from_seed(config.seed, self.device)
-        targets = build_targets(loop.guide, prompt_spec(config), steps=config.steps, size=size, streams=streams)
-        if config.init.init == "prior":
+        targets = build_targets(loop.guide, prompt_spec(config), steps=config.steps, size=size, streams=streams,
+                                canvas=canvas)
+        for note in targets.notes:
+            yield Notice(note)
+        edit = None
+        if canvas.mask is not None:
+            assert canvas.base is not None
+            factor = self.vqgan.downsample_factor
+            kept = encode_pixels(self.vqgan, canvas.base)  # (1, C, h, w)
+            cells = canvas.cells(factor)[None, None]  # (1, 1, h, w)
+            latent = kept
+            if config.edit.mask_fill == "random":
+                latent = torch.where(cells.to(kept.device), random_codes(self.vqgan, kept.shape[-2:],
+                                                                         streams.generator).to(kept), kept)
+            edit = ImageEdit(canvas.base, canvas.mask[None, None], cells, kept, canvas.output)
+        elif config.init.init == "prior":
             if self.prior is None:
                 raise ConfigError("init=prior needs a pipeline loaded with a prior (models.prior).")
             init, factor = config.init, self.vqgan.downsample_factor
@@ -349,11 +405,11 @@ class TextToImage:
         else:
             latent = initial_latent(self.vqgan, config.init.init, size, streams.generator, config.init.init_image,
                                     config.init.init_latent)
-        return loop.add_image(latent, targets, streams, config.optim)
+        return loop.add_image(latent, targets, streams, config.optim, edit=edit)
 
     def _events(self, config: GenerationConfig, clip_weights: list[float], state: RunState) -> Iterator[Event]:
         check_reproducible(config, self.device)
-        with deterministic(self.device, config.deterministic):
+        with deterministic(self.device, config.deterministic), wrap_around(self.vqgan, config.edit.seamless):
             yield from self._optimised(config, clip_weights, state)
 
     def _optimised(self, config: GenerationConfig, clip_weights: list[float], state: RunState) -> Iterator[Event]:
@@ -362,14 +418,15 @@ class TextToImage:
             yield Notice("the config names other models than this pipeline holds; "
                          f"using {describe_models(self.models)}.")
         # 1. Check inputs and resolve what the config left open.
-        size, notice = resolve_size(config, self.vqgan.downsample_factor, self.device)
-        if notice:
+        canvas = plan_canvas(config, self.vqgan.downsample_factor, self.device)
+        for notice in canvas.notes:
             yield Notice(notice)
-        state.config.update(size=list(size))
+        size = canvas.size
+        state.config.update(size=list(edited_size(config, canvas)))
         seed_everything(config.seed)
         # 2. The loop: prompt targets (once, without gradients) and the initial latent.
         loop = self.new_loop(config, clip_weights)
-        yield from self.start_image(loop, config, size)
+        yield from self.start_image(loop, config, canvas)
         state.decode = lambda: loop.decode()[0]
         state.latent = lambda: loop.latents()[:1].cpu()
         prepared = time.perf_counter()
@@ -381,7 +438,7 @@ class TextToImage:
         timings = {"prepare": prepared - started, "optimise": finished - prepared, "total": finished - started,
                    "steps_per_second": config.steps / max(finished - prepared, 1e-9)}
         done = Done(images=(final,), config=dict(state.config), seed=config.seed, timings=timings)
-        yield (yield from finish_with_upscale(done, config.upscale, self.bench.upscaler, self.load_seconds))
+        yield (yield from finish_with_upscale(done, upscale_of(config), self.bench.upscaler, self.load_seconds))
 
     def _clip_weights(self, config: GenerationConfig) -> tuple[list[float], ModelsConfig]:
         """Loss weights of the loaded CLIP models: the config's where it names the same models."""

@@ -3,8 +3,11 @@ r"""Prompt grammar: weighted text, image and noise prompts, and story schedules.
 Entries are separated by ``|``; each is ``text``, ``text:weight`` or ``text:weight:stop``.
 Weight and stop are read only from the end and only when they parse as numbers, so colons in
 the text survive (``a photo: sunset``, ``C:\images\cat.png``, ``http://h:8080/a.png:0.5``).
-``^`` separates story phrases. ``\|``, ``\:`` and ``\^`` are literal characters (an escaped
-colon never starts a weight); a backslash before anything else is kept (Windows paths).
+``^`` separates story phrases. An entry may end with ``@ MASK``: a region prompt, scored only
+on the part of the image that the mask image paints white (``red sky:1.5 @ sky.png``; the
+weight and stop come before the ``@``). ``\|``, ``\:``, ``\^`` and ``\@`` are literal
+characters (an escaped colon never starts a weight); a backslash before anything else is kept
+(Windows paths).
 Gotcha: a trailing number is a weight, so ``16:9`` is text ``16`` with weight 9 and
 ``http://host:8080`` is ``http://host`` with weight 8080; write ``16\:9`` to keep the text.
 """
@@ -21,7 +24,7 @@ from generator.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-_TOKEN = re.compile(r"\\([|:^])|(.)", re.DOTALL)
+_TOKEN = re.compile(r"\\([|:^@])|(.)", re.DOTALL)
 _NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
                      re.IGNORECASE)
 _SEED = re.compile(r"\+?\d+")
@@ -59,11 +62,13 @@ class WeightedPrompt:
         text: What to draw, or an image file path; surrounding whitespace is stripped.
         weight: Loss multiplier; finite and non-zero, negative pushes away from the prompt.
         stop: The prompt stops pulling once its distance falls below this (``-inf``: never).
+        region: a mask image whose white part is where this prompt applies (None: everywhere).
     """
 
     text: str
     weight: float = 1.0
     stop: float = float("-inf")
+    region: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
@@ -79,12 +84,13 @@ class WeightedPrompt:
     def __str__(self) -> str:
         """The entry in prompt grammar; ``parse_prompts(str(p)) == (p,)``."""
         text = _escape(self.text)
+        region = "" if self.region is None else " @ " + escape_region(self.region)
         if self.weight == 1.0 and self.stop == -math.inf:
-            return text
+            return text + region
         if text.endswith("\\"):
             text += " "  # "\:" would read as an escaped colon
         suffix = ":" + _format(self.weight)
-        return text + suffix + ("" if self.stop == -math.inf else ":" + _format(self.stop))
+        return text + suffix + ("" if self.stop == -math.inf else ":" + _format(self.stop)) + region
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,7 @@ def _escape(text: str) -> str:
     last_colon = text.rfind(":")
     tail_is_number = last_colon >= 0 and _number(text[last_colon + 1:]) is not None
     for i, char in enumerate(text):
-        if char in "|^":
+        if char in "|^@":
             out.append("\\" + char)
         elif char == ":" and ((i == last_colon and tail_is_number) or text[i - 1:i] == "\\"):
             out.append("\\:")
@@ -136,8 +142,13 @@ def _escape(text: str) -> str:
     return "".join(out)
 
 
+def escape_region(path: str) -> str:
+    """A region's path written so that the prompt parser reads it back whole (after ``@``)."""
+    return "".join("\\" + char if char in "|^@" else char for char in path)
+
+
 def _lex(text: str) -> _Tokens:
-    """``text`` as (character, escaped) pairs: ``\\|``, ``\\:`` and ``\\^`` are escapes."""
+    """``text`` as (character, escaped) pairs: ``\\|``, ``\\:``, ``\\^`` and ``\\@`` are escapes."""
     return [(m[1], True) if m[1] else (m[2], False) for m in _TOKEN.finditer(text)]
 
 
@@ -156,6 +167,16 @@ def _plain(tokens: _Tokens) -> str:
 
 
 def _entry(tokens: _Tokens, what: str) -> WeightedPrompt:
+    pieces = _split(tokens, "@")
+    region = None
+    if len(pieces) > 2:
+        raise InputError(f"{what} has more than one '@' region; give one mask per entry, or write '\\@' to keep an "
+                         "@ as text.")
+    if len(pieces) == 2:
+        tokens, region = pieces[0], _plain(pieces[1]).strip()
+        if not region:
+            raise InputError(f"{what} has an '@' with no mask after it; write 'text @ mask.png', or '\\@' to keep "
+                             "the @ as text.")
     parts = [_plain(part) for part in _split(tokens, ":")]
     weight = stop = None
     if len(parts) >= 3:
@@ -175,7 +196,7 @@ def _entry(tokens: _Tokens, what: str) -> WeightedPrompt:
                        "is a weight; write '\\:' before it to keep it as text (e.g. %s).",
                        what, _show(text), weight, f"'{text[:60]}\\:{_format(weight)}'")
     return WeightedPrompt(text, 1.0 if weight is None else weight,
-                          -math.inf if stop is None else stop)
+                          -math.inf if stop is None else stop, region)
 
 
 def _phrase(tokens: _Tokens, kind: str, where: str) -> tuple[WeightedPrompt, ...]:
@@ -254,7 +275,7 @@ def parse_image_prompts(text: str) -> tuple[WeightedPrompt, ...]:
         if not path.is_file():
             raise InputError(f"image prompt {prompt.text} is not a file; give the path of an "
                              "image file.")
-        prompts.append(WeightedPrompt(str(path), prompt.weight, prompt.stop))
+        prompts.append(WeightedPrompt(str(path), prompt.weight, prompt.stop, prompt.region))
     return tuple(prompts)
 
 

@@ -70,6 +70,8 @@ def _read(folder: Path) -> PastRun | None:
     if not isinstance(config, dict):
         return None
     mode, label = _recorded_mode(folder, image)
+    known = modes.recorded(mode)
+    config = known.recorded_settings(config, folder) if known is not None else config
     return PastRun(folder, image, mode, label or str(config.get("prompts") or "(image prompts)"), config)
 
 

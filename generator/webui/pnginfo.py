@@ -71,6 +71,8 @@ def read_settings(path: str | os.PathLike[str]) -> PngSettings:
     if not isinstance(config, dict):
         raise InputError(f"the settings embedded in {name} are damaged (not a JSON object); {_HINT}.")
     mode = text.get(MODE_KEY, modes.DEFAULT.name)
+    known = modes.recorded(mode)
+    config = known.recorded_settings(config, Path(path).parent) if known is not None else config
     return PngSettings(mode, config, _summary(mode, config, text))
 
 
