@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from generator.animate.config import AnimationConfig
+from generator.animate.config import BORDERS, AnimationConfig
 from generator.animate.keyframes import MotionSchedule, prompt_timeline
 from generator.animate.mode import ANIMATE
 from generator.animate.pipeline import Animator
@@ -60,6 +60,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     add("--translate-x", default=_S, metavar="PX|KEYFRAMES", help="shift to the right per frame in pixels")
     add("--translate-y", default=_S, metavar="PX|KEYFRAMES", help="shift downward per frame in pixels")
     add("--smooth", action="store_true", default=_S, help="ease in and out of keyframes instead of straight lines")
+    add("--border", choices=BORDERS, default=_S,
+        help="pixels a motion brings in (zooming out, turning, shifting): reflect the frame (default) or outpaint "
+             "them, keeping the frame as it is (an endless zoom out)")
     add("--prompt-at", action="append", default=_S, metavar="FRAME=PROMPT",
         help="from FRAME on, PROMPT replaces the prompts (repeat for more); or use '^' stories with "
              "--change-prompt-every N frames")

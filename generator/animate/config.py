@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from generator.config import GenerationConfig, ensure
 
+BORDERS = ("reflect", "outpaint")
+
 
 @dataclass(frozen=True)
 class MotionConfig:
@@ -22,6 +24,10 @@ class MotionConfig:
         translate_x: shift per frame in pixels, to the right.
         translate_y: shift per frame in pixels, downward.
         smooth: ease in and out of every keyframe (cosine) instead of straight lines.
+        border: what fills the pixels a motion brings in from outside the frame (zooming out,
+            turning, shifting): ``reflect`` (the frame mirrored, then optimised with the rest)
+            or ``outpaint`` (only those pixels are made anew, continuing the frame, which is
+            kept as it is: an endless zoom out).
     """
 
     zoom: str = "1.0"
@@ -29,6 +35,10 @@ class MotionConfig:
     translate_x: str = "0"
     translate_y: str = "0"
     smooth: bool = False
+    border: str = "reflect"
+
+    def __post_init__(self) -> None:
+        ensure(self.border in BORDERS, f"border must be one of {', '.join(BORDERS)}, not {self.border!r}.")
 
 
 @dataclass(frozen=True)

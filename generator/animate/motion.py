@@ -36,6 +36,17 @@ def motion_matrix(motion: Motion, width: int, height: int) -> torch.Tensor:
     return torch.cat([linear, offset[:, None]], dim=1)[None].float()  # (1, 2, 3)
 
 
+def revealed(motion: Motion, width: int, height: int) -> torch.Tensor:
+    """(H, W) mask of the pixels ``motion`` brings in from outside the frame: 1 where a pixel's
+    source lies outside the moved image (less than half a pixel in counts as inside), else 0."""
+    if motion.is_identity:
+        return torch.zeros(height, width)
+    theta = motion_matrix(motion, width, height)
+    grid = F.affine_grid(theta, [1, 3, height, width], align_corners=False)[0]  # (H, W, 2), x then y in [-1, 1]
+    limits = torch.tensor([1 + 1 / width, 1 + 1 / height])
+    return (grid.abs() > limits).any(dim=-1).float()
+
+
 def move(pixels: torch.Tensor, motion: Motion) -> torch.Tensor:
     """``pixels`` (B, 3, H, W) moved by ``motion``, edges filled by reflection; same shape.
 

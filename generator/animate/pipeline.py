@@ -36,16 +36,17 @@ from PIL import Image
 from generator.animate.config import AnimationConfig
 from generator.animate.keyframes import Motion, MotionSchedule, PromptTimeline, prompt_timeline
 from generator.animate.mode import ANIMATE
-from generator.animate.motion import move
+from generator.animate.motion import move, revealed
 from generator.animate.restyle import VideoSource, default_size, open_source
 from generator.animate.state import AnimationState, Resume
 from generator.devices import SeedStreams, auto_size, deterministic, seed_everything
 from generator.errors import InputError
 from generator.events import Done, Event, Notice, Preview, Progress
 from generator.io.images import pil_to_tensor
+from generator.io.masks import feather_outward, grid_mask
 from generator.runs import GenerationRun, RunState
 from generator.text_to_image.latents import encode_pixels
-from generator.text_to_image.loop import GuidanceLoop
+from generator.text_to_image.loop import GuidanceLoop, ImageEdit
 from generator.text_to_image.pipeline import TextToImage, check_reproducible, optimise, resolve_size
 from generator.text_to_image.targets import ImageTargets, PromptSpec, build_targets
 from generator.upscale.tiles import upscale_results
@@ -59,6 +60,10 @@ def frame_seed(seed: int, frame: int) -> int:
     if frame == 0:
         return seed
     return int.from_bytes(hashlib.sha256(f"{seed}/{frame}".encode()).digest()[:8], "big") >> 1
+
+
+BORDER_FEATHER = 2.0
+"""Pixels over which an outpainted border blends into the kept frame (a Gaussian's standard deviation)."""
 
 
 class Animator:
@@ -161,10 +166,12 @@ class Animator:
                 pixels = self._start_pixels(previous, motion, next(inputs) if inputs is not None else None,
                                             config.restyle.blend)
                 latent = encode_pixels(pipeline.vqgan, pixels)
+                edit = self._border_edit(pixels, latent, motion, config) if source is None else None
                 if not loop.images:
-                    loop.add_image(latent, targets_for(text), streams, frame_optim)
+                    loop.add_image(latent, targets_for(text), streams, frame_optim, edit=edit)
                 else:
                     loop.replace_latent(0, latent, reset_optimiser=True)
+                    loop.set_edit(0, edit)
                     image = loop.images[0]
                     image.streams, image.optim = streams, frame_optim  # this frame's own draws and weights
             loop.retarget(0, targets_for(text))
@@ -188,6 +195,21 @@ class Animator:
         timings = {"load": pipeline.load_seconds, "total": finished - started,
                    "seconds_per_frame": (finished - started) / max(made, 1)}
         yield Done(images=(previous,), config=dict(state.config), seed=config.seed, timings=timings)
+
+    def _border_edit(self, pixels: torch.Tensor, latent: torch.Tensor, motion: Motion,
+                     config: AnimationConfig) -> ImageEdit | None:
+        """With ``border outpaint``, the frame's edit: the moved previous frame is kept and only
+        the pixels the motion brought in (mirrored there as a start) are made anew, feathered
+        outward from the kept frame; None otherwise, or when the motion brings nothing in."""
+        if config.motion.border != "outpaint":
+            return None
+        height, width = pixels.shape[-2:]
+        brought = revealed(motion, width, height)  # (H, W)
+        if float(brought.max()) == 0:
+            return None
+        mask = feather_outward(1 - brought, BORDER_FEATHER)
+        cells = grid_mask(brought, self.pipeline.vqgan.downsample_factor, dilate=1)[None, None]
+        return ImageEdit(pixels, mask[None, None], cells, latent, (width, height))
 
     @staticmethod
     def _start_pixels(previous: Image.Image | None, motion: Motion, source: Image.Image | None,

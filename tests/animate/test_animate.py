@@ -14,7 +14,7 @@ from PIL import Image
 
 from generator.animate import pipeline as animation_pipeline
 from generator.animate.keyframes import Motion
-from generator.animate.motion import move
+from generator.animate.motion import move, revealed
 from generator.animate.pipeline import Animator, frame_seed
 from generator.drive import drive
 from generator.errors import InputError, NonFiniteError
@@ -203,3 +203,20 @@ def test_frame_0_is_the_text_to_image_result_with_the_same_seed(tiny_pipeline, t
     folder = animate(tiny_pipeline, animation_config(tiny_files, frames=1, steps=2, seed=11), tmp_path).folder
     done = [e for e in tiny_pipeline.run(tiny_run_config(tiny_files, steps=2, seed=11)) if isinstance(e, Done)][0]
     assert np.array_equal(frames_of(folder)[0], np.asarray(done.images[0]))
+
+
+def test_a_zoom_out_with_outpaint_keeps_the_moved_frame_and_makes_only_the_new_border(tiny_pipeline, tiny_files,
+                                                                                      tmp_path: Path) -> None:
+    config = animation_config(tiny_files, frames=3, steps_per_frame=3, motion={"zoom": "0.75", "border": "outpaint"})
+    frames = frames_of(animate(tiny_pipeline, config, tmp_path / "outpaint").folder)
+    brought = revealed(Motion(zoom=0.75), 32, 32).numpy().astype(bool)  # (H, W): the border the zoom brings in
+    assert 0.3 < brought.mean() < 0.6
+    for previous, frame in zip(frames, frames[1:], strict=False):
+        moved = move(pil_to_tensor(Image.fromarray(previous)), Motion(zoom=0.75))[0]  # (3, H, W)
+        expected = np.asarray(tensor_to_pil(moved)).astype(int)
+        assert np.array_equal(frame[~brought], expected[~brought])  # the moved frame, exactly
+        assert np.abs(frame[brought].astype(int) - expected[brought]).mean() > 5  # the border was made anew
+    reflected = frames_of(animate(tiny_pipeline, config.replace(motion=config.motion.__class__(zoom="0.75")),
+                                  tmp_path / "reflect").folder)
+    moved = np.asarray(tensor_to_pil(move(pil_to_tensor(Image.fromarray(reflected[0])), Motion(zoom=0.75))[0]))
+    assert not np.array_equal(reflected[1][~brought], moved[~brought])  # reflect optimises the whole frame
