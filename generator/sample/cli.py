@@ -5,6 +5,7 @@
     python -m generator sample --model cin --class 980
     python -m generator sample --model sflckr --condition map.png
     python -m generator sample --complete photo.png --keep 0.5
+    python -m generator sample --complete photo.png --mask mask.png --mask-blur 4
     python -m generator sample --transformer last.ckpt --transformer-config project.yaml
 
 Each run writes a new folder with ``sample-NNN.png`` (config embedded), ``final.png`` (all
@@ -51,6 +52,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     add("--condition", default=_S, metavar="MAP", help="segmentation or depth map for map-conditioned priors")
     add("--complete", default=_S, metavar="IMAGE", help="complete this image: keep its first tokens, sample the rest")
     add("--keep", type=float, default=_S, metavar="F", help="fraction of --complete's tokens to keep (default 0.5)")
+    add("--mask", default=_S, metavar="FILE|alpha",
+        help="resample only where this mask is white (or where --complete is transparent: alpha); --keep is ignored")
+    add("--mask-blur", type=float, default=_S, metavar="PX",
+        help="feather the mask's edge where the samples are pasted back (Gaussian std in pixels)")
     add("--no-cache", dest="use_cache", action="store_false", default=_S,
         help="recompute every token (same result, slower)")
     add("--precision", choices=PRECISIONS, default=_S, help="autocast precision on CUDA")

@@ -7,6 +7,11 @@ row, a preview (the batch as a contact sheet) every ``output.save_every`` rows, 
 at a time; when the device runs out of memory the images finished so far stay in
 ``state.images``.
 
+Image completion keeps the first ``keep`` fraction of an image's tokens and samples the rest;
+with a mask (prior inpainting) the tokens of the latent cells the mask touches are sampled and
+every other one is the image's own, and the decoded samples are pasted back into the image
+through the feathered mask, so pixels outside a hard mask are exactly the image's.
+
 No autocast state is held across a ``yield``: the transformer's precision is a copy of its
 weights in the run's dtype, and the VQGAN's autocast is entered only around each decode.
 """
@@ -16,8 +21,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -33,6 +40,7 @@ from generator.devices import (
 from generator.errors import InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress
 from generator.io.images import contact_sheet, cover, open_image, pil_to_tensor, tensor_to_pil
+from generator.io.masks import ALPHA, check_mask, cover_mask, feather, grid_mask, load_mask
 from generator.runs import GenerationRun, RunState
 from generator.sample.conditioning import coordinate_tokens, map_size, map_tokens, start_tokens
 from generator.sample.loader import Prior
@@ -133,8 +141,11 @@ class Sampler:
         generator = torch.Generator(prior.device).manual_seed(seed)
         decode_dtype = autocast_dtype(prior.device, config.precision)
         settings = SamplingSettings(config.temperature, config.top_k, config.top_p)
-        start_from = _completion_tokens(prior, config, size, grid)
-        start = round(config.keep * grid[0] * grid[1]) if start_from is not None else 0
+        edit = _completion(prior, config, size, grid)
+        for note in edit.notes if edit else ():
+            yield Notice(note)
+        start = edit.start if edit else 0
+        drawn_per_image = edit.drawn if edit else grid[0] * grid[1]
         rows_per_batch = grid[0] - start // grid[1]
         batches = [min(config.batch_size, config.n - first) for first in range(0, config.n, config.batch_size)]
         total_rows = state.total = rows_per_batch * len(batches)
@@ -151,24 +162,25 @@ class Sampler:
                 doing = f"sampling {_images(batch)} of {size[0]}x{size[1]}"
                 cond = _condition(prior, config, size, grid, batch)
                 tokens = torch.zeros(batch, *grid, dtype=torch.long, device=prior.device)
-                if start_from is not None:
-                    tokens[:] = start_from
-                state.decode = lambda tokens=tokens: _sheet(prior, tokens, decode_dtype)
+                if edit is not None:
+                    tokens[:] = edit.tokens
+                state.decode = lambda tokens=tokens: _sheet(prior, tokens, decode_dtype, edit)
                 length = window_length(prior, cond, grid) if config.use_cache else None
                 if step is None and length is not None:
                     step = window_step(gpt, batch, length)
                 usable = step if step is not None and step.batch == batch else None
                 for _ in sample_rows(prior, cond, tokens, start, settings, generator, config.use_cache, gpt=gpt,
-                                     step=usable):
+                                     step=usable, keep=edit.keep if edit else None):
                     rows_done += 1
                     state.step = rows_done
                     yield Progress("sample", rows_done, total_rows, time.perf_counter() - sampling_started)
                     if config.output.save_every and rows_done % config.output.save_every == 0:
-                        yield Preview("sample", rows_done, _sheet(prior, tokens, decode_dtype))
-                tokens_sampled += batch * (grid[0] * grid[1] - start)
+                        yield Preview("sample", rows_done, _sheet(prior, tokens, decode_dtype, edit))
+                tokens_sampled += batch * drawn_per_image
                 doing = f"decoding {_images(batch)} of {size[0]}x{size[1]}"
                 for first in range(0, batch, DECODE_CHUNK):
-                    state.images.extend(_decode(prior, tokens[first : first + DECODE_CHUNK], decode_dtype))
+                    decoded = _decode(prior, tokens[first : first + DECODE_CHUNK], decode_dtype)
+                    state.images.extend(_paste(decoded, edit))
         except (torch.OutOfMemoryError, RuntimeError, MemoryError) as error:
             if not is_out_of_memory(error):
                 raise
@@ -209,14 +221,67 @@ def _condition(prior: Prior, config: SampleConfig, size: tuple[int, int], grid: 
     return start_tokens(prior, batch, config.class_label)
 
 
-def _completion_tokens(prior: Prior, config: SampleConfig, size: tuple[int, int],
-                       grid: tuple[int, int]) -> torch.Tensor | None:
-    """The image to complete, encoded to (H, W) tokens, or None."""
+@dataclass(frozen=True)
+class _Completion:
+    """The image a run completes or edits, at the run's size.
+
+    Attributes:
+        tokens: (H, W) the image's codes, where every sampled grid starts.
+        start: the first raster position drawn.
+        drawn: the positions drawn per image.
+        keep: (H, W) bool, the cells kept (a mask run); None: every cell from ``start`` is drawn.
+        original: the image at the run's size, which samples are pasted into (a mask run).
+        blend: (h, w) float in [0, 1], the feathered mask at the run's size: the weight of the
+            sample in each pixel (a mask run).
+        notes: what the user should know (a mask stretched to fit).
+    """
+
+    tokens: torch.Tensor
+    start: int
+    drawn: int
+    keep: torch.Tensor | None = None
+    original: Image.Image | None = None
+    blend: torch.Tensor | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _completion(prior: Prior, config: SampleConfig, size: tuple[int, int],
+                grid: tuple[int, int]) -> _Completion | None:
+    """The image to complete (or to edit through ``config.mask``) at the run's size, or None."""
     if not config.complete:
         return None
-    pixels = pil_to_tensor(cover(open_image(config.complete, what="image to complete"), size)).to(prior.device)
+    image = open_image(config.complete, what="image to complete")
+    original = cover(image, size)
+    if config.mask is not None:
+        # Read the mask before encoding: a bad mask is refused before any model work.
+        mask, notes = load_mask(config.mask, image)  # (H0, W0) at the image's own size
+        mask = cover_mask(mask, size)  # (h, w), aligned with `original`
+        check_mask(mask, "the mask (the image's transparency)" if config.mask == ALPHA else "the mask")
+        keep = ~grid_mask(mask, prior.vqgan.downsample_factor, dilate=0).to(prior.device)  # (H, W)
+        drawn = [flat for flat, kept in enumerate(keep.reshape(-1).tolist()) if not kept]
+        return _Completion(_encode(prior, original), start=drawn[0], drawn=len(drawn), keep=keep,
+                           original=original, blend=feather(mask, config.mask_blur), notes=tuple(notes))
+    start = round(config.keep * grid[0] * grid[1])
+    return _Completion(_encode(prior, original), start=start, drawn=grid[0] * grid[1] - start)
+
+
+def _encode(prior: Prior, image: Image.Image) -> torch.Tensor:
+    """An RGB image at the run's size -> its (H, W) tokens."""
+    pixels = pil_to_tensor(image).to(prior.device)  # (1, 3, h, w) in [0, 1]
     with torch.inference_mode():
         return prior.vqgan.encode_to_indices(pixels * 2 - 1)[0]
+
+
+def _paste(images: list[Image.Image], edit: _Completion | None) -> list[Image.Image]:
+    """Each sample pasted into the edited image through the feathered mask:
+    ``blend * sample + (1 - blend) * original``, so where the mask is 0 a pixel is the original's
+    exactly (not a VQGAN round trip). Without a mask the samples as they are."""
+    if edit is None or edit.blend is None or edit.original is None:
+        return images
+    weight = edit.blend.numpy()[..., None]  # (h, w, 1)
+    original = np.asarray(edit.original, dtype=np.float32)  # (h, w, 3)
+    return [Image.fromarray(np.rint(weight * np.asarray(image, dtype=np.float32) + (1 - weight) * original)
+                            .clip(0, 255).astype(np.uint8), mode="RGB") for image in images]
 
 
 def _decode(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> list[Image.Image]:
@@ -226,10 +291,12 @@ def _decode(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> li
     return [tensor_to_pil(image) for image in pixels]
 
 
-def _sheet(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None) -> Image.Image:
-    """The batch as one contact sheet, decoded :data:`DECODE_CHUNK` grids at a time."""
+def _sheet(prior: Prior, tokens: torch.Tensor, dtype: torch.dtype | None,
+           edit: _Completion | None = None) -> Image.Image:
+    """The batch as one contact sheet, decoded :data:`DECODE_CHUNK` grids at a time (pasted into
+    the edited image for a mask run)."""
     images = []
     for first in range(0, tokens.shape[0], DECODE_CHUNK):
-        images += _decode(prior, tokens[first : first + DECODE_CHUNK], dtype)
+        images += _paste(_decode(prior, tokens[first : first + DECODE_CHUNK], dtype), edit)
     return contact_sheet(images)
 

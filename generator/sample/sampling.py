@@ -14,6 +14,11 @@ in place, so callers can report progress and show previews (``yield from`` forwa
   taming-transformers' ``scripts/sample_conditional.py``. Only the tokens before the target
   are fed: causal attention makes the later ones irrelevant, so this is exact and cheaper.
 
+Both take an optional ``keep`` mask of cells whose token in ``tokens`` is kept (an image being
+edited): there nothing is drawn, the token already there is fed as context, and once no drawn
+cell is left nothing is computed at all. The recompute and sliding paths run the transformer
+only for drawn cells; the cached path feeds every kept token to the cache, one step each.
+
 :func:`sample_rows` picks the strategy for a prior and a grid; :func:`prior_codes` samples
 one grid as the starting point of a text-to-image run.
 
@@ -176,6 +181,7 @@ def sample_in_window(
     use_cache: bool = True,
     dtype: torch.dtype | None = None,
     step: FixedStep | None = None,
+    keep: torch.Tensor | None = None,
 ) -> Iterator[int]:
     """Fill ``tokens[:, start:]`` (B, H*W) in raster order, conditioned on ``cond`` (B, Lc).
 
@@ -183,6 +189,8 @@ def sample_in_window(
         dtype: the projections' dtype (None: the model's own); the key/value cache follows it.
         step: the fixed-shape step (a CUDA graph, see :func:`window_step`) to decode with
             instead of the ordinary cached step; it must hold ``Lc + H*W - 1`` positions.
+        keep: (H*W,) bool, the positions whose token already in ``tokens`` is kept, not drawn
+            (None: every position from ``start`` is drawn).
 
     Yields the index of each row as it is completed.
 
@@ -199,12 +207,15 @@ def sample_in_window(
             raise ValueError(f"the step decodes {decoder.batch} x {decoder.max_length} positions in {decoder.dtype}, "
                              f"not {batch} x {cond.shape[1] + total - 1} in {draws.dtype}")
         logits = decoder.prefill(torch.cat([cond, tokens[:, :start]], dim=1))  # (B, vocab)
+    drawn = _drawn_positions(keep, total)
+    last = max((p for p in range(start, total) if drawn[p]), default=start - 1)  # the last position drawn
     for position in range(start, total):
-        if decoder is None:
-            with torch.autocast(tokens.device.type, enabled=False):
-                logits = gpt(torch.cat([cond, tokens[:, :position]], dim=1), last_only=True)[:, -1]
-        tokens[:, position] = draws(logits)
-        if decoder is not None and position + 1 < total:
+        if position <= last and drawn[position]:
+            if decoder is None:
+                with torch.autocast(tokens.device.type, enabled=False):
+                    logits = gpt(torch.cat([cond, tokens[:, :position]], dim=1), last_only=True)[:, -1]
+            tokens[:, position] = draws(logits)
+        if decoder is not None and position < last:  # the cache needs every token before the last drawn one
             logits = decoder(tokens[:, position], cond.shape[1] + position)
         if (position + 1) % width == 0:
             draws.check(position // width)
@@ -222,12 +233,14 @@ def sample_sliding(
     settings: SamplingSettings,
     generator: torch.Generator,
     dtype: torch.dtype | None = None,
+    keep: torch.Tensor | None = None,
 ) -> Iterator[int]:
     """Fill ``tokens`` (B, H, W) from raster position ``start`` with a sliding window.
 
     ``cond`` is either a spatial grid (B, H, W) whose window is cut like the image's, or a
     short token sequence (B, Lc) prepended to every window. ``dtype``: the projections' dtype
-    (None: the model's own). Yields each completed row.
+    (None: the model's own). ``keep``: (H, W) bool, the cells whose token already in
+    ``tokens`` is kept (read as context by later windows, never drawn). Yields each completed row.
 
     Raises:
         NonFiniteLogitsError: the logits of a row were not finite.
@@ -237,7 +250,13 @@ def sample_sliding(
     _, height, width = tokens.shape
     rows, cols = window
     spatial = cond.dim() == 3
+    drawn = _drawn_positions(None if keep is None else keep.reshape(-1), height * width)
     for i, j, i0, j0 in sliding_order(height, width, window, start):
+        if not drawn[i * width + j]:
+            if j == width - 1:
+                draws.check(i)
+                yield i
+            continue
         patch = tokens[:, i0 : i0 + rows, j0 : j0 + cols].reshape(tokens.shape[0], rows * cols)  # (B, w*w)
         prefix = cond[:, i0 : i0 + rows, j0 : j0 + cols].reshape(tokens.shape[0], rows * cols) if spatial else cond
         local = (i - i0) * cols + (j - j0)
@@ -251,20 +270,32 @@ def sample_sliding(
 
 def sample_rows(prior: Prior, cond: torch.Tensor, tokens: torch.Tensor, start: int, settings: SamplingSettings,
                 generator: torch.Generator, use_cache: bool = True, *, gpt: GPT | None = None,
-                step: FixedStep | None = None) -> Iterator[int]:
+                step: FixedStep | None = None, keep: torch.Tensor | None = None) -> Iterator[int]:
     """Fill ``tokens`` (B, H, W): with the cache when the grid is the training window, else with
     the sliding window. ``gpt``: the prior's transformer in the dtype to sample in (default:
-    ``prior.gpt``); ``step``: a fixed-shape step for the cached path (:func:`window_step`).
+    ``prior.gpt``); ``step``: a fixed-shape step for the cached path (:func:`window_step`);
+    ``keep``: (H, W) bool, the cells whose token already in ``tokens`` is kept, not drawn.
     Yields each finished row."""
     gpt = gpt or prior.gpt
     grid = tuple(tokens.shape[1:])
     if grid == prior.spec.window:
         flat = tokens.view(tokens.shape[0], -1)
         yield from sample_in_window(gpt, cond.reshape(cond.shape[0], -1), flat, grid[1], start=start,
-                                    settings=settings, generator=generator, use_cache=use_cache, step=step)
+                                    settings=settings, generator=generator, use_cache=use_cache, step=step,
+                                    keep=None if keep is None else keep.reshape(-1))
     else:
         yield from sample_sliding(gpt, cond, tokens, prior.spec.window, start=start, settings=settings,
-                                  generator=generator)
+                                  generator=generator, keep=keep)
+
+
+def _drawn_positions(keep: torch.Tensor | None, total: int) -> list[bool]:
+    """Per raster position, whether its token is drawn: a host list, read once (``keep`` (L,)
+    bool may live on a GPU; reading it cell by cell would wait for the device every token)."""
+    if keep is None:
+        return [True] * total
+    if keep.numel() != total:
+        raise ValueError(f"keep holds {keep.numel()} cells, not the grid's {total}")
+    return (~keep.bool()).reshape(-1).tolist()
 
 
 def window_length(prior: Prior, cond: torch.Tensor, grid: tuple[int, int]) -> int | None:

@@ -23,6 +23,7 @@ from typing import Any
 from generator.config import ModelsConfig
 from generator.errors import GeneratorError, InputError
 from generator.io import fetch
+from generator.io.masks import ALPHA
 from generator.text_to_image.prompts import parse_prompts
 from generator.weights import store
 
@@ -218,7 +219,8 @@ class PathPolicy:
 
     def check_sample_form(self, form: dict[str, Any], may_read: MayRead = _nobody) -> dict[str, Any]:
         """A copy of the prior form with every server path it names checked: prior, yaml,
-        upscaler, condition map and image to complete.
+        upscaler, condition map, image to complete and its mask (``alpha``, which names no file,
+        is kept).
 
         Raises:
             InputError: the refusal sentence of the first refused field.
@@ -226,8 +228,9 @@ class PathPolicy:
         form = dict(form)
         for name, label in (("model", "prior"), ("transformer_config", "project yaml"), ("upscale_model", "upscaler")):
             form[name] = self.check(form.get(name), label)
-        for name, label in (("condition", "condition map"), ("complete", "image to complete")):
-            form[name] = self.check_image(form.get(name), label, may_read) or None
+        for name, label in (("condition", "condition map"), ("complete", "image to complete"), ("mask", "mask")):
+            if name != "mask" or form.get(name) != ALPHA:
+                form[name] = self.check_image(form.get(name), label, may_read) or None
         return form
 
     def check_clip_models(self, text: str | None, field: str = "CLIP models") -> str:

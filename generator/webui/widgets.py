@@ -161,6 +161,9 @@ def sample_widgets(values: dict[str, Any], weights: Any) -> dict[str, gr.compone
         w["condition"] = gr.File(label="Condition map (segmentation or depth)", file_types=["image"])
         w["complete"] = gr.Image(label="Complete this image (optional)", type="filepath", height=160)
         w["keep"] = gr.Slider(0, 0.95, values["keep"], step=0.05, label="Keep this fraction")
+        w["mask"] = gr.Image(label="Mask: resample where white (optional; Keep is then ignored)", type="filepath",
+                             image_mode=None, height=160)  # image_mode None: the upload as it is, alpha kept
+        w["mask_blur"] = gr.Number(values["mask_blur"], label="Mask blur (pixels)", minimum=0)
     with gr.Row():
         w["save_every"] = gr.Number(values["save_every"], label="Preview every N rows (0: none)", precision=0)
         w["video"] = gr.Checkbox(values["video"], label="Video")

@@ -166,8 +166,9 @@ def test_the_forms_have_every_path_field_checked(closed: PathPolicy, mine, tree:
         with pytest.raises(InputError, match="other server paths are refused"):
             closed.check_generation_form({**form, name: value}, mine)
     sample = {"model": "ffhq", "transformer_config": "", "upscale_model": "", "condition": str(upload),
-              "complete": None}
+              "complete": None, "mask": None}
     assert closed.check_sample_form(sample, mine) == {**sample, "condition": str(upload.resolve())}
-    for name in ("model", "transformer_config", "upscale_model", "condition", "complete"):
+    assert closed.check_sample_form({**sample, "mask": "alpha"}, mine)["mask"] == "alpha"  # names no file
+    for name in ("model", "transformer_config", "upscale_model", "condition", "complete", "mask"):
         with pytest.raises(InputError, match="other server paths are refused"):
             closed.check_sample_form({**sample, name: secret}, mine)
