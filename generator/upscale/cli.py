@@ -48,6 +48,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="upscale an alpha channel with the model (default) or by resizing")
     add("--precision", dest="upscale_precision", choices=("auto", "fp32"), default="auto",
         help="auto: fp16/bf16 on CUDA where the model supports it")
+    add("--seamless", dest="upscale_seamless", default="", metavar="x|y|xy",
+        help="the image is a seamless texture that wraps around along these axes: the model sees across the "
+             "wrap seam, so the upscaled copy tiles without one (default: off)")
     add("--out", default="outputs/upscaled", metavar="DIR", help="where the upscaled files go")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add_weights_arguments(parser)
@@ -95,10 +98,13 @@ def run(args: argparse.Namespace) -> int:
     files = collect_inputs(args.inputs)
     if args.upscale is not None and not 1 <= args.upscale <= 16:
         raise ConfigError(f"--scale must be a factor from 1 to 16, not {args.upscale:g}.")
+    if args.upscale_seamless not in ("", "x", "y", "xy"):
+        raise ConfigError(f"--seamless must be x, y or xy (the axes the image wraps around), "
+                          f"not {args.upscale_seamless!r}.")
     config = UpscaleConfig(upscale=args.upscale or 0.0, upscale_model=args.upscale_model,
                            upscale_tile=args.upscale_tile, upscale_tile_pad=args.upscale_tile_pad,
                            upscale_denoise=args.upscale_denoise, upscale_alpha=args.upscale_alpha,
-                           upscale_precision=args.upscale_precision)
+                           upscale_precision=args.upscale_precision, upscale_seamless=args.upscale_seamless)
     upscaler = workbench_from_args(args).upscaler(config.upscale_model, config.upscale_denoise)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

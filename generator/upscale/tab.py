@@ -15,7 +15,19 @@ from generator.webui.jobs import Update, upscale_job
 from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, TabParts, run_controls
 from generator.webui.widgets import models_menu
 
-_NAMES = ["image", "upscale_model", "upscale", "upscale_tile", "upscale_denoise", "upscale_alpha"]
+_NAMES = ["image", "upscale_model", "upscale", "upscale_tile", "upscale_denoise", "upscale_alpha", "upscale_seamless"]
+SEAMLESS_CHOICES = ["off", "x", "y", "xy"]  # "off" is upscale_seamless ""
+
+
+def upscale_config(form: dict[str, Any], model: str) -> UpscaleConfig:
+    """The :class:`UpscaleConfig` of the tab's widget values (named as in ``_NAMES``), with the
+    checked ``model`` path."""
+    denoising = form["upscale_denoise"]
+    seamless = form.get("upscale_seamless") or "off"
+    return UpscaleConfig(upscale=form["upscale"] or 0.0, upscale_model=model,
+                         upscale_tile=int(form["upscale_tile"] or 0),
+                         upscale_denoise=None if denoising is None or denoising < 0 else denoising,
+                         upscale_alpha=form["upscale_alpha"], upscale_seamless="" if seamless == "off" else seamless)
 
 
 def build(page: Page, preset: str) -> TabParts:
@@ -27,6 +39,7 @@ def build(page: Page, preset: str) -> TabParts:
         tile = gr.Number(256, label="Tile (0: whole image)", precision=0)
         denoise = gr.Number(-1, label="Denoise 0..1 (-1: off)")
         alpha = gr.Dropdown(["network", "resize"], value="network", label="Alpha")
+        seamless = gr.Dropdown(SEAMLESS_CHOICES, value="off", label="Seamless (wrap around)")
     run_button, stop_button, hint, status = run_controls(UPSCALE.title, UPSCALE.api)
     with gr.Row():
         with gr.Column():
@@ -45,12 +58,7 @@ def build(page: Page, preset: str) -> TabParts:
             path = page.paths.check_image(form["image"], "image to upscale", page.studio.may_read(request))
             if not path:
                 raise InputError("there is no image to upscale; upload one or use the latest result.")
-            chosen = page.paths.check(form["upscale_model"], "upscaler")
-            denoising = form["upscale_denoise"]
-            config = UpscaleConfig(upscale=form["upscale"] or 0.0, upscale_model=chosen,
-                                   upscale_tile=int(form["upscale_tile"] or 0),
-                                   upscale_denoise=None if denoising is None or denoising < 0 else denoising,
-                                   upscale_alpha=form["upscale_alpha"])
+            config = upscale_config(form, page.paths.check(form["upscale_model"], "upscaler"))
             return upscale_job(page.studio, path, config, session, max_megapixels=page.max_upscale_megapixels)
 
         yield from stream(job, ["status", "compare", "files"], session)
@@ -60,7 +68,7 @@ def build(page: Page, preset: str) -> TabParts:
 
     from_latest.click(guarded(latest_result, None, 1), None, image, api_name="latest_result", **QUICK)
     run = run_button.click(page.claimed, None, [status, claim, gr.State()], **CLAIMING).success(
-        named(upscale, _NAMES), [claim, image, model, scale, tile, denoise, alpha], [status, compare, files],
+        named(upscale, _NAMES), [claim, image, model, scale, tile, denoise, alpha, seamless], [status, compare, files],
         api_name=UPSCALE.api, **HEAVY)
     page.hint_menus((("upscaler", model),), hint)
     page.stop_button(stop_button, status, [run])
