@@ -15,19 +15,20 @@ samples on one sheet), ``config.json``, ``frames/`` (with ``--save-every ROWS``)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings, workbench_from_args
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
-from generator.config import PRECISIONS, SampleConfig
+from generator.config import PRECISIONS, SampleConfig, UpscaleConfig
 from generator.config_schema import merge
 from generator.sample.mode import SAMPLE
 from generator.sample.pipeline import Sampler
 
 _S = argparse.SUPPRESS
 _OUTPUT_FIELDS = ("save_every", "video", "gif", "fps")
-_UPSCALE_FIELDS = ("upscale", "upscale_model", "upscale_tile", "upscale_tile_pad", "upscale_denoise")
+_UPSCALE_FIELDS = tuple(item.name for item in dataclasses.fields(UpscaleConfig))  # the shared upscale flags
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:

@@ -1,8 +1,11 @@
 """The files of a sampling run: ``sample-NNN.png`` (+ upscaled copies) and ``final.png``, a
-contact sheet, with ``config.json``; a stopped run keeps the samples it finished."""
+contact sheet, with ``config.json``; a stopped run keeps the samples it finished. A completion
+keeps the image it completed (``complete.png``) and its mask (``complete-mask.png``) beside
+them, so the run repeats from its PNG after the originals are gone."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,12 +16,22 @@ from generator.config import SampleConfig
 from generator.config_schema import build_config
 from generator.events import Done
 from generator.io.images import contact_sheet
+from generator.io.kept_inputs import Field, find_inputs, keep_inputs
+from generator.io.masks import ALPHA
 from generator.io.outputs import RunWriter, png_text
 from generator.runs import GenerationRun, RunState
+
+INPUTS: list[Field] = [(("complete",), "complete.png"), (("mask",), "complete-mask.png")]
+"""The inputs a sampling run keeps: the image it completes and its mask."""
 
 
 class SampleOutputs:
     """``sample-NNN.png`` (+ upscaled copies), ``final.png`` (a contact sheet) + ``config.json``."""
+
+    @staticmethod
+    def inputs(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
+        """``settings`` recorded in ``folder`` with the inputs kept there found again."""
+        return find_inputs(copy.deepcopy(dict(settings)), folder, INPUTS)
 
     @staticmethod
     def finish(writer: RunWriter, done: Done, state: RunState) -> Path:
@@ -41,6 +54,8 @@ class SampleOutputs:
 def write_samples(writer: RunWriter, images: Sequence[Image.Image], resolved: Mapping[str, Any], label: str,
                   mode: str, *, upscaled: Sequence[Image.Image] = (), sheet: Image.Image | None = None) -> Path:
     """``sample-NNN.png`` (+ upscaled copies) and ``final.png`` (a contact sheet, or ``sheet``)."""
+    fields = [field for field in INPUTS if resolved.get(field[0][0]) not in (None, ALPHA)]
+    resolved = keep_inputs(writer, copy.deepcopy(dict(resolved)), fields)
     seed = int(resolved["seed"])
     suffix = build_config(SampleConfig, resolved).upscale.suffix
     for ending, series in (("", images), (suffix, upscaled)):

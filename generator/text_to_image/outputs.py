@@ -4,7 +4,7 @@ reached with a config that repeats it.
 
 An edit keeps its inputs beside its result: the image it edited (``edit-image.png``), its mask
 (``edit-mask.png``) and its region prompts' masks (``region-1.png``, ...); the recorded config
-names them by their file names, and :func:`resolve_inputs` finds them in the run's folder
+names them by their file names, and :func:`find_edit_inputs` finds them in the run's folder
 again, so ``--from final.png`` and the gallery repeat the run after the originals are gone.
 """
 
@@ -23,7 +23,7 @@ from generator.config import UpscaleConfig
 from generator.config_schema import build_config
 from generator.errors import InputError
 from generator.events import Done
-from generator.io.images import open_image
+from generator.io.kept_inputs import Field, find_inputs, keep_file, keep_inputs
 from generator.io.masks import ALPHA
 from generator.io.outputs import RunWriter, png_text
 from generator.runs import GenerationRun, RunState
@@ -38,7 +38,7 @@ class TextToImageOutputs:
 
     @staticmethod
     def finish(writer: RunWriter, done: Done, state: RunState) -> Path:
-        config = keep_inputs(writer, done.config)
+        config = keep_edit_inputs(writer, done.config)
         final = writer.write_final(done.images[0], config=config, prompt=state.label, seed=done.seed,
                                    mode=state.mode)
         _write_latent(writer, state)
@@ -54,7 +54,7 @@ class TextToImageOutputs:
         image = run.latest_image()
         if image is None:
             return None
-        config = keep_inputs(writer, config_at_step(run.state.config, run.state.step))
+        config = keep_edit_inputs(writer, config_at_step(run.state.config, run.state.step))
         final = writer.write_final(image, config=config, prompt=run.state.label, seed=run.state.seed,
                                    mode=run.state.mode)
         _write_latent(writer, run.state)
@@ -64,31 +64,28 @@ class TextToImageOutputs:
     @staticmethod
     def inputs(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
         """``settings`` recorded in ``folder`` with the inputs kept there found again."""
-        return resolve_inputs(settings, folder)
+        return find_edit_inputs(settings, folder)
 
 
 EDIT_IMAGE, EDIT_MASK, REGION = "edit-image.png", "edit-mask.png", "region-{}.png"
+_REGION = re.compile(r"@ (region-\d+\.png)")
 
 
-def keep_inputs(writer: RunWriter, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy an edit's image and mask and the region masks of its prompts into the run folder,
-    and return ``config`` naming the copies (by file name). An input that can no longer be read
-    keeps its original name in the config, with a warning: the result matters more."""
-    config = copy.deepcopy(dict(config))
-    edit, init = config.get("edit") or {}, config.get("init") or {}
-
-    def kept(source: str, name: str) -> str:
-        try:
-            writer.write_image(open_image(source, what="edit input"), name)
-        except InputError as error:
-            logger.warning("could not keep %s beside the result: %s", source, error)
-            return source
-        return name
-
+def _fields(config: Mapping[str, Any]) -> list[Field]:
+    """The inputs an edit keeps: its mask (unless it is the image's transparency) and its image."""
+    edit = config.get("edit") or {}
+    fields: list[Field] = []
     if edit.get("mask") not in (None, ALPHA):
-        edit["mask"] = kept(edit["mask"], EDIT_MASK)
-    if (edit.get("mask") is not None or edit.get("outpaint")) and init.get("init_image"):
-        init["init_image"] = kept(init["init_image"], EDIT_IMAGE)
+        fields.append((("edit", "mask"), EDIT_MASK))
+    if edit.get("mask") is not None or edit.get("outpaint"):
+        fields.append((("init", "init_image"), EDIT_IMAGE))
+    return fields
+
+
+def keep_edit_inputs(writer: RunWriter, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy an edit's image and mask and the region masks of its prompts into the run folder,
+    and return ``config`` naming the copies by their file names."""
+    config = keep_inputs(writer, copy.deepcopy(dict(config)), _fields(config))
     prompts = str(config.get("prompts") or "")
     if "@" in prompts:
         try:
@@ -96,29 +93,25 @@ def keep_inputs(writer: RunWriter, config: Mapping[str, Any]) -> dict[str, Any]:
         except InputError:
             return config
         paths = list(dict.fromkeys(prompt.region for phrase in story for prompt in phrase if prompt.region))
-        names = {path: kept(path, REGION.format(number)) for number, path in enumerate(paths, 1)}
+        names = {path: keep_file(writer, path, REGION.format(number)) for number, path in enumerate(paths, 1)}
         config["prompts"] = " ^ ".join(" | ".join(str(dataclasses.replace(prompt, region=names.get(prompt.region)))
                                                   if prompt.region else str(prompt) for prompt in phrase)
                                        for phrase in story)
     return config
 
 
-def resolve_inputs(settings: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+def find_edit_inputs(settings: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     """The settings a run in ``folder`` recorded, with the inputs it kept there (see
-    :func:`keep_inputs`) named by their full paths."""
-    settings = copy.deepcopy(dict(settings))
-
-    def found(name: Any) -> Any:
-        is_kept = isinstance(name, str) and (name in (EDIT_IMAGE, EDIT_MASK) or re.fullmatch(r"region-\d+\.png", name))
-        return str(folder / name) if is_kept and (folder / name).is_file() else name
-
-    for section, key in (("edit", "mask"), ("init", "init_image")):
-        if isinstance(settings.get(section), dict) and key in settings[section]:
-            settings[section][key] = found(settings[section][key])
+    :func:`keep_edit_inputs`) named by their full paths."""
+    settings = find_inputs(copy.deepcopy(dict(settings)), folder, [(("edit", "mask"), EDIT_MASK),
+                                                                    (("init", "init_image"), EDIT_IMAGE)])
     prompts = settings.get("prompts")
     if isinstance(prompts, str) and "@ region-" in prompts:
-        settings["prompts"] = re.sub(r"@ (region-\d+\.png)", lambda match: "@ " + escape_region(found(match[1])),
-                                     prompts)
+        def found(match: re.Match[str]) -> str:
+            kept = folder / match[1]
+            return "@ " + (escape_region(str(kept)) if kept.is_file() else match[1])
+
+        settings["prompts"] = _REGION.sub(found, prompts)
     return settings
 
 

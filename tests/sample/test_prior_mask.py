@@ -271,7 +271,11 @@ def test_the_recorded_config_holds_the_mask_and_repeats_the_run(tiny: TinyPrior,
     (folder,) = (tmp_path / "a").iterdir()
     for config in (json.loads((folder / "config.json").read_text()),
                    json.loads(read_png_text(folder / "sample-000.png")[CONFIG_KEY])):
-        assert config["mask"] == str(mask) and config["mask_blur"] == 2.0 and config["complete"] == str(photo)
+        assert config["mask"] == "complete-mask.png" and config["mask_blur"] == 2.0
+        assert config["complete"] == "complete.png"  # kept beside the samples
+    assert np.array_equal(np.asarray(Image.open(folder / "complete-mask.png")), np.asarray(Image.open(mask)))
+    photo.unlink()
+    mask.unlink()  # the run repeats from what it kept
     assert main(["sample", "--from", str(folder / "sample-000.png"), "--out", str(tmp_path / "b")]) == 0
     (again,) = (tmp_path / "b").iterdir()
     assert np.array_equal(np.asarray(Image.open(folder / "sample-000.png")),
