@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 
 from generator.animate.mode import ANIMATE
+from generator.edit.mode import EDIT
 from generator.errors import ConfigError
 from generator.mode import Mode
 from generator.reconstruct.mode import RECONSTRUCT
@@ -19,6 +20,7 @@ from generator.upscale.mode import UPSCALE
 
 MODES: dict[str, Mode] = {mode.name: mode for mode in (
     TEXT_TO_IMAGE,
+    EDIT,
     ANIMATE,
     SAMPLE,
     UPSCALE,

@@ -265,8 +265,8 @@ def test_the_spelled_mode_check_notices_what_it_looks_for() -> None:
     assert sorted({line for line, _ in _mode_names_used(tree, {"sample", "upscale"})}) == [1, 2, 3, 4, 5]
 
 
-STAGES_ON_THE_DECODER = ("generator.text_to_image", "generator.animate", "generator.reconstruct")
-"""Stages that use a first stage through the decoder protocol only (editing joins them)."""
+STAGES_ON_THE_DECODER = ("generator.text_to_image", "generator.animate", "generator.reconstruct", "generator.edit")
+"""Stages that use a first stage through the decoder protocol only."""
 
 
 def test_stages_depend_on_the_decoder_protocol_not_the_vqgan_class() -> None:

@@ -329,3 +329,20 @@ def test_an_edit_keeps_its_inputs_and_repeats_from_its_png_after_they_are_gone(t
 
     listed = {run.folder: run for run in list_runs(out)}
     assert listed[folder].config["edit"]["mask"] == str(folder / "edit-mask.png")
+
+
+def test_the_edit_command_records_an_edit_that_it_repeats(tiny_files, photo, left_mask, tmp_path: Path,
+                                                          capsys) -> None:
+    image, pixels = photo
+    out = tmp_path / "out"
+    assert main(_cli(tiny_files, out, "edit", str(image), "a cat", "--mask", str(left_mask), "--mask-blur", "0")) == 0
+    final = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads((final.parent / "run.json").read_text())["mode"] == "edit"
+    assert np.array_equal(np.asarray(Image.open(final))[:, 16:], pixels[:, 16:])
+    assert main(_cli(tiny_files, out, "--from", str(final))) != 0  # the text-to-image command points to edit
+    assert f"repeat it with `python -m generator edit --from {final}`" in capsys.readouterr().err
+    assert main(_cli(tiny_files, out, "edit", "--from", str(final))) == 0
+    again = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(final)))
+    assert main(_cli(tiny_files, out, "edit", str(image), "a cat")) != 0
+    assert "an edit needs a mask (--mask FILE, or alpha" in capsys.readouterr().err
