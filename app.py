@@ -33,7 +33,7 @@ from generator.webui.tabs.page import Page
 logger = logging.getLogger("generator.app")
 # Results are often small (256 px): show them scaled up to the frame, with crisp pixels.
 CSS = """
-#preview img, #result img, #upscaled img, #animate-preview img {
+#preview img, #result img, #upscaled img, #animate-preview img, #edit-preview img, #edit-result img {
   width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
 }
 #title h2 { margin: 0; } #title p { margin: 0; opacity: 0.75; }

@@ -1,5 +1,5 @@
-"""The Text to image tab: the form, a live preview that becomes the result, Continue, Stop
-that keeps the latest image, presets and seeds."""
+"""The Text to image tab: the form, a live preview that becomes the result, Continue, Edit this
+image, Stop that keeps the latest image, presets and seeds."""
 
 from __future__ import annotations
 
@@ -19,7 +19,17 @@ from generator.webui.handlers import guarded, named, stream
 from generator.webui.jobs import Update, text_to_image_job
 from generator.webui.status import message_html
 from generator.webui.studio import Session, Studio
-from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, TabParts, config_from, gr_guard, read_config
+from generator.webui.tabs.page import (
+    CLAIMING,
+    HEAVY,
+    QUICK,
+    ImageSender,
+    Page,
+    TabParts,
+    config_from,
+    gr_guard,
+    read_config,
+)
 from generator.webui.widgets import text_to_image_widgets
 
 PREVIEW_EVERY = 10  # steps between previews when a preset sets none: watching the image form is the point
@@ -45,6 +55,7 @@ def build(page: Page, preset: str) -> TabParts:
                 more = gr.Number(100, label="More steps", precision=0, minimum=1, maximum=10_000, scale=1,
                                  elem_id="more-steps")
                 continue_button = gr.Button("Continue this image", scale=1, elem_id="continue")
+                edit_button = gr.Button("Edit this image", scale=1, elem_id="send-to-edit")
     with gr.Row():
         video = gr.Video(label="Video", interactive=False, height=420, visible=False)
         files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="files", visible=False)
@@ -108,7 +119,7 @@ def build(page: Page, preset: str) -> TabParts:
                                  len(preset_outputs)), t2i["preset"], preset_outputs, **QUICK)
     page.hint_menus((("vqgan", t2i["vqgan"]), ("transformer", t2i["prior"]), ("upscaler", t2i["upscale_model"])),
                     hint)
-    return TabParts(t2i, names, values, runs)
+    return TabParts(t2i, names, values, runs, sends=[ImageSender(edit_button, result, status)])
 
 
 def continuation(session: Session, more: int) -> tuple[GenerationConfig, Path]:

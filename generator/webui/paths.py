@@ -24,7 +24,7 @@ from generator.config import ModelsConfig
 from generator.errors import GeneratorError, InputError
 from generator.io import fetch
 from generator.io.masks import ALPHA
-from generator.text_to_image.prompts import parse_prompts
+from generator.text_to_image.prompts import parse_prompts, parse_story
 from generator.weights import store
 
 MayRead = Callable[[Path], bool]
@@ -201,9 +201,27 @@ class PathPolicy:
                    for prompt in prompts]
         return " | ".join(str(prompt) for prompt in checked)
 
+    def check_prompt_regions(self, text: str | None, may_read: MayRead = _nobody) -> str:
+        """Check the region mask of every prompt (``text @ mask.png``) as an image field.
+
+        Returns:
+            The text as given when the policy is open or no prompt has a region; else the story
+            again in prompt grammar, each region's path resolved.
+
+        Raises:
+            InputError: bad grammar (the parser's sentence), or a refused region (:meth:`refusal`).
+        """
+        story = parse_story(text or "")
+        if not any(prompt.region for phrase in story for prompt in phrase):
+            return text or ""
+        return " ^ ".join(" | ".join(str(dataclasses.replace(prompt, region=self.check_image(
+            prompt.region, "region mask", may_read))) if prompt.region else str(prompt) for prompt in phrase)
+            for phrase in story)
+
     def check_generation_form(self, form: dict[str, Any], may_read: MayRead = _nobody) -> dict[str, Any]:
         """A copy of the text-to-image form (widget values by config field) with every server
-        path it names checked: models, yaml, init image, image prompts, CLIP models.
+        path it names checked: models, yaml, init image, an edit's mask (``alpha``, which names
+        no file, is kept), the region masks of the prompts, image prompts, CLIP models.
 
         Raises:
             InputError: the refusal sentence of the first refused field.
@@ -213,6 +231,9 @@ class PathPolicy:
                             ("upscale_model", "upscaler")):
             form[name] = self.check(form.get(name), label)
         form["init_image"] = self.check_image(form.get("init_image"), "init image", may_read) or None
+        if "mask" in form and form["mask"] != ALPHA:
+            form["mask"] = self.check_image(form["mask"], "mask", may_read) or None
+        form["prompts"] = self.check_prompt_regions(form.get("prompts"), may_read)
         form["image_prompts"] = self.check_image_prompts(form.get("image_prompts"), may_read=may_read)
         form["clip_models"] = self.check_clip_models(form.get("clip_models"))
         return form

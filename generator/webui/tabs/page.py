@@ -16,7 +16,7 @@ from generator.webui.catalogue import model_hint
 from generator.webui.forms import from_form
 from generator.webui.handlers import guarded
 from generator.webui.jobs import generation_info, kept_update
-from generator.webui.paths import PathPolicy
+from generator.webui.paths import MayRead, PathPolicy
 from generator.webui.status import error_html, message_html
 from generator.webui.studio import Studio
 
@@ -32,20 +32,48 @@ CLAIMING = dict(concurrency_id="claims", concurrency_limit=None, show_progress="
 
 
 @dataclasses.dataclass
+class ImageSender:
+    """A button that sends an image its tab shows to the tab that takes images ("Edit this image").
+
+    Attributes:
+        button: the button.
+        image: the widget whose image it sends (its value a file path).
+        status: where a refusal is said.
+    """
+
+    button: gr.Button
+    image: gr.components.Component
+    status: gr.HTML
+
+
+Loaded = Callable[[dict[str, Any], MayRead], tuple[dict[str, Any], str | None]]
+"""Widget values of a run's loaded settings (form values by config leaf name), and a note for
+the user or None; files it reads must pass ``may_read``."""
+
+
+@dataclasses.dataclass
 class TabParts:
     """What the page needs of a mode's tab (``<mode>/tab.py``'s ``build(page, preset)``).
 
     Attributes:
-        fields: its form widgets by config leaf name (where the gallery loads settings).
+        fields: its form widgets by name (config leaf names, where the gallery loads settings).
         names: the form's field names, in order.
         values: the form's initial values.
         runs: the events that make a run (the gallery refreshes after each).
+        takes_image: the widget an image sent from another tab lands in (a file path); None:
+            this tab takes none.
+        sends: buttons that send an image of this tab to the tab that takes images.
+        loaded: turns loaded settings into this tab's widget values, for a tab whose widgets
+            are not one per config field; None: the values as they are.
     """
 
     fields: dict[str, gr.components.Component]
     names: list[str]
     values: dict[str, Any]
     runs: list[Any]
+    takes_image: gr.components.Component | None = None
+    sends: list[ImageSender] = dataclasses.field(default_factory=list)
+    loaded: Loaded | None = None
 
 
 @dataclasses.dataclass
@@ -93,6 +121,20 @@ class Page:
         """Wire a Stop button that cancels ``runs`` and then says what was kept."""
         button.click(lambda: message_html("Stopping…"), None, status, cancels=list(runs), **QUICK).then(
             self.status_after_stop, None, [status], **QUICK)
+
+    def sent_image(self, path: str | None, request: gr.Request) -> str:
+        """The checked path of an image one tab sends to another: a file of the server this
+        visitor may read (an upload, a result sent to it, one of its runs).
+
+        Raises:
+            InputError: there is no image, or it is not one this visitor may read.
+        """
+        if not path:
+            raise InputError("there is no image to send yet; make or choose one first.")
+        checked = self.paths.check_image(path, "image", self.studio.may_read(request))
+        if not Path(checked).is_file():
+            raise InputError(self.paths.refusal("image", image=True))
+        return checked
 
     def hint_menus(self, menus: Sequence[tuple[str, gr.components.Component]], target: gr.HTML) -> None:
         """Say in ``target``, before any button is pressed, how to get a model a menu names that
