@@ -84,6 +84,9 @@ def text_to_image_widgets(values: dict[str, Any], preset: str, weights: Any) -> 
             w["upscale"] = gr.Number(values["upscale"], label="Upscale factor (0: off)")
             w["upscale_model"] = models_menu("upscaler", values["upscale_model"], "Upscaler", weights)
             w["upscale_tile"] = gr.Number(values["upscale_tile"], label="Upscale tile", precision=0)
+            w["seamless"] = gr.Dropdown([("off", ""), ("x: wraps left to right", "x"), ("y: wraps top to bottom", "y"),
+                                         ("xy: tiles both ways", "xy")], value=values["seamless"],
+                                        label="Seamless tile", elem_id="seamless")
         with gr.Row():
             w["vqgan"] = models_menu("vqgan", values["vqgan"], "VQGAN", weights, elem_id="vqgan")
             w["vqgan_config"] = gr.Textbox(values["vqgan_config"], label="VQGAN yaml (optional)")

@@ -153,6 +153,7 @@ def test_api_through_gradio_client_and_file_serving_rules(served, studio: Studio
     values = to_form(tiny_run_config(tiny_files, steps=3, seed=11))
     names = [p["parameter_name"] for p in info["named_endpoints"]["/generate"]["parameters"]]
     arguments = {name: values.get(name) for name in names if name != "image_prompt_files"}
+    arguments["seamless"] = "xy"  # the Advanced section's "Seamless tile"
     status, preview, result, video, files, info = client.predict(**arguments, image_prompt_files=None,
                                                                  api_name="/generate")
     assert "done in" in status and Path(result).name.endswith(".png")
@@ -160,6 +161,7 @@ def test_api_through_gradio_client_and_file_serving_rules(served, studio: Studio
     produced = np.asarray(Image.open(result))  # downloaded by the client, with its visitor cookie
     folder = next(p for p in studio.outputs_dir.iterdir() if p.is_dir())
     assert np.array_equal(produced, np.asarray(Image.open(folder / "final.png")))
+    assert json.loads((folder / "config.json").read_text())["edit"]["seamless"] == "xy"
     # nothing is served by path, not even the outputs folder: only copies sent to a visitor, to that visitor
     for outside in (str(folder / "final.png"), "/etc/passwd", str(ROOT / "app.py"), str(tiny_files.vqgan)):
         assert _status(f"{served.local_url}gradio_api/file={outside}") in (403, 404), outside
