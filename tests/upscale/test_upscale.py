@@ -41,6 +41,11 @@ def test_params_ema_params_and_bare_files_load_the_same_network(files: dict, nam
     assert compact.scale == 2 and "Compact" in compact.architecture and compact.tile_pad == 5
 
 
+ROUNDING = 1e-5
+"""Exact but for float rounding: a CPU's convolution kernels may add up in another order for an
+input of another size (seen on AMD EPYC); a missing pixel of context is ~1e-2 off."""
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize(("name", "size", "tile"), [("compact", (37, 53), 16), ("compact16", (45, 39), 20),
                                                    ("rrdb", (29, 45), 20), ("rrdb_x2", (31, 43), 18),
@@ -54,7 +59,7 @@ def test_tiled_output_equals_untiled_output(files: dict, name: str, size: tuple[
     assert tiled.shape == (1, 3, size[0] * upscaler.scale, size[1] * upscaler.scale)
     assert tiled.device.type == "cpu" and tiled.dtype == torch.float32
     if precision == "fp32" and name.startswith("compact"):  # the context covers the receptive field
-        assert torch.equal(tiled, untiled)
+        assert (tiled - untiled).abs().max().item() <= ROUNDING
     elif precision == "fp32":  # RRDBNet's 24 px context is less than its receptive field
         assert ((tiled * 255).round() - (untiled * 255).round()).abs().max().item() <= 1.0
     else:
