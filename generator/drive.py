@@ -125,7 +125,8 @@ def _conclude(writer: RunWriter, record: RunRecord, state: RunState, status: str
         summary = {"mode": state.mode, "label": state.label, "status": status, "step": state.step,
                    "total": state.total, "seed": state.seed, "error": record.error,
                    "parent": str(parent) if parent else None,
-                   "timings": dict(done.timings) if done is not None else {}}
+                   "timings": dict(done.timings) if done is not None else {},
+                   **({"metrics": dict(state.metrics)} if getattr(state, "metrics", None) else {})}
         writer.write_json(summary, RUN_RECORD)
         record.folder, record.files = writer.folder, writer.written + list(getattr(state, "files", ()))
 

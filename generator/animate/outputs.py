@@ -27,9 +27,15 @@ class AnimationOutputs:
 
     @staticmethod
     def preview(writer: RunWriter, event: Preview, state: AnimationState) -> None:
-        """A finished frame into ``frames/``, its upscaled copy into ``frames_x4/``."""
+        """A finished frame into ``frames/``, its upscaled copy into ``frames_x4/``; with the first
+        frame, the input's flows into ``flows/`` (so ``--resume`` reads them back)."""
         if event.stage != "upscaled":
             writer.write_frame(event.step, event.image)
+            if state.flows is not None and writer.folder is not None:
+                try:
+                    state.flows.settle_in(writer.folder)
+                except OSError as error:
+                    raise output_error(error, writer.folder / "flows", writer.folder) from error
             return
         assert writer.folder is not None, "an upscaled copy comes after its frame"
         folder = writer.folder / f"frames{build_config(UpscaleConfig, state.config.get('upscale', {})).suffix}"

@@ -76,6 +76,28 @@ def open_source(video_init: str, *, every: int, folder_fps: float) -> VideoSourc
     return VideoSource(path, -(-count // every), fps / every, size, audio, every)
 
 
+def check_one_size(source: VideoSource) -> None:
+    """Flow follows pixels from frame to frame, so every frame of a folder must have one size
+    (a video file's frames always do).
+
+    Raises:
+        InputError: a frame of another size than the first.
+    """
+    if not source.path.is_dir():
+        return
+    files = frame_files(source.path)
+    for path in files[1:]:
+        try:
+            with Image.open(path) as image:  # reads the header only
+                size = image.size
+        except OSError:
+            continue  # reading the frame later says what is wrong with it
+        if size != source.size:
+            raise InputError(f"the frames in {source.path} are not all one size ({files[0].name} is "
+                             f"{source.size[0]}x{source.size[1]}, {path.name} is {size[0]}x{size[1]}), and flow "
+                             "follows pixels from frame to frame; resize them to one size, or use --flow off.")
+
+
 def default_size(source: VideoSource, longest: int, factor: int) -> tuple[int, int]:
     """The input's aspect with its longer side ``longest``, rounded down to ``factor``."""
     width, height = source.size

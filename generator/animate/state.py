@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image
 
+from generator.io.flows import FlowCache
 from generator.runs import RunState
 
 FRAME_RECORDS = "frames.jsonl"
@@ -23,6 +24,9 @@ class AnimationState(RunState):
         fps: the video's frame rate before interpolation and ``video_length``.
         audio: the file whose sound the video gets (a restyle of a video with sound).
         files: files the sink wrote outside the run writer (for the run record).
+        flows: the input video's flow cache (a restyle with flow), which the sink keeps in the
+            run folder.
+        metrics: figures of the run for ``run.json`` (``warping_error``).
     """
 
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -30,6 +34,8 @@ class AnimationState(RunState):
     fps: float = 10.0
     audio: Path | None = None
     files: list[Path] = field(default_factory=list)
+    flows: FlowCache | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

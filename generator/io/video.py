@@ -24,7 +24,7 @@ from PIL import Image
 
 from generator.errors import GeneratorError, InputError, OutputError
 from generator.io.atomic_files import atomic_path, output_error
-from generator.io.ffmpeg import USER_INPUT, run_ffmpeg
+from generator.io.ffmpeg import USER_SOUND_INPUT, run_ffmpeg
 from generator.io.video_input import count_frames
 
 logger = logging.getLogger(__name__)
@@ -236,16 +236,17 @@ def interpolate_mp4(source: Path, path: Path, *, factor: int, fps: float) -> Pat
 
 def add_audio(video_path: Path, audio_source: Path, path: Path) -> Path:
     """A new mp4 at ``path``: the picture of ``video_path`` (not re-encoded) with the sound of
-    ``audio_source``, cut to the shorter of the two.
+    ``audio_source`` (a video or a sound file, :data:`~generator.io.ffmpeg.USER_SOUND_INPUT`),
+    cut to the picture's length (shorter sound is followed by silence: every frame is kept).
 
     Raises:
         OutputError: ffmpeg failed; ``video_path`` is kept.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
-        result = run_ffmpeg(["-i", str(video_path), *USER_INPUT, "-i", str(audio_source), "-map", "0:v:0",
-                             "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-shortest", "-movflags", "+faststart",
-                             "-f", "mp4", "-y", str(tmp)])
+        result = run_ffmpeg(["-i", str(video_path), *USER_SOUND_INPUT, "-i", str(audio_source), "-map", "0:v:0",
+                             "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-af", "apad", "-shortest",
+                             "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp)])
         if result.returncode != 0:
             raise _encoder_error(RuntimeError(result.stderr.strip().splitlines()[-1:] or "ffmpeg failed"), path,
                                  "ffmpeg")

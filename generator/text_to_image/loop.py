@@ -95,6 +95,28 @@ class ImageEdit:
 
 
 @dataclass
+class PixelAnchor:
+    """Pixels an image is pulled toward (temporal consistency in videos): the loss is
+    ``weight`` times the mean squared difference over the pixels ``mask`` covers.
+
+    Attributes:
+        target: (1, 3, H, W) pixels in [0, 1].
+        mask: (1, 1, H, W) in [0, 1]: where the pull holds (0: free).
+        weight: the loss's weight.
+    """
+
+    target: torch.Tensor
+    mask: torch.Tensor
+    weight: float
+
+    def loss(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The weighted masked MSE of ``pixels`` (1, 3, H, W); 0 when the mask is empty."""
+        covered = self.mask.sum() * pixels.shape[1]
+        squared = (pixels - self.target).pow(2) * self.mask
+        return squared.sum() / covered.clamp(min=1) * self.weight
+
+
+@dataclass
 class GuidedImage:
     """One image of the loop.
 
@@ -106,6 +128,7 @@ class GuidedImage:
         optim: its loss weights (init MSE, TV) and learning rate.
         step: steps this image has taken (its own clock: schedules and decays follow it).
         edit: what an edit keeps of it (None: the whole image is made).
+        anchor: pixels it is pulled toward (None: none).
     """
 
     latent: torch.Tensor
@@ -115,6 +138,7 @@ class GuidedImage:
     optim: OptimConfig
     step: int = 0
     edit: ImageEdit | None = None
+    anchor: PixelAnchor | None = None
 
     def init_weight(self) -> float:
         """The weight of the MSE toward the initial latent at the next step: constant, or
@@ -249,6 +273,8 @@ class GuidanceLoop:
                 losses[index]["init_mse"] = F.mse_loss(image.latent, image.initial) * image.init_weight()
             if image.optim.tv_weight:
                 losses[index]["tv"] = total_variation(pixels[index]) * image.optim.tv_weight
+            if image.anchor is not None:
+                losses[index]["temporal"] = image.anchor.loss(pixels[index : index + 1])
         totals = torch.stack([torch.stack([value.float() for value in parts.values()]).sum() for parts in losses])
         if self._scaler is not None:
             self._scaler.scale(totals.sum()).backward()
@@ -316,6 +342,11 @@ class GuidanceLoop:
         """From the next step on, optimise only ``edit``'s cells of image ``index`` and composite
         it over ``edit``'s base (None: the whole image again)."""
         self.images[index].edit = self._edit_on_device(edit)
+
+    def set_anchor(self, index: int, anchor: PixelAnchor | None) -> None:
+        """From the next step on, pull image ``index`` toward ``anchor``'s pixels (None: no pull)."""
+        self.images[index].anchor = None if anchor is None else PixelAnchor(
+            anchor.target.to(self.device).float(), anchor.mask.to(self.device).float(), anchor.weight)
 
     def _edit_on_device(self, edit: ImageEdit | None) -> ImageEdit | None:
         if edit is None:
