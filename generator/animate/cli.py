@@ -3,15 +3,18 @@ change at frames, video restyle.
 
     python -m generator animate "a fractal forest" --frames 120 --zoom "0:1.0, 60:1.04, 120:1.0" --angle 0.5
     python -m generator animate "a forest ^ a burning forest ^ ashes" --frames 90 --zoom 1.02
-    python -m generator animate "oil painting" --video-init input.mp4 --every 2 --blend 0.3
+    python -m generator animate "oil painting" --video-init input.mp4 --every 2
+    python -m generator animate "oil painting" --video-init input.mp4 --flow off --blend 0.3
+    python -m generator animate "a pulsing nebula" --audio song.wav --zoom "1 + 0.04*bass" --angle "2*onset"
     python -m generator animate --resume outputs/20240101-120000-a-fractal-forest-7
 
 A subcommand rather than flags on the main command: an animation has settings of its own
 (frames, motion, restyle, video), its own outputs (every frame, ``frames.jsonl``, a video) and
 ``--resume``, and ``--steps`` means something else in it (the first frame's steps). Every
 text-to-image flag works here too, with the same name. Motion flags take a number or
-keyframes ``"FRAME:VALUE, ..."``; ``--prompt-at FRAME=PROMPT`` (repeatable) changes the
-prompts at a frame (see generator/animate/keyframes.py).
+keyframes ``"FRAME:VALUE, ..."``, and a value may be an expression over the time and the
+features of the ``--audio`` sound (``"1 + 0.04*bass"``); ``--prompt-at FRAME=PROMPT``
+(repeatable) changes the prompts at a frame (see generator/animate/keyframes.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from generator.animate.config import BORDERS, AnimationConfig
+from generator.animate.config import BORDERS, FLOW_WEIGHT, AnimationConfig
+from generator.animate.flow import FLOW_METHODS, OFF
 from generator.animate.keyframes import MotionSchedule, prompt_timeline
 from generator.animate.mode import ANIMATE
 from generator.animate.pipeline import Animator
@@ -31,6 +35,7 @@ from generator.cli.common import base_settings, workbench_from_args
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.config_schema import field_paths, merge
 from generator.errors import ConfigError
+from generator.io.audio import probe_audio
 from generator.presets import DEFAULT_PRESET
 from generator.text_to_image.cli import DEFAULT_OUT, add_settings_arguments, overrides_from_args
 from generator.text_to_image.mode import TEXT_TO_IMAGE
@@ -60,6 +65,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     add("--translate-x", default=_S, metavar="PX|KEYFRAMES", help="shift to the right per frame in pixels")
     add("--translate-y", default=_S, metavar="PX|KEYFRAMES", help="shift downward per frame in pixels")
     add("--smooth", action="store_true", default=_S, help="ease in and out of keyframes instead of straight lines")
+    add("--audio", default=_S, metavar="FILE",
+        help="a sound file (or video with sound) for the video; motion values may follow it as expressions of "
+             "t, frame, loudness, bass, mid, treble, onset (each 0..1), e.g. --zoom '1 + 0.04*bass'")
     add("--border", choices=BORDERS, default=_S,
         help="pixels a motion brings in (zooming out, turning, shifting): reflect the frame (default) or outpaint "
              "them, keeping the frame as it is (an endless zoom out)")
@@ -71,7 +79,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     add("--video-init", default=_S, metavar="VIDEO|FOLDER", help="restyle this video (or folder of frames)")
     add("--every", type=int, default=_S, metavar="K", help="restyle every K-th input frame")
     add("--blend", type=float, default=_S, metavar="B",
-        help="mix this much of the previous output into each input frame (0..1)")
+        help="with --flow off: mix this much of the previous output into each input frame (0..1)")
+    add("--flow", choices=(*FLOW_METHODS, OFF), default=_S,
+        help="follow the input video's motion with optical flow (dis, the default, or farneback): each frame "
+             "starts from the previous output warped onto it, so textures stay put instead of flickering; off: "
+             "each frame starts from its input frame")
+    add("--flow-weight", type=float, default=_S, metavar="W",
+        help=f"weight of the temporal consistency loss toward the previous frame moved onto this one, where it "
+             f"is not occluded (default {FLOW_WEIGHT:g}; 0: off)")
     add("--interpolate", type=int, default=_S, metavar="N",
         help="N times the frames by motion interpolation (n frames become n*N)")
     add("--video-length", type=float, default=_S, metavar="SECONDS", help="choose the frame rate so the video lasts "
@@ -90,9 +105,14 @@ def config_from_args(args: argparse.Namespace) -> AnimationConfig:
 
 
 def check_plan(config: AnimationConfig) -> None:
-    """The keyframes and prompts parse (before any model is loaded)."""
+    """The keyframes and prompts parse, and the sound their expressions follow is there (before
+    any model is loaded)."""
     motion = config.motion
-    MotionSchedule.parse(motion.zoom, motion.angle, motion.translate_x, motion.translate_y, smooth=motion.smooth)
+    schedule = MotionSchedule.parse(motion.zoom, motion.angle, motion.translate_x, motion.translate_y,
+                                    smooth=motion.smooth)
+    schedule.check_sound(bool(motion.audio or config.restyle.video_init))  # a video's sound: checked when it opens
+    if motion.audio:
+        probe_audio(motion.audio)
     prompt_timeline(config.prompts, config.prompt_at, frames=config.frames or 100_000,
                     change_every=config.change_prompt_every)
 

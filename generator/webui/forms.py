@@ -16,7 +16,7 @@ from generator.config_schema import field_paths, flatten, leaf_hints, nest
 _UNSET_NUMBERS = {"seed": -1, "class_label": -1, "prior_class": -1, "upscale_tile_pad": -1}
 _UNSET_FLOATS = {"upscale_denoise": -1.0}
 # Fields shown as file or image widgets: an empty one is None, not an empty string.
-FILE_FIELDS = ("init_image", "condition", "complete", "mask")
+FILE_FIELDS = ("init_image", "condition", "complete", "mask", "audio")
 
 
 def clip_models_text(models: list[Mapping[str, Any]]) -> str:

@@ -124,6 +124,20 @@ def animate_widgets(values: dict[str, Any]) -> dict[str, gr.components.Component
         w["translate_x"] = gr.Textbox(values["translate_x"], label="Pan x (pixels per frame)")
         w["translate_y"] = gr.Textbox(values["translate_y"], label="Pan y (pixels per frame)")
         w["smooth"] = gr.Checkbox(values["smooth"], label="Ease between keyframes")
+    with gr.Accordion("Sound: motion that follows the music", open=False):
+        with gr.Row():
+            w["audio"] = gr.Audio(label="Sound (its features drive expressions such as 1 + 0.04*bass; the video "
+                                        "gets it)", type="filepath", sources=["upload"], elem_id="animate-audio")
+            with gr.Column():
+                gr.Markdown("A motion value may be an expression of `t` (seconds), `frame` and the sound's `loudness`, "
+                            "`bass`, `mid`, `treble` and `onset` (each 0 to 1), with + - * / `**`, `sin`, `cos`, "
+                            "`abs`, `min`, `max` and `clip(x, lo, hi)`: zoom `1 + 0.04*bass`, degrees `2*onset`.")
+                w["plot"] = gr.Button("Plot the motion and the sound", elem_id="animate-plot-button")
+        with gr.Row():
+            w["motion_plot"] = gr.LinePlot(x="frame", y="value", color="series", label="Motion per frame",
+                                           elem_id="animate-plot", visible=False)
+            w["sound_plot"] = gr.LinePlot(x="frame", y="value", color="series", label="Sound per frame (0 to 1)",
+                                          elem_id="animate-sound-plot", y_lim=[0, 1], visible=False)
     with gr.Accordion("Prompts at frames, coherence, restyle, video", open=False):
         with gr.Row():
             w["prompt_at"] = gr.Textbox("\n".join(values["prompt_at"] or ()), lines=3,
@@ -134,7 +148,13 @@ def animate_widgets(values: dict[str, Any]) -> dict[str, gr.components.Component
         with gr.Row():
             w["video_init"] = gr.Video(label="Video to restyle (optional)", sources=["upload"], height=200)
             w["every"] = gr.Number(values["every"], label="Every Nth input frame", precision=0, minimum=1)
-            w["blend"] = gr.Slider(0, 1, values["blend"], step=0.05, label="Blend with the previous output")
+            w["flow"] = gr.Dropdown([("DIS optical flow", "dis"), ("Farneback optical flow", "farneback"),
+                                     ("off", "off")], value=values["flow"], label="Follow the video's motion",
+                                    elem_id="flow", info="Each frame starts from the previous one warped by the "
+                                                         "input's motion, so textures stay put")
+            w["flow_weight"] = gr.Number(values["flow_weight"], label="Temporal consistency weight (0: off)",
+                                         minimum=0, elem_id="flow-weight")
+            w["blend"] = gr.Slider(0, 1, values["blend"], step=0.05, label="Blend with the previous output (flow off)")
         with gr.Row():
             w["fps"] = gr.Number(values["fps"], label="Frames per second", precision=0, minimum=1)
             w["interpolate"] = gr.Number(values["interpolate"], label="Interpolate ×N", precision=0, minimum=1)

@@ -116,7 +116,8 @@ def test_restyle_frames_start_from_the_input_frames(tiny_pipeline, tiny_files, t
     colours = [(250, 20, 20), (20, 20, 250)]
     for index, colour in enumerate(colours):
         Image.new("RGB", (48, 32), colour).save(inputs / f"frame{index + 1}.png")  # covers 32x32, centre-cropped
-    config = animation_config(tiny_files, frames=None, steps_per_frame=0, restyle={"video_init": str(inputs)})
+    config = animation_config(tiny_files, frames=None, steps_per_frame=0,  # with flow: tests/animate/test_flow.py
+                              restyle={"video_init": str(inputs), "flow": "off"})
     frames = frames_of(animate(tiny_pipeline, config, tmp_path / "out").folder)
     assert len(frames) == 2
     for frame, colour in zip(frames, colours, strict=True):

@@ -273,6 +273,35 @@ def test_the_animate_tab_grows_a_video_preview_and_writes_an_animation(page, app
     _shot(page, "ui-animate.png")
 
 
+def test_the_animate_tab_plots_motion_that_follows_an_uploaded_sound(page, tmp_path: Path) -> None:
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from tests.animate.test_audio import RATE, tone, write_wav
+
+    sound = write_wav(tmp_path / "beat.wav", np.concatenate([np.zeros(RATE // 2), tone(0.5, 60.0)]))  # bass from 0.5 s
+    page.get_by_role("tab", name="Animate").click()
+    page.locator("#frames input").first.fill("12")
+    page.locator("#zoom textarea, #zoom input").first.fill("1 + 0.04*bass")
+    page.get_by_text("Sound: motion that follows the music").click()
+    page.locator("#animate-audio input[type=file]").set_input_files(str(sound))
+    expect(page.locator("#animate-audio audio, #animate-audio .waveform-container, #animate-audio wave").first
+           ).to_be_attached(timeout=30_000)
+    page.locator("#animate-plot-button").click()
+    plot = page.locator("#animate-plot")
+    expect(plot).to_be_visible(timeout=30_000)
+    expect(plot.locator("canvas, svg").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#animate-sound-plot canvas, #animate-sound-plot svg").first).to_be_visible(timeout=30_000)
+    assert page.locator("#animate-status .status-error").count() == 0
+    plot.scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    _shot(page, "ui-animate-sound.png")
+    # a bad expression is one sentence in the status line, not a server error
+    page.locator("#zoom textarea, #zoom input").first.fill("1 + __import__('os')")
+    page.locator("#animate-plot-button").click()
+    expect(page.locator("#animate-status")).to_contain_text("--zoom", timeout=30_000)
+
+
 def test_another_browser_sees_none_of_these_runs_in_its_gallery(browser, app: App) -> None:
     assert len(_runs(app)) >= 3
     context, page, failures = _open(browser, app)
