@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import wave
 from pathlib import Path
 
 import cv2
@@ -185,3 +186,36 @@ def test_flow_refuses_frames_of_mixed_sizes_and_says_when_a_video_does_not_move(
     notices = [event.message for event in animate_pipeline.Animator(tiny_pipeline).run(
         _restyle(tiny_files, still, steps_per_frame=0)) if isinstance(event, Notice)]
     assert any("barely moves" in notice and "--flow off" in notice for notice in notices)
+
+
+def test_a_resumed_restyle_continues_at_its_input_frame_with_its_sound_aligned(
+        tiny_pipeline, tiny_files, clip_with_sound, tmp_path: Path) -> None:
+    from generator.io.video_input import count_frames, probe_video
+    from tests.animate.conftest import ffmpeg
+
+    config = _restyle(tiny_files, clip_with_sound, steps_per_frame=1, restyle={"flow": "off"})  # frames from inputs
+    whole = animate(tiny_pipeline, config, tmp_path / "whole").folder
+    events = drive(animate_pipeline.Animator(tiny_pipeline).run(config), tmp_path / "stopped")
+    for event in events:
+        if isinstance(event, Preview) and event.step == 2:
+            break
+    events.close()
+    (stopped,) = (tmp_path / "stopped").iterdir()
+    recorded, resume = read_resume(stopped)
+    resumed = animate(tiny_pipeline, recorded, tmp_path / "resumed", resume).folder
+    records = [json.loads(line) for line in (resumed / "frames.jsonl").read_text().splitlines()]
+    assert [r["input_frame"] for r in records] == list(range(6))  # input frame 3 follows frame 2, not frame 0
+    for made, expected in zip(frames_of(resumed), frames_of(whole), strict=True):
+        assert np.array_equal(made, expected)
+
+    def sound(folder: Path) -> np.ndarray:
+        """The video's sound, decoded to 8 kHz mono 16-bit samples."""
+        wav = folder / "sound.wav"
+        assert ffmpeg("-i", str(folder / "video.mp4"), "-vn", "-ac", "1", "-ar", "8000", "-y", str(wav)).returncode == 0
+        with wave.open(str(wav), "rb") as file:
+            return np.frombuffer(file.readframes(file.getnframes()), dtype="<i2")
+
+    assert probe_video(resumed / "video.mp4").has_audio and count_frames(resumed / "video.mp4") == 6
+    assert probe_video(resumed / "video.mp4").fps == probe_video(whole / "video.mp4").fps
+    whole_sound, resumed_sound = sound(whole), sound(resumed)
+    assert len(whole_sound) > 1000 and np.array_equal(resumed_sound, whole_sound)  # the same sound, from the start
