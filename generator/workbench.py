@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from generator.animate.raft import RaftFlow, load_raft
 from generator.decoder.loader import load_vqgan_by_name
 from generator.decoder.protocol import Decoder
 from generator.devices import pick_device, release_memory
@@ -103,6 +104,11 @@ class Workbench:
         """The upscaler ``name`` (registry name, official file name or path), loaded once per denoise strength."""
         return self._get(("upscaler", upscaler_registry_name(name), denoise), lambda: load_upscaler(
             name, denoise=denoise, device=self.device, progress=self.progress, **self._weights))
+
+    def flow_network(self, name: str) -> RaftFlow:
+        """The RAFT optical-flow network ``name`` (registry name or path), loaded once."""
+        return self._get(("flow", name), lambda: load_raft(name, device=self.device, progress=self.progress,
+                                                           **self._weights))
 
     @property
     def models(self) -> list[Any]:

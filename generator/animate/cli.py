@@ -81,9 +81,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     add("--blend", type=float, default=_S, metavar="B",
         help="with --flow off: mix this much of the previous output into each input frame (0..1)")
     add("--flow", choices=(*FLOW_METHODS, OFF), default=_S,
-        help="follow the input video's motion with optical flow (dis, the default, or farneback): each frame "
-             "starts from the previous output warped onto it, so textures stay put instead of flickering; off: "
-             "each frame starts from its input frame")
+        help="follow the input video's motion with optical flow (OpenCV's dis, the default, or farneback; raft: "
+             "the RAFT network of --flow-model): each frame starts from the previous output warped onto it, so "
+             "textures stay put instead of flickering; off: each frame starts from its input frame")
+    add("--flow-model", default=_S, metavar="NAME|PATH",
+        help="RAFT weights for --flow raft: raft_small (default), raft_large or a torchvision RAFT file")
     add("--flow-weight", type=float, default=_S, metavar="W",
         help=f"weight of the temporal consistency loss toward the previous frame moved onto this one, where it "
              f"is not occluded (default {FLOW_WEIGHT:g}; 0: off)")

@@ -62,13 +62,16 @@ class RestyleConfig:
         flow: how the content of the input video is followed: ``dis`` or ``farneback`` (OpenCV's
             optical flow; each frame then starts from the previous output warped by the
             input's flow where that holds, and from the input frame where it was hidden), or
-            ``off`` (each frame starts from its input frame, with ``blend``).
+            ``off`` (each frame starts from its input frame, with ``blend``); ``raft``: the RAFT
+            network ``flow_model`` instead of OpenCV.
+        flow_model: the RAFT weights of ``flow`` ``raft``: ``raft_small``, ``raft_large`` or a file.
     """
 
     video_init: str | None = None
     every: int = 1
     blend: float = 0.0
     flow: str = "dis"
+    flow_model: str = "raft_small"
 
     def __post_init__(self) -> None:
         ensure(self.every >= 1, f"every must be 1 or more, not {self.every}.")

@@ -14,11 +14,13 @@ The temporal warping error (Lai et al., 2018, the standard measure of video styl
 the mean absolute difference, over consistent pixels and colour channels, between each output
 frame and the previous output warped by the input's backward flow; pixels in [0, 1].
 
-Flows come from OpenCV (``opencv-python-headless``): DIS (fast, the default) or Farneback.
+Flows come from OpenCV (``opencv-python-headless``): DIS (fast, the default) or Farneback; or
+from RAFT (:mod:`generator.animate.raft`, a network: sharper, best on a GPU), given as ``raft``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-FLOW_METHODS = ("dis", "farneback")
+FLOW_METHODS = ("dis", "farneback", "raft")
 """The flow methods (``--flow``); ``off`` turns flow off."""
 OFF = "off"
+FlowNetwork = Callable[[Image.Image | np.ndarray, Image.Image | np.ndarray], np.ndarray]
+"""A network that gives the (H, W, 2) flow from one frame to another (RAFT)."""
 STILL_BELOW = 0.05
 """Mean flow magnitude (pixels) under which a pair of frames counts as not moving."""
 
@@ -59,12 +63,16 @@ def _grey(image: Image.Image | np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2GRAY)
 
 
-def optical_flow(source: Image.Image | np.ndarray, target: Image.Image | np.ndarray, method: str = "dis"
-                 ) -> np.ndarray:
+def optical_flow(source: Image.Image | np.ndarray, target: Image.Image | np.ndarray, method: str = "dis",
+                 network: FlowNetwork | None = None) -> np.ndarray:
     """(H, W, 2) float32: the flow from ``source`` to ``target`` (RGB, the same size): for each
-    pixel p of ``source``, ``source(p) ≈ target(p + flow(p))``."""
+    pixel p of ``source``, ``source(p) ≈ target(p + flow(p))``; ``network`` computes it for ``raft``."""
     import cv2
 
+    if method == "raft":
+        if network is None:
+            raise ValueError("the raft flow method needs its network")
+        return np.asarray(network(source, target), dtype=np.float32)
     first, second = _grey(source), _grey(target)
     if first.shape != second.shape:
         raise ValueError(f"flow needs two frames of one size, not {first.shape[::-1]} and {second.shape[::-1]}")
@@ -112,10 +120,11 @@ def consistent_pixels(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return ((error <= 0.01 * scale + 0.5) & inside).astype(np.float32)
 
 
-def pair_flow(previous: Image.Image, current: Image.Image, method: str = "dis") -> FramePairFlow:
+def pair_flow(previous: Image.Image, current: Image.Image, method: str = "dis",
+              network: FlowNetwork | None = None) -> FramePairFlow:
     """The flow of input frame ``current`` back to ``previous``, and which of its pixels are consistent."""
-    backward = optical_flow(current, previous, method)
-    forward = optical_flow(previous, current, method)
+    backward = optical_flow(current, previous, method, network)
+    forward = optical_flow(previous, current, method, network)
     return FramePairFlow(backward, consistent_pixels(forward, backward))
 
 

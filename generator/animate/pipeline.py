@@ -36,7 +36,15 @@ import torch
 from PIL import Image
 
 from generator.animate.config import AnimationConfig
-from generator.animate.flow import OFF, STILL_BELOW, FramePairFlow, consistency_target, pair_flow, warping_error
+from generator.animate.flow import (
+    OFF,
+    STILL_BELOW,
+    FlowNetwork,
+    FramePairFlow,
+    consistency_target,
+    pair_flow,
+    warping_error,
+)
 from generator.animate.keyframes import Motion, MotionSchedule, PromptTimeline, prompt_timeline
 from generator.animate.mode import ANIMATE
 from generator.animate.motion import move, revealed
@@ -199,7 +207,8 @@ class Animator:
             if config.restyle.blend:
                 yield Notice("--blend mixes in the previous output moved by the motion only with --flow off; with "
                              "flow it is warped by the input's own motion instead.")
-            flows = yield from self._flows(source, size, frames, config, resume, state)
+            network = pipeline.bench.flow_network(config.restyle.flow_model) if config.restyle.flow == "raft" else None
+            flows = yield from self._flows(source, size, frames, config, resume, state, network)
         inputs = source.frames(size, start) if source is not None else None
         errors: list[float] = []
         first_steps = config.first_frame_steps if config.first_frame_steps is not None else \
@@ -261,12 +270,13 @@ class Animator:
 
     @staticmethod
     def _flows(source: VideoSource, size: tuple[int, int], frames: int, config: AnimationConfig,
-               resume: Resume | None, state: AnimationState) -> Iterator[Event]:
+               resume: Resume | None, state: AnimationState, network: FlowNetwork | None) -> Iterator[Event]:
         """The flows of the input frames (this generator's return value, a :class:`FlowCache`, also
         ``state.flows`` for the sink to keep in the run folder): those the resumed run kept, or
         computed now, once, before the first frame (stage ``flow``)."""
         key = {"video": str(source.path.resolve()), "size": list(size), "every": source.every,
-               "method": config.restyle.flow, "frames": frames}
+               "method": config.restyle.flow, "frames": frames,
+               **({"model": config.restyle.flow_model} if network is not None else {})}
         cache = FlowCache.find(resume.parent, key) if resume is not None else None
         if cache is not None and cache.complete(frames):
             state.flows = cache
@@ -278,7 +288,7 @@ class Animator:
         still = True
         for index in range(1, frames):
             current = next(inputs)
-            pair = pair_flow(before, current, config.restyle.flow)
+            pair = pair_flow(before, current, config.restyle.flow, network)
             cache.write(index, pair.backward, pair.consistent)
             still = still and pair.motion < STILL_BELOW
             before = current

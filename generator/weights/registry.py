@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-KINDS = ("vqgan", "clip", "upscaler", "transformer", "config")
+KINDS = ("vqgan", "clip", "upscaler", "transformer", "flow", "config")
 """What a registry file is for."""
 
 
@@ -92,6 +92,7 @@ _YAML = "files/?p=%2Fconfigs%2Fmodel.yaml&dl=1"
 _MEHDIDC = "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1"
 _PIXRAY = "https://github.com/pixray/pixray/releases/download/v1.7.1"
 _ESRGAN = "https://github.com/xinntao/Real-ESRGAN/releases/download"
+_TORCHVISION = "https://download.pytorch.org/models"
 _TAMING = "MIT code; checkpoint terms not stated"
 _LDM = "MIT code; weights terms not stated"
 # Where hashes come from (see weights/README.md).
@@ -244,6 +245,15 @@ _ENTRIES: list[WeightFile] = [
         config={"architecture": "ViT-B-32", "format": "open_clip"},
         description="open_clip ViT-B/32 trained on LAION-2B, 16 epochs (about 605 MB)", licence="MIT",
     ),
+    WeightFile("raft_small", "raft_small_C_T_V2-01064c6d.pth", (f"{_TORCHVISION}/raft_small_C_T_V2-01064c6d.pth",),
+               "flow", sha256="01064c6d", sha256_source=_IN_URL, config={"architecture": "raft_small"},
+               description="RAFT small (torchvision, FlyingChairs+Things): optical flow for --flow raft",
+               licence="BSD-3-Clause"),
+    WeightFile("raft_large", "raft_large_C_T_SKHT_V2-ff5fadd5.pth",
+               (f"{_TORCHVISION}/raft_large_C_T_SKHT_V2-ff5fadd5.pth",), "flow", sha256="ff5fadd5",
+               sha256_source=_IN_URL, config={"architecture": "raft_large"},
+               description="RAFT large (torchvision, Chairs+Things+Sintel+Kitti+HD1K): sharper flow, slower",
+               licence="BSD-3-Clause"),
     _esrgan("RealESRGAN_x4plus", "v0.1.0", 67_040_989,
             "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1", _RRDB,
             {"scale": 4, "num_feat": 64, "num_grow_ch": 32, "num_block": 23},
