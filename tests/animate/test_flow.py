@@ -219,3 +219,21 @@ def test_a_resumed_restyle_continues_at_its_input_frame_with_its_sound_aligned(
     assert probe_video(resumed / "video.mp4").fps == probe_video(whole / "video.mp4").fps
     whole_sound, resumed_sound = sound(whole), sound(resumed)
     assert len(whole_sound) > 1000 and np.array_equal(resumed_sound, whole_sound)  # the same sound, from the start
+
+
+def test_an_animation_holds_each_frame_to_the_moved_previous_one_except_the_revealed_border(tiny_files) -> None:
+    from generator.animate.keyframes import Motion
+    from generator.animate.motion import revealed
+
+    previous = Image.fromarray(_texture(32))
+    zoom_out = Motion(zoom=0.8)
+    config = animation_config(tiny_files, flow_weight=4.0)
+    pixels, anchor = animate_pipeline.Animator._start(previous, zoom_out, None, config, None)
+    border = revealed(zoom_out, 32, 32)
+    assert anchor is not None and anchor.weight == 4.0 and torch.equal(anchor.target, pixels)
+    assert torch.equal(anchor.mask[0, 0], 1 - border) and 0 < float(border.mean()) < 0.5
+    assert float(anchor.loss(pixels)) == 0.0 and float(anchor.loss(pixels + 0.1)) > 0
+    # the revealed border is free: changing only it costs nothing
+    moved_border = pixels + 0.3 * border[None, None]
+    assert float(anchor.loss(moved_border)) == pytest.approx(0.0, abs=1e-9)
+    assert animate_pipeline.Animator._start(previous, zoom_out, None, config.replace(flow_weight=0.0), None)[1] is None
