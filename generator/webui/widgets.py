@@ -148,10 +148,11 @@ def animate_widgets(values: dict[str, Any]) -> dict[str, gr.components.Component
         with gr.Row():
             w["video_init"] = gr.Video(label="Video to restyle (optional)", sources=["upload"], height=200)
             w["every"] = gr.Number(values["every"], label="Every Nth input frame", precision=0, minimum=1)
-            w["flow"] = gr.Dropdown([("DIS optical flow", "dis"), ("Farneback optical flow", "farneback"),
-                                     ("RAFT network (raft_small weights)", "raft"), ("off", "off")], value=values["flow"], label="Follow the video's motion",
-                                    elem_id="flow", info="Each frame starts from the previous one warped by the "
-                                                         "input's motion, so textures stay put")
+            flows = [("DIS optical flow", "dis"), ("Farneback optical flow", "farneback"),
+                     ("RAFT network (raft_small weights)", "raft"), ("off", "off")]
+            w["flow"] = gr.Dropdown(flows, value=values["flow"], label="Follow the video's motion", elem_id="flow",
+                                    info="Each frame starts from the previous one warped by the input's motion, so "
+                                         "textures stay put")
             w["flow_weight"] = gr.Number(values["flow_weight"], label="Temporal consistency weight (0: off)",
                                          minimum=0, elem_id="flow-weight")
             w["blend"] = gr.Slider(0, 1, values["blend"], step=0.05, label="Blend with the previous output (flow off)")
