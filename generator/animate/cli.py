@@ -26,16 +26,14 @@ from pathlib import Path
 
 from generator.animate.config import BORDERS, FLOW_WEIGHT, AnimationConfig
 from generator.animate.flow import FLOW_METHODS, OFF
-from generator.animate.keyframes import MotionSchedule, prompt_timeline
 from generator.animate.mode import ANIMATE
-from generator.animate.pipeline import Animator
+from generator.animate.pipeline import Animator, check_animation
 from generator.animate.resume import read_resume
 from generator.animate.state import Resume
 from generator.cli.common import base_settings, workbench_from_args
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.config_schema import field_paths, merge
 from generator.errors import ConfigError
-from generator.io.audio import probe_audio
 from generator.presets import DEFAULT_PRESET
 from generator.text_to_image.cli import DEFAULT_OUT, add_settings_arguments, overrides_from_args
 from generator.text_to_image.mode import TEXT_TO_IMAGE
@@ -107,16 +105,8 @@ def config_from_args(args: argparse.Namespace) -> AnimationConfig:
 
 
 def check_plan(config: AnimationConfig) -> None:
-    """The keyframes and prompts parse, and the sound their expressions follow is there (before
-    any model is loaded)."""
-    motion = config.motion
-    schedule = MotionSchedule.parse(motion.zoom, motion.angle, motion.translate_x, motion.translate_y,
-                                    smooth=motion.smooth)
-    schedule.check_sound(bool(motion.audio or config.restyle.video_init))  # a video's sound: checked when it opens
-    if motion.audio:
-        probe_audio(motion.audio)
-    prompt_timeline(config.prompts, config.prompt_at, frames=config.frames or 100_000,
-                    change_every=config.change_prompt_every)
+    """Everything an animation can be told before any model is loaded (see :func:`check_animation`)."""
+    check_animation(config)
 
 
 def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | None = None) -> int:

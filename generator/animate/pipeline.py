@@ -53,13 +53,20 @@ from generator.animate.state import AnimationState, Resume
 from generator.devices import SeedStreams, auto_size, deterministic, seed_everything
 from generator.errors import InputError
 from generator.events import Done, Event, Notice, Preview, Progress
+from generator.io.audio import probe_audio
 from generator.io.flows import FlowCache
 from generator.io.images import pil_to_tensor
 from generator.io.masks import feather_outward, grid_mask
 from generator.runs import GenerationRun, RunState
 from generator.text_to_image.latents import encode_pixels
 from generator.text_to_image.loop import GuidanceLoop, ImageEdit, PixelAnchor
-from generator.text_to_image.pipeline import TextToImage, check_reproducible, optimise, resolve_size
+from generator.text_to_image.pipeline import (
+    TextToImage,
+    check_reproducible,
+    check_settings,
+    optimise,
+    resolve_size,
+)
 from generator.text_to_image.targets import ImageTargets, PromptSpec, build_targets
 from generator.upscale.tiles import upscale_results
 
@@ -91,6 +98,26 @@ class Timing:
     fps: float
     audio: Path | None
     schedule: MotionSchedule
+
+
+def check_animation(config: AnimationConfig) -> None:
+    """What an animation can be told without any model, before anything is loaded or
+    downloaded: its keyframes and expressions parse, the sound they follow is there, its
+    prompts parse and frame 0 has one, and the images it names are there (see
+    :func:`~generator.text_to_image.pipeline.check_settings`).
+
+    Raises:
+        InputError, ConfigError: the first problem found.
+    """
+    motion = config.motion
+    schedule = MotionSchedule.parse(motion.zoom, motion.angle, motion.translate_x, motion.translate_y,
+                                    smooth=motion.smooth)
+    schedule.check_sound(bool(motion.audio or config.restyle.video_init))  # a video's sound: checked when it opens
+    if motion.audio:
+        probe_audio(motion.audio)
+    timeline = prompt_timeline(config.prompts, config.prompt_at, frames=config.frames or 100_000,
+                               change_every=config.change_prompt_every)
+    check_settings(config.replace(prompts=timeline.at(0), change_prompt_every=0))
 
 
 def plan_timing(config: AnimationConfig) -> Timing:

@@ -9,6 +9,7 @@ that died after finishing it), and every job that ends gets a line in ``batch.js
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,11 @@ from typing import Protocol
 from generator.batch.index import write_index
 from generator.batch.jobs import Job
 from generator.batch.records import BatchRecords, JobRecord
-from generator.batch.work import JobResult, Worker, group_jobs, replay
+from generator.batch.work import JobResult, Worker, bare_state, group_jobs, replay
 from generator.config import GenerationConfig
 from generator.drive import RunRecord, drive
 from generator.errors import GeneratorError
-from generator.text_to_image.pipeline import TextToImage
+from generator.text_to_image.pipeline import TextToImage, check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,21 @@ def pending(jobs: Sequence[Job], records: BatchRecords, *, retry_failed: bool = 
     return todo
 
 
+def checked(jobs: Sequence[Job]) -> tuple[list[Job], list[JobResult]]:
+    """(the jobs that pass the checks a run makes before any model is loaded, the failed results
+    of those that do not): a bad prompt or a missing file fails its job at once, and a batch
+    whose every job is bad loads and downloads nothing."""
+    runnable, refused = [], []
+    for job in jobs:
+        try:
+            check_settings(job.config)
+        except GeneratorError as error:
+            refused.append(JobResult(job.id, bare_state(job.config), error=error, worker="checks"))
+        else:
+            runnable.append(job)
+    return runnable, refused
+
+
 def run_batch(jobs: Sequence[Job], folder: Path, executor: Executor, *, batch_size: int = 1,
               retry_failed: bool = False, records: BatchRecords | None = None,
               on_record: Callable[[JobRecord, BatchSummary], None] | None = None,
@@ -118,8 +134,9 @@ def run_batch(jobs: Sequence[Job], folder: Path, executor: Executor, *, batch_si
     position = {job.id: index for index, job in enumerate(jobs)}
     summary.records = [records.find(job.id, job.fingerprint) for job in jobs]
     written: set[str] = set()
+    runnable, refused = checked(todo)
     try:
-        for result in executor.results(group_jobs(todo, batch_size)):
+        for result in itertools.chain(refused, executor.results(group_jobs(runnable, batch_size))):  # lazily
             job = by_id.get(result.job_id)
             if job is None or result.job_id in written:
                 logger.info("job %s came back again; it was written already", result.job_id)

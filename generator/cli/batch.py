@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from generator.batch.driver import BatchSummary, Executor, LocalExecutor, pending, run_batch
+from generator.batch.driver import BatchSummary, Executor, LocalExecutor, checked, pending, run_batch
 from generator.batch.jobs import Job, read_jobs
 from generator.batch.records import BatchRecords, JobRecord
 from generator.batch.work import PipelineFactory, Worker
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace, make_pipeline: PipelineFactory | None = None) 
     if skipped:
         print(f"{skipped} of {len(jobs)} jobs are already in {folder}; making the other {len(todo)}",
               file=sys.stderr)
-    executor = _executor(args, make_pipeline) if todo else LocalExecutor(Worker(make_pipeline))
+    runnable, _ = checked(todo)  # bad jobs fail at once: no executor (nor Ray, nor a model) for them alone
+    executor = _executor(args, make_pipeline) if runnable else LocalExecutor(Worker(make_pipeline))
     bar = tqdm(total=len(todo), unit="image", file=sys.stderr, dynamic_ncols=True, desc="batch")
     try:
         with logging_redirect_tqdm(), contextlib.closing(bar):

@@ -18,7 +18,7 @@ from generator.edit.pipeline import Editor
 from generator.presets import DEFAULT_PRESET
 from generator.text_to_image.cli import DEFAULT_OUT, add_settings_arguments, overrides_from_args
 from generator.text_to_image.mode import TEXT_TO_IMAGE
-from generator.text_to_image.pipeline import TextToImage
+from generator.text_to_image.pipeline import TextToImage, check_settings
 
 _S = argparse.SUPPRESS
 EXAMPLES = """examples:
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | No
     """Edit from parsed arguments; return the exit code. ``make_pipeline(models, bench=...)``
     builds the text-to-image pipeline (tests pass tiny models)."""
     config = config_from_args(args)
+    check_settings(config)  # before any model is loaded or downloaded
     make_pipeline = make_pipeline or TextToImage.from_workbench
     editor = Editor(make_pipeline(config.models, bench=workbench_from_args(args)))
     try:

@@ -33,6 +33,7 @@ from generator.edit.mode import EDIT
 from generator.edit.pipeline import Editor
 from generator.errors import InputError
 from generator.io.masks import ALPHA
+from generator.text_to_image.pipeline import check_settings
 from generator.text_to_image.prompts import WeightedPrompt, parse_prompts, parse_story
 from generator.text_to_image.tab import preset_config
 from generator.webui.forms import to_form
@@ -237,6 +238,7 @@ def edit_job(studio: Studio, config: GenerationConfig, session: Session, *, scra
     the Edit tab), with previews of the composite; ``scratch``: a folder of this run's inputs,
     removed when the run ends (its folder keeps copies); ``notice``: said as the run starts."""
     try:
+        check_settings(config)  # before any model is loaded or downloaded
         with session.running():
             yield Update(status="loading models…", notice=notice)
             editor = Editor(studio.text_to_image_for(config.models))

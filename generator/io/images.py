@@ -66,8 +66,7 @@ def image_size(source: str | Path, *, what: str = "image") -> tuple[int, int]:
     except Image.DecompressionBombError:
         raise _too_large(str(path), what) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{what} {path} is not an image this tool can read ({error}); "
-                         "use a PNG, JPEG or WebP file.") from None
+        raise _unreadable(error, str(path), what) from None
 
 
 def _too_large(name: str, what: str, size: tuple[int, int] | None = None) -> InputError:
@@ -93,11 +92,16 @@ def _decode(source: Path | io.BytesIO, name: str, what: str) -> Image.Image:
         raise
     except Image.DecompressionBombError:
         raise _too_large(name, what) from None
-    except UnidentifiedImageError as error:
-        raise InputError(f"{what} {name} is not an image this tool can read ({error}); "
-                         "use a PNG, JPEG or WebP file.") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{what} {name} could not be read ({error}); it may be truncated or corrupt.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise _unreadable(error, name, what) from None
+
+
+def _unreadable(error: Exception, name: str, what: str) -> InputError:
+    """The sentence for an image that Pillow could not open or decode (the same whether only
+    its header or all of it was read)."""
+    if isinstance(error, UnidentifiedImageError):
+        return InputError(f"{what} {name} is not an image this tool can read ({error}); use a PNG, JPEG or WebP file.")
+    return InputError(f"{what} {name} could not be read ({error}); it may be truncated or corrupt.")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -34,7 +34,7 @@ from generator.errors import ConfigError
 from generator.presets import DEFAULT_PRESET
 from generator.text_to_image.cutouts import AUGMENTATIONS
 from generator.text_to_image.mode import TEXT_TO_IMAGE
-from generator.text_to_image.pipeline import TextToImage
+from generator.text_to_image.pipeline import TextToImage, check_settings
 
 logger = logging.getLogger(__name__)
 DEFAULT_OUT = "outputs"
@@ -193,6 +193,7 @@ def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | No
     config = config_from_args(args)
     if args.images < 1:
         raise ConfigError(f"-n/--images must be 1 or more, not {args.images}.")
+    check_settings(config)  # before any model is loaded or downloaded
     make_pipeline = make_pipeline or TextToImage.from_workbench
     pipeline = make_pipeline(config.models, bench=workbench_from_args(args))
     for index in range(args.images):  # image k: seed + k when a seed was given, else a fresh random (recorded) one

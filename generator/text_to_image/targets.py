@@ -23,6 +23,7 @@ from generator.io.images import cover, open_image, pil_to_tensor
 from generator.text_to_image.edit import Canvas, region_mask
 from generator.text_to_image.losses import ClipGuide, PromptTarget
 from generator.text_to_image.prompts import (
+    NoisePrompt,
     PromptSchedule,
     WeightedPrompt,
     make_schedule,
@@ -96,6 +97,24 @@ class _Regions:
         return torch.stack(self.masks) if self.masks else None
 
 
+def parse_spec(spec: PromptSpec, *, steps: int) -> tuple[PromptSchedule | None, tuple[WeightedPrompt, ...],
+                                                          tuple[NoisePrompt, ...]]:
+    """The parsed prompts of ``spec`` over ``steps`` steps: (story schedule or None, image
+    prompts, noise prompts); no model and no file is touched, so front ends check a run with it
+    before they load anything.
+
+    Raises:
+        InputError: all three are empty, or one is malformed.
+    """
+    schedule = make_schedule(spec.prompts, steps=steps, change_every=spec.change_every) \
+        if spec.prompts.strip() else None
+    images = parse_image_prompts(spec.image_prompts) if spec.image_prompts.strip() else ()
+    noises = parse_noise_prompts(spec.noise_prompts) if spec.noise_prompts.strip() else ()
+    if schedule is None and not images and not noises:
+        raise InputError("the prompt is empty; give some text to draw, an image prompt or a noise prompt.")
+    return schedule, images, noises
+
+
 def build_targets(guide: ClipGuide, spec: PromptSpec, *, steps: int, size: tuple[int, int],
                   streams: SeedStreams, canvas: Canvas | None = None) -> ImageTargets:
     """Embed ``spec`` with every model of ``guide`` for an image of ``size`` (W, H), made on
@@ -106,12 +125,7 @@ def build_targets(guide: ClipGuide, spec: PromptSpec, *, steps: int, size: tuple
     """
     canvas = canvas or Canvas(size=size, output=size)
     regions = _Regions(canvas)
-    schedule = make_schedule(spec.prompts, steps=steps, change_every=spec.change_every) \
-        if spec.prompts.strip() else None
-    images = parse_image_prompts(spec.image_prompts) if spec.image_prompts.strip() else ()
-    noises = parse_noise_prompts(spec.noise_prompts) if spec.noise_prompts.strip() else ()
-    if schedule is None and not images and not noises:
-        raise InputError("the prompt is empty; give some text to draw, an image prompt or a noise prompt.")
+    schedule, images, noises = parse_spec(spec, steps=steps)
     pictures = [(prompt, pil_to_tensor(cover(open_image(prompt.text, what="image prompt"), size)))
                 for prompt in images]
     shared: list[list[tuple[PromptTarget, int | None]]] = []

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from generator.animate.config import AnimationConfig
-from generator.animate.pipeline import Animator
+from generator.animate.pipeline import Animator, check_animation
 from generator.config import GenerationConfig, SampleConfig, UpscaleConfig
 from generator.drive import RunRecord, drive
 from generator.errors import InputError
@@ -28,6 +28,7 @@ from generator.io.images import image_size
 from generator.io.outputs import FRAMES_DIR, zip_frames
 from generator.io.video import write_mp4
 from generator.runs import GenerationRun
+from generator.text_to_image.pipeline import check_settings
 from generator.upscale.mode import UPSCALE
 from generator.upscale.outputs import write_upscaled
 from generator.upscale.tiles import upscale_with
@@ -135,6 +136,7 @@ def text_to_image_job(studio: Studio, config: GenerationConfig, session: Session
     the command line's ``-n`` gives (seed, seed + 1, ..., or fresh random ones)."""
     if count < 1:
         raise InputError(f"the number of images must be 1 or more, not {count}.")
+    check_settings(config)  # a mistake in the form is said before any model is loaded or downloaded
     with session.running():
         yield Update(status="loading models…")
         pipeline = studio.text_to_image_for(config.models)
@@ -195,6 +197,7 @@ def animation_job(studio: Studio, config: AnimationConfig, session: Session) -> 
     """Make an animation (zoom, pan, rotate, prompts at frames, or a restyle), writing its run
     folder like ``python -m generator animate``; a video preview of the frames so far grows as
     frames arrive (re-encoded less often as it gets long), then the final video."""
+    check_animation(config)  # before any model is loaded or downloaded
     with session.running():
         yield Update(status="loading models…")
         pipeline = studio.text_to_image_for(config.models)

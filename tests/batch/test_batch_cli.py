@@ -99,23 +99,25 @@ def test_an_interrupted_batch_resumes_without_making_finished_jobs_again(tiny_fi
     jobs, out = _prompts_file(tmp_path, PROMPTS[:3] + ["sea:0"]), tmp_path / "batch"
     first = _Counting(tiny_pipeline, interrupt_at=3)
     assert main(batch_args(tiny_files, jobs, out, "--seed", "5"), make_pipeline=first.make) == 130
-    assert [r["id"] for r in lines(out)] == ["3.0", "4.0"]  # two finished before Ctrl-C
+    assert [r["id"] for r in lines(out)] == ["6.0", "3.0", "4.0"]  # the bad job failed at once, two finished
     finished = {p.name for p in run_folders(out)}
 
     second = _Counting(tiny_pipeline)
     assert main(batch_args(tiny_files, jobs, out, "--seed", "5"), make_pipeline=second.make) == 1
-    assert len(second.runs) == 2  # only job 5.0 and the bad 6.0
+    assert second.runs == [5]  # only job 5.0: the failed 6.0 is skipped
     records = lines(out)
-    assert [r["id"] for r in records] == ["3.0", "4.0", "5.0", "6.0"]  # each written once
-    assert [r["status"] for r in records] == ["done", "done", "done", "failed"]
+    assert [r["id"] for r in records] == ["6.0", "3.0", "4.0", "5.0"]  # each written once
+    assert [r["status"] for r in records] == ["failed", "done", "done", "done"]
+    assert "has weight 0" in records[0]["error"]
     assert finished < {p.name for p in run_folders(out)} and len(run_folders(out)) == 3
 
     third = _Counting(tiny_pipeline)  # done and failed jobs are skipped...
     assert main(batch_args(tiny_files, jobs, out, "--seed", "5"), make_pipeline=third.make) == 1
     assert third.runs == [] and len(lines(out)) == 4
-    retry = _Counting(tiny_pipeline)  # ...until --retry-failed
+    retry = _Counting(tiny_pipeline)  # ...until --retry-failed, which checks the bad job again (no model needed)
     assert main(batch_args(tiny_files, jobs, out, "--seed", "5", "--retry-failed"), make_pipeline=retry.make) == 1
-    assert retry.runs == [5] and [r["id"] for r in lines(out)] == ["3.0", "4.0", "5.0", "6.0", "6.0"]
+    assert retry.runs == [] and retry.loads == 0
+    assert [r["id"] for r in lines(out)] == ["6.0", "3.0", "4.0", "5.0", "6.0"]
 
 
 def test_random_seeds_are_recorded_and_kept_when_the_batch_resumes(tiny_files, tiny_pipeline,
