@@ -146,12 +146,12 @@ def _csv_rows(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
         keys = {}
         for key, cell in zip(header, cells, strict=False):  # a short row leaves its last keys unset
             if cell.strip():
-                keys[key] = _csv_value(hints[key], cell.strip(), path, number, key)
+                keys[key] = cell_value(hints[key], cell.strip(), path, number, key)
         rows.append((number, keys))
     return rows
 
 
-def _csv_value(hint: Any, cell: str, path: Path, number: int, key: str) -> Any:
+def cell_value(hint: Any, cell: str, path: Path, number: int, key: str) -> Any:
     """A CSV cell as the plain value of its key (numbers, true/false, ``512x512``, lists)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         hint = next(a for a in typing.get_args(hint) if a is not type(None))

@@ -80,12 +80,12 @@ def run(args: argparse.Namespace, make_pipeline: PipelineFactory | None = None) 
         print(f"{skipped} of {len(jobs)} jobs are already in {folder}; making the other {len(todo)}",
               file=sys.stderr)
     runnable, _ = checked(todo)  # bad jobs fail at once: no executor (nor Ray, nor a model) for them alone
-    executor = _executor(args, make_pipeline) if runnable else LocalExecutor(Worker(make_pipeline))
+    executor = executor_from_args(args, make_pipeline) if runnable else LocalExecutor(Worker(make_pipeline))
     bar = tqdm(total=len(todo), unit="image", file=sys.stderr, dynamic_ncols=True, desc="batch")
     try:
         with logging_redirect_tqdm(), contextlib.closing(bar):
             summary = run_batch(jobs, folder, executor, batch_size=args.batch_size, retry_failed=args.retry_failed,
-                                records=records, on_record=_progress(bar), title=Path(args.jobs).name)
+                                records=records, on_record=progress_reporter(bar), title=Path(args.jobs).name)
     except KeyboardInterrupt:
         print(f"interrupted; the jobs written so far are in {folder}: run the same command again to make the rest",
               file=sys.stderr)
@@ -96,7 +96,9 @@ def run(args: argparse.Namespace, make_pipeline: PipelineFactory | None = None) 
     return EXIT_FAILED_JOBS if summary.failed else 0
 
 
-def _executor(args: argparse.Namespace, make_pipeline: PipelineFactory | None) -> Executor:
+def executor_from_args(args: argparse.Namespace, make_pipeline: PipelineFactory | None) -> Executor:
+    """The executor the batch flags ask for: a local worker, or Ray workers with ``--ray``
+    (shared by ``batch`` and ``grid``)."""
     options = dict(device=args.device, weights_dir=args.weights_dir, offline=args.offline)
     if args.ray is None:
         return LocalExecutor(Worker(make_pipeline, **options))
@@ -105,7 +107,8 @@ def _executor(args: argparse.Namespace, make_pipeline: PipelineFactory | None) -
     return RayExecutor(args.ray, make_pipeline, workers=args.workers, threads=args.worker_threads, **options)
 
 
-def _progress(bar: tqdm) -> Callable[[JobRecord, BatchSummary], None]:
+def progress_reporter(bar: tqdm) -> Callable[[JobRecord, BatchSummary], None]:
+    """An ``on_record`` callback that advances ``bar`` and says each failed job above it."""
     done = failed = 0
 
     def update(record: JobRecord, summary: BatchSummary) -> None:

@@ -22,6 +22,7 @@ from generator.errors import GeneratorError
 
 TOOLS = {
     "batch": ("generator.cli.batch", "many images: a prompts/JSONL/CSV file of jobs, seeds, batches, Ray"),
+    "grid": ("generator.cli.grid", "an X/Y grid: every combination of two settings' values, one labelled image"),
     "download": ("generator.cli.download", "fetch registry weights, or list them with --list"),
     "presets": ("generator.cli.presets", "list the presets and their settings"),
 }

@@ -91,6 +91,35 @@ def write_bytes_atomic(path: Path, data: bytes, *, folder: Path | None = None) -
     return Path(path)
 
 
+def replace_bytes_atomic(path: Path, data: bytes, *, folder: Path | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically, replacing the file there if any (for a file that
+    is meant to be rewritten, such as a grid redrawn as its cells finish); returns ``path``.
+
+    Readers see the old file or the new one, never a part.
+
+    Raises:
+        OutputError: the disk is full or the folder is not writable (``folder``, default the
+            parent, is named in the message).
+    """
+    path = Path(path)
+    try:
+        tmp = _reserve_temp(path)
+    except OSError as error:
+        raise output_error(error, path, folder) from error
+    try:
+        _write_file(tmp, data)
+        _fsync(tmp, os.O_RDWR)
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            _fsync(path.parent, os.O_RDONLY)
+    except OSError as error:
+        raise output_error(error, path, folder) from error
+    finally:
+        _unlink_quietly(tmp)
+    logger.debug("replaced %s (%d bytes)", path, len(data))
+    return path
+
+
 
 
 def _reserve_temp(path: Path) -> Path:
