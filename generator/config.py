@@ -190,6 +190,15 @@ class InitConfig:
         init_latent: for ``init=latent``, a run folder or its ``latent.safetensors``.
         prior_top_k, prior_top_p, prior_temperature, prior_class: how ``init=prior``
             samples (see the ``sample`` command).
+        variation_seed: a second seed whose random start is mixed into this seed's (seed
+            variations; see :func:`generator.text_to_image.latents.mix_starts`). Only the
+            random start is mixed: the run's ``seed`` still decides the cutouts, their
+            augmentations and noise, and noise prompts. It varies the random starts
+            (``random``, ``pixels``, ``gradient``) and an edit's random fill
+            (``mask_fill=random``); an init image, a saved latent and a prior's codes have no
+            such noise, and are refused with it. None: no variation.
+        variation_strength: how far toward the variation seed's start, from 0 (exactly the
+            seed's image) to 1 (the variation seed's start); given with ``variation_seed``.
     """
 
     init: str = "random"
@@ -199,6 +208,8 @@ class InitConfig:
     prior_top_p: float = 1.0
     prior_temperature: float = 1.0
     prior_class: int | None = None
+    variation_seed: int | None = None
+    variation_strength: float | None = None
 
     def __post_init__(self) -> None:
         ensure(self.init in INIT_MODES, f"init must be one of {', '.join(INIT_MODES)}, not {self.init!r}.")
@@ -207,6 +218,12 @@ class InitConfig:
         ensure(self.init != "latent" or bool(self.init_latent),
                "init=latent needs an init_latent: the run folder to continue (or its latent.safetensors).")
         check_sampling(self.prior_top_k, self.prior_top_p, self.prior_temperature, prefix="prior_")
+        check_variation(self.variation_seed, self.variation_strength)
+
+    @property
+    def varies(self) -> bool:
+        """Whether the random start is mixed with a variation seed's."""
+        return self.variation_seed is not None
 
 
 @dataclass(frozen=True)
@@ -379,6 +396,29 @@ class GenerationConfig(_RunConfig):
         _check_common(self.seed, self.size, self.precision)
         ensure(self.init.init != "prior" or bool(self.models.prior),
                "init=prior needs a transformer; give --prior NAME|PATH (e.g. ffhq_transformer).")
+        ensure(not self.init.varies or self.has_random_start,
+               f"a variation seed varies a random start, and init={self.init.init} has none; use it with init "
+               "random, pixels or gradient, or with an edit's --mask-fill random.")
+
+    @property
+    def has_random_start(self) -> bool:
+        """Whether the start is drawn from the seed (what a variation seed can vary): a random
+        init, or an edit's random fill of the masked part."""
+        if self.edit.edits:
+            return self.edit.mask_fill == "random"
+        return self.init.init in ("random", "pixels", "gradient")
+
+    def series(self, count: int) -> list[GenerationConfig]:
+        """The configs of ``count`` images made by one command (``-n``, the UI's Images): seeds
+        seed, seed + 1, ... (without a seed, each is resolved when its run starts); with a
+        variation seed, variations of one image: one seed (resolved here) and the variation
+        seeds v, v + 1, ..."""
+        if self.init.varies:
+            base = self.with_seed()
+            assert base.init.variation_seed is not None
+            return [base.replace(init=dataclasses.replace(base.init, variation_seed=base.init.variation_seed + index))
+                    for index in range(count)]
+        return [self.replace(seed=self.seed + index) if self.seed is not None else self for index in range(count)]
 
 
 def clip_model_spec(values: list[str]) -> dict[str, Any]:
@@ -394,6 +434,17 @@ def clip_model_spec(values: list[str]) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"the weight of --clip-model {values[0]} must be a number, not {values[2]!r}.") from None
     return spec
+
+
+def check_variation(seed: int | None, strength: float | None) -> None:
+    """A variation seed and its strength come together; the strength is in [0, 1]."""
+    ensure(seed is None or 0 <= seed < 2**63, f"variation_seed must be a non-negative integer, not {seed}.")
+    ensure(strength is None or (math.isfinite(strength) and 0 <= strength <= 1),
+           f"variation_strength must be between 0 and 1, not {strength}.")
+    ensure(seed is None or strength is not None,
+           "a variation seed needs a strength; give --variation-strength between 0 and 1 (e.g. 0.1).")
+    ensure(strength is None or seed is not None,
+           "a variation strength needs a variation seed to vary toward; give --variation-seed N.")
 
 
 def check_sampling(top_k: int, top_p: float, temperature: float, prefix: str = "") -> None:

@@ -93,6 +93,12 @@ def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
         (["--prior-top-p"], dict(type=float, metavar="P", help="top-p of the prior's sampling")),
         (["--prior-temperature"], dict(type=float, metavar="T", help="temperature of the prior's sampling")),
         (["--prior-class"], dict(type=int, metavar="N", help="class for a class-conditional prior")),
+        (["--variation-seed"], dict(type=int, metavar="S",
+                                    help="seed variations: mix the random start with seed S's (the cutouts still "
+                                         "follow --seed); with -n, variation seeds S, S+1, ...")),
+        (["--variation-strength"], dict(type=float, metavar="A",
+                                        help="how far toward --variation-seed's start, 0 (the --seed image exactly) "
+                                             "to 1; 0.05-0.2 gives images near it")),
         (["--mask"], dict(metavar="FILE|alpha", help="edit --init-image: change only where this mask is white (alpha: "
                                                      "where the image is transparent); the rest is kept exactly")),
         (["--mask-blur"], dict(type=float, metavar="PX", help="feather the mask's edges by this many pixels")),
@@ -140,7 +146,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="'text:weight:stop | more text' ; '^' separates story phrases")
     parser.add_argument("-n", "--images", type=int, default=1, metavar="N",
                         help="make N images of the prompt, with seeds SEED, SEED+1, ... (random ones, recorded, "
-                             "without --seed); the models are loaded once")
+                             "without --seed), or with --variation-seed N variations of one seed; the models are "
+                             "loaded once")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for run folders (default: outputs)")
     add_settings_arguments(parser)
     return parser
@@ -196,8 +203,7 @@ def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | No
     check_settings(config)  # before any model is loaded or downloaded
     make_pipeline = make_pipeline or TextToImage.from_workbench
     pipeline = make_pipeline(config.models, bench=workbench_from_args(args))
-    for index in range(args.images):  # image k: seed + k when a seed was given, else a fresh random (recorded) one
-        one = config.replace(seed=config.seed + index) if config.seed is not None else config
+    for one in config.series(args.images):  # seeds seed + k (or fresh ones), or variation seeds v + k
         try:
             record = present(pipeline.run(one), Path(args.out), unit="step")
         except Interrupted:

@@ -1,9 +1,11 @@
 """Where the optimised latent starts: random codes, pixel noise, gradient noise, an image, or
-the saved latent of an earlier run (to continue it)."""
+the saved latent of an earlier run (to continue it); and seed variations, a random start mixed
+with another seed's (:func:`varied_start`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -70,6 +72,54 @@ def initial_latent(vqgan: Decoder, mode: str, size: tuple[int, int], generator: 
         assert init_image is not None  # checked by InitConfig
         return encode_pixels(vqgan, image_pixels(init_image, size))
     raise ValueError(f"unknown init mode {mode!r}")
+
+
+def slerp(start: torch.Tensor, end: torch.Tensor, strength: float) -> torch.Tensor:
+    """Spherical interpolation of two tensors of one shape, taken as flat vectors: the direction
+    turns from ``start``'s to ``end``'s along the great circle, the norm goes linearly from one
+    norm to the other. ``strength`` 0 returns ``start`` itself and 1 ``end`` itself (bit for
+    bit); nearly parallel, opposite or zero vectors are mixed linearly."""
+    if strength == 0:
+        return start
+    if strength == 1:
+        return end
+    a, b = start.flatten().double(), end.flatten().double()
+    norm_a, norm_b = a.norm(), b.norm()
+    norm = (1 - strength) * norm_a + strength * norm_b
+    if norm_a == 0 or norm_b == 0:
+        return ((1 - strength) * a + strength * b).to(start.dtype).reshape(start.shape)
+    unit_a, unit_b = a / norm_a, b / norm_b
+    angle = torch.arccos((unit_a @ unit_b).clamp(-1, 1))
+    if torch.sin(angle) < 1e-6:
+        direction = (1 - strength) * unit_a + strength * unit_b
+    else:
+        direction = torch.sin((1 - strength) * angle) * unit_a + torch.sin(strength * angle) * unit_b
+    direction = direction / direction.norm().clamp_min(1e-12)
+    return (direction * norm).to(start.dtype).reshape(start.shape)
+
+
+def varied_start(draw: Callable[[torch.Generator], torch.Tensor], generator: torch.Generator,
+                 variation_seed: int | None, strength: float | None) -> torch.Tensor:
+    """A random start, ``draw(generator)``, mixed with a variation seed's by ``strength`` (seed
+    variations).
+
+    The seed's start is drawn from the run's own ``generator`` exactly as without a variation,
+    so that generator's later draws (the cutouts' crops) stay the same; the variation seed's
+    start is ``draw`` from a fresh CPU generator seeded with ``variation_seed`` (the start of
+    a plain run with that seed, unless image prompts drew from its generator first) and leaves
+    every other random stream alone. The two are mixed by :func:`slerp` in the latent space,
+    where the optimiser moves: strength 0 is the seed's start bit for bit, 1 the variation
+    seed's. For random codes that is after quantisation (the codes' embeddings): code indices
+    have no geometry, while the mixed embeddings move continuously with the strength and the
+    loop's straight-through quantiser turns cells over to the other seed's codes one by one as
+    it grows, so small strengths give images near the seed's. None: no variation.
+    """
+    start = draw(generator)
+    if variation_seed is None:
+        return start
+    assert strength is not None  # checked by InitConfig
+    other = draw(torch.Generator().manual_seed(variation_seed)).to(start)
+    return slerp(start, other, strength)
 
 
 def saved_latent(vqgan: Decoder, path: str, size: tuple[int, int]) -> torch.Tensor:

@@ -47,7 +47,7 @@ from generator.text_to_image.batched import ALL, BatchRun, batch_key
 from generator.text_to_image.clip import ClipModel
 from generator.text_to_image.cutouts import NONDETERMINISTIC_ON_CUDA, MakeCutouts, canonical_augments
 from generator.text_to_image.edit import Canvas, check_memory, edit_canvas
-from generator.text_to_image.latents import encode_pixels, initial_latent, random_codes
+from generator.text_to_image.latents import encode_pixels, initial_latent, random_codes, varied_start
 from generator.text_to_image.loop import GuidanceLoop, ImageEdit, recomputed_levels
 from generator.text_to_image.losses import ClipGuide, GuideMember
 from generator.text_to_image.mode import TEXT_TO_IMAGE
@@ -418,8 +418,9 @@ class TextToImage:
             cells = canvas.cells(factor)[None, None]  # (1, 1, h, w)
             latent = kept
             if config.edit.mask_fill == "random":
-                latent = torch.where(cells.to(kept.device), random_codes(self.vqgan, kept.shape[-2:],
-                                                                         streams.generator).to(kept), kept)
+                fill = varied_start(lambda generator: random_codes(self.vqgan, kept.shape[-2:], generator),
+                                    streams.generator, config.init.variation_seed, config.init.variation_strength)
+                latent = torch.where(cells.to(kept.device), fill.to(kept), kept)
             edit = ImageEdit(canvas.base, canvas.mask[None, None], cells, kept, canvas.output)
         elif config.init.init == "prior":
             if self.prior is None:
@@ -430,8 +431,10 @@ class TextToImage:
                                            torch.Generator(self.device).manual_seed(config.seed), init.prior_class)
             latent = self.vqgan.indices_to_latent(codes)
         else:
-            latent = initial_latent(self.vqgan, config.init.init, size, streams.generator, config.init.init_image,
-                                    config.init.init_latent)
+            init = config.init
+            latent = varied_start(lambda generator: initial_latent(self.vqgan, init.init, size, generator,
+                                                                   init.init_image, init.init_latent),
+                                  streams.generator, init.variation_seed, init.variation_strength)
         return loop.add_image(latent, targets, streams, config.optim, edit=edit)
 
     def _events(self, config: GenerationConfig, clip_weights: list[float], state: RunState) -> Iterator[Event]:

@@ -1,5 +1,5 @@
-"""The Text to image tab: the form, a live preview that becomes the result, Continue, Edit this
-image, Stop that keeps the latest image, presets and seeds."""
+"""The Text to image tab: the form, a live preview that becomes the result, Continue, Vary this,
+Edit this image, Stop that keeps the latest image, presets and seeds."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from generator.webui.tabs.page import (
 from generator.webui.widgets import text_to_image_widgets
 
 PREVIEW_EVERY = 10  # steps between previews when a preset sets none: watching the image form is the point
+VARY_STRENGTH = 0.1  # "Vary this": near the image, yet visibly another one
 _BUTTONS = ("run", "stop", "preset", "preset_info", "random_seed", "reuse_seed", "image_prompt_files")
 _OUTPUTS = ["status", "preview", "result", "video", "files", "info", "seed"]
 
@@ -55,6 +56,9 @@ def build(page: Page, preset: str) -> TabParts:
                 more = gr.Number(100, label="More steps", precision=0, minimum=1, maximum=10_000, scale=1,
                                  elem_id="more-steps")
                 continue_button = gr.Button("Continue this image", scale=1, elem_id="continue")
+                vary_strength = gr.Number(VARY_STRENGTH, label="Variation strength (0 to 1)", minimum=0, maximum=1,
+                                          step=0.05, scale=1, elem_id="vary-strength")
+                vary_button = gr.Button("Vary this", scale=1, elem_id="vary")
                 edit_button = gr.Button("Edit this image", scale=1, elem_id="send-to-edit")
     with gr.Row():
         video = gr.Video(label="Video", interactive=False, height=420, visible=False)
@@ -96,6 +100,10 @@ def build(page: Page, preset: str) -> TabParts:
 
         yield from stream(job, _OUTPUTS, session)
 
+    def varied(claim: str | None, strength: float | None, request: gr.Request) -> Iterator[tuple]:
+        session = studio.session(request)
+        yield from stream(lambda: text_to_image_job(studio, variation(session, strength), session), _OUTPUTS, session)
+
     inputs = [claim] + [t2i[n] for n in names] + [t2i["image_prompt_files"]]
     outputs = [status, preview, result, video, files, info, seed]
     generate_fn = named(generate, [*names, "image_prompt_files"])
@@ -105,7 +113,9 @@ def build(page: Page, preset: str) -> TabParts:
             t2i["prompts"].submit(page.claimed, None, claim_out, **CLAIMING).success(
                 generate_fn, inputs, outputs, api_name=False, **HEAVY),
             continue_button.click(page.claimed, None, claim_out, **CLAIMING).success(
-                continued, [claim, more], outputs, api_name=False, **HEAVY)]
+                continued, [claim, more], outputs, api_name=False, **HEAVY),
+            vary_button.click(page.claimed, None, claim_out, **CLAIMING).success(
+                varied, [claim, vary_strength], outputs, api_name="vary", **HEAVY)]
     shown_out = [preview, result, more_row, video, files]
     for event in runs:
         event.then(shown, None, shown_out, **QUICK)
@@ -139,6 +149,31 @@ def continuation(session: Session, more: int) -> tuple[GenerationConfig, Path]:
     plain["steps"] = more
     plain["init"] = {**plain.get("init", {}), "init": "latent", "init_latent": str(record.folder)}
     return GenerationConfig.from_dict(plain), record.folder
+
+
+def variation(session: Session, strength: float | None, variation_seed: int | None = None) -> GenerationConfig:
+    """The config of a variation of this session's latest text-to-image result ("Vary this"):
+    its settings and seed, with a fresh random variation seed (or ``variation_seed``) at
+    ``strength``. A variation of a variation varies the same seed's image again, with the new
+    variation seed in place of the old one.
+
+    Raises:
+        InputError: there is no such result yet, it has no random start to vary (it started
+            from an image or continued a run), or ``strength`` is not between 0 and 1.
+    """
+    record = session.record
+    if record is None or record.mode != TEXT_TO_IMAGE.name or record.folder is None or record.result is None:
+        raise InputError("there is no image to vary yet; generate one first.")
+    if strength is None or not 0 <= strength <= 1:
+        raise InputError("give a variation strength between 0 and 1 (0.1 stays close to the image).")
+    plain = read_config(record.folder)
+    plain["init"] = {**plain.get("init", {}), "variation_seed": None, "variation_strength": None}
+    if not GenerationConfig.from_dict(plain).has_random_start:
+        raise InputError("this image did not start from random noise (it started from an image or continued "
+                         "another), so it has no start to vary.")
+    chosen = new_seed() if variation_seed is None else variation_seed
+    plain["init"].update(variation_seed=chosen, variation_strength=float(strength))
+    return GenerationConfig.from_dict(plain)
 
 
 def preset_config(name: str, studio: Studio) -> GenerationConfig:

@@ -13,10 +13,12 @@ from generator.config import GenerationConfig, SampleConfig, clip_model_spec
 from generator.config_schema import field_paths, flatten, leaf_hints, nest
 
 # Optional integers shown as a number where this value means "not set".
-_UNSET_NUMBERS = {"seed": -1, "class_label": -1, "prior_class": -1, "upscale_tile_pad": -1}
+_UNSET_NUMBERS = {"seed": -1, "class_label": -1, "prior_class": -1, "upscale_tile_pad": -1, "variation_seed": -1}
 _UNSET_FLOATS = {"upscale_denoise": -1.0}
 # Fields shown as file or image widgets: an empty one is None, not an empty string.
 FILE_FIELDS = ("init_image", "condition", "complete", "mask", "audio")
+# Optional numbers shown as an empty number widget when not set (None, which a number widget takes).
+_EMPTY_NUMBERS = ("variation_strength",)
 
 
 def clip_models_text(models: list[Mapping[str, Any]]) -> str:
@@ -39,7 +41,8 @@ def to_form(config: GenerationConfig | SampleConfig) -> dict[str, Any]:
             values[name] = unset
     if "clip_models" in values:
         values["clip_models"] = clip_models_text(values["clip_models"])
-    return {name: ("" if value is None and name not in FILE_FIELDS else value) for name, value in values.items()}
+    kept = (*FILE_FIELDS, *_EMPTY_NUMBERS)
+    return {name: ("" if value is None and name not in kept else value) for name, value in values.items()}
 
 
 def from_form(config_cls: type, values: Mapping[str, Any]) -> Any:

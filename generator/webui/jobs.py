@@ -133,7 +133,8 @@ def text_to_image_job(studio: Studio, config: GenerationConfig, session: Session
     """Generate from text, writing ``final.png``, frames and video; frames also as a zip.
     ``parent``: the run folder this one continues (recorded in its ``run.json``). ``count``
     (the batch count): that many images in a row, each its own run folder, with the seeds
-    the command line's ``-n`` gives (seed, seed + 1, ..., or fresh random ones)."""
+    the command line's ``-n`` gives (seed, seed + 1, ..., or fresh random ones; with a
+    variation seed, variations of one seed: :meth:`GenerationConfig.series`)."""
     if count < 1:
         raise InputError(f"the number of images must be 1 or more, not {count}.")
     check_settings(config)  # a mistake in the form is said before any model is loaded or downloaded
@@ -141,8 +142,8 @@ def text_to_image_job(studio: Studio, config: GenerationConfig, session: Session
         yield Update(status="loading models…")
         pipeline = studio.text_to_image_for(config.models)
         finals: list[str] = []
-        for index in range(count):
-            image = config.replace(seed=config.seed + index) if config.seed is not None else config.with_seed()
+        for index, image in enumerate(config.series(count)):
+            image = image.with_seed()
             yield Update(status="starting…" if count == 1 else f"image {index + 1} of {count}…")
             last = None
             for update in present_run(pipeline.run(image), studio, session, parent):

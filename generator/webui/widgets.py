@@ -65,6 +65,12 @@ def text_to_image_widgets(values: dict[str, Any], preset: str, weights: Any) -> 
             w["init_weight_decay_steps"] = gr.Number(values["init_weight_decay_steps"],
                                                      label="Init weight reaches 0 at step", precision=0)
         with gr.Row():
+            w["variation_seed"] = gr.Number(values["variation_seed"], label="Variation seed (-1: none)", precision=0,
+                                            minimum=-1, elem_id="variation-seed")
+            w["variation_strength"] = gr.Number(values["variation_strength"], minimum=0, maximum=1,
+                                                label="Variation strength (0: the seed's image, 1: the variation "
+                                                      "seed's start; empty: none)", elem_id="variation-strength")
+        with gr.Row():
             w["cutn"] = gr.Slider(1, 256, values["cutn"], step=1, label="Cutouts")
             w["cut_pow"] = gr.Number(values["cut_pow"], label="Cutout size power")
             w["noise_fac"] = gr.Number(values["noise_fac"], label="Cutout noise")
