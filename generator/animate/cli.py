@@ -51,7 +51,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="'text:weight:stop | more text' ; '^' separates story phrases (advancing every "
                              "--change-prompt-every frames)")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for run folders (default: outputs)")
-    add_settings_arguments(parser)  # every text-to-image flag
+    add_settings_arguments(parser, helps={  # every text-to-image flag; in an animation a phrase lasts frames
+        "--change-prompt-every": "frames per ^-separated story phrase (0: the phrases split the frames evenly)",
+        "--steps": "optimisation steps of the first frame (the later ones take --steps-per-frame)"})
     frames = parser.add_argument_group("animation")
     add = frames.add_argument
     add("--frames", type=int, default=_S, metavar="N", help="frames to make (default 60; a restyle: every input frame)")

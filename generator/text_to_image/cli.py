@@ -86,6 +86,9 @@ def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
         (["--init"], dict(choices=INIT_MODES,
                           help="initial latent (--init-image implies image, --prior implies prior)")),
         (["--init-image"], dict(metavar="PATH", help="start from this image")),
+        (["--init-latent"], dict(metavar="RUN|FILE",
+                                 help="start from the latent a run saved (its folder or latent.safetensors): go "
+                                      "on optimising it, with other prompts or settings (implies --init latent)")),
         (["--prior"], dict(metavar="NAME|PATH",
                            help="transformer prior for --init prior (implies it); its VQGAN is used")),
         (["--prior-config"], dict(metavar="YAML", help="the prior's project yaml (default: beside it)")),
@@ -153,16 +156,19 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+def add_settings_arguments(parser: argparse.ArgumentParser, *, helps: dict[str, str] | None = None) -> None:
     """Every text-to-image setting: ``--preset``, ``--from``, ``--device``, the config flags,
-    upscaling and weights (shared with ``batch``, whose jobs take them as defaults)."""
+    upscaling and weights (shared with ``batch``, whose jobs take them as defaults).
+    ``helps``: flags whose help says something else in this command (``--change-prompt-every``
+    counts frames in ``animate``)."""
     parser.add_argument("--preset", metavar="NAME|JSON",
                         help=f"named settings (default: {DEFAULT_PRESET}); see `presets`")
     parser.add_argument("--from", dest="from_output", metavar="PNG|JSON",
                         help="repeat a run from the config embedded in its final.png (or its config.json)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     for names, kwargs in _config_flags():
-        parser.add_argument(*names, default=_S, **kwargs)
+        parser.add_argument(*names, default=_S, **{**kwargs, **({"help": helps[names[0]]}
+                                                                 if helps and names[0] in helps else {})})
     add_upscale_arguments(parser, _S)
     add_weights_arguments(parser)
 
@@ -188,6 +194,8 @@ def overrides_from_args(args: argparse.Namespace, config_cls: type = GenerationC
         given["init"] = "image"
     if "prior" in given and "init" not in given:
         given["init"] = "prior"
+    if "init_latent" in given and "init" not in given:
+        given["init"] = "latent"
     return nest(config_cls, given)
 
 
