@@ -105,3 +105,25 @@ def test_a_degenerate_augmentation_leaves_its_cutout_unaugmented_and_the_gradien
     assert torch.equal(out[0], plain[0].flip(-1))  # the others, augmented
     out.sum().backward()
     assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
+
+
+class _OnePixelNaN(torch.nn.Module):
+    """An augmentation that spoils one pixel of one channel of cutout 2, and flips the rest."""
+
+    def forward(self, cutouts: torch.Tensor) -> torch.Tensor:
+        out = cutouts.flip(-1)
+        out[2, 1, 5, 7] = float("inf")
+        return out
+
+
+def test_a_cutout_with_one_non_finite_pixel_is_caught_like_a_wholly_non_finite_one() -> None:
+    image = torch.rand(1, 3, 48, 48, requires_grad=True)
+    maker = MakeCutouts(32, 4, augments=["flip"])
+    maker.augment = torch.nn.Sequential(_OnePixelNaN())
+    out = maker(image, torch.Generator().manual_seed(0))
+    plain = MakeCutouts(32, 4)(image, torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[2], plain[2])  # the whole cutout goes unaugmented, not just its pixel
+    assert torch.equal(out[0], plain[0].flip(-1))
+    out.sum().backward()
+    assert torch.isfinite(image.grad).all()

@@ -125,3 +125,12 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(files: dict, monke
     monkeypatch.setattr(tiles_module, "_forward", lambda *args: (_ for _ in ()).throw(RuntimeError("bad shape")))
     with pytest.raises(RuntimeError, match="bad shape"):
         events_of(upscale_pixels(upscaler, pixels(20, 20), tile=0))
+
+
+@pytest.mark.parametrize(("asked", "planned"), [(0, 0), (1, 4), (3, 4), (4, 4), (5, 8), (10, 12)])
+def test_an_explicit_tile_pad_is_rounded_up_to_the_networks_multiple(files: dict, asked: int, planned: int) -> None:
+    """A pad rounded down (to 0 for 1-3 on a multiple of 4) leaves the tiles without context: seams."""
+    upscaler = load_upscaler(str(files["rrdb_x2"]))
+    assert upscaler.multiple_of == 4
+    assert plan_tiles(upscaler, 100, 120, tile=32, tile_pad=asked).pad == planned
+    assert plan_tiles(upscaler, 100, 120, tile=32).pad == upscaler.tile_pad  # not given: the network's own
