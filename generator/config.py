@@ -260,7 +260,8 @@ class UpscaleConfig:
         upscale_tile_pad: context around each tile (None: the model's receptive field, or 24).
         upscale_denoise: denoise strength 0..1 for ``realesr_general_x4v3``.
         upscale_alpha: ``network`` (alpha through the model too) or ``resize``.
-        upscale_precision: ``auto`` (fp16/bf16 on CUDA where supported) or ``fp32``.
+        upscale_precision: ``auto`` (half precision where the model supports it: fp16 or bf16 on CUDA,
+            bf16 on CPUs with bf16 units) or ``fp32``.
         upscale_seamless: ``x``, ``y`` or ``xy``: the image wraps around along those axes (a
             seamless texture), so the network sees across the wrap seam and the upscaled copy
             tiles without one; empty: off.

@@ -54,3 +54,11 @@ def test_the_readme_tells_the_manual_install_and_the_run_folders_files() -> None
     assert f"pip install {pin}" in readme  # the torch step, as the Makefile pins it
     assert "latent.safetensors" in readme.split("## Text to image")[1].split("##")[0]
     assert "share=True" not in readme
+
+
+def test_upscale_precision_help_says_what_auto_does_on_a_cpu(capsys) -> None:
+    """auto runs bf16 on CPUs with bf16 units too (tests/upscale/test_precision.py checks the code)."""
+    text = " ".join(_help(capsys, "upscale").split())
+    assert "bf16 on CPUs with bf16 units" in text and "fp16 on CUDA" in text
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "bf16 on CPUs that have bf16 units" in readme
