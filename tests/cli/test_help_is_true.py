@@ -62,3 +62,15 @@ def test_upscale_precision_help_says_what_auto_does_on_a_cpu(capsys) -> None:
     assert "bf16 on CPUs with bf16 units" in text and "fp16 on CUDA" in text
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "bf16 on CPUs that have bf16 units" in readme
+
+
+def test_benchmark_commands_run_from_the_repository_root_as_written() -> None:
+    """No machine's absolute paths in BENCHMARKS.md's commands (issue 26, point 9)."""
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    commands = [line for block in re.findall(r"```\n(.*?)```", text, re.DOTALL) for line in block.splitlines()]
+    assert len(commands) > 10
+    absolute = [line for line in commands if re.search(r"(?<![\w.:/])/(?:work|root|home|tmp|opt|Users|mnt)\b", line)]
+    assert absolute == []
+    for line in commands:
+        for script in re.findall(r"python (bench/\w+\.py)", line):
+            assert (ROOT / script).is_file(), script  # every script named is there, relative to the root
