@@ -1,5 +1,6 @@
 """Drawing an X/Y grid: the cells' images in columns (x) and rows (y), the x labels in a header
-row and the y labels in a column on the left.
+row and the y labels in a column on the left; and a batch's contact sheet, each image with its
+caption under it (:func:`draw_sheet`).
 
 Small images are enlarged by a whole factor (pixels kept sharp) so that each tile is at least
 :data:`MIN_TILE` pixels on its longer side, and large ones reduced to at most :data:`MAX_TILE`;
@@ -128,6 +129,29 @@ def draw_grid(cells: Sequence[Sequence[Image.Image | str]], x_labels: Sequence[s
                 draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=fill)
                 _text(draw, [cell], font, line_height, box, ink=ink)
     return canvas, layout
+
+
+def draw_sheet(images: Sequence[Image.Image], captions: Sequence[tuple[str, str]], *,
+               columns: int = 6) -> Image.Image:
+    """A contact sheet: ``images`` scaled to one tile (as a grid's cells are), ``columns``
+    across, each with its caption under it: ``(text, detail)``, the text wrapped to at most
+    :data:`_MAX_LINES` lines (the prompt) and the detail on a line of its own (the seed)."""
+    tile, _ = tile_size([image.size for image in images])
+    font = ImageFont.load_default(size=max(12, min(20, min(tile) // 12)))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_height = _line_height(font)
+    lines = [[*_wrap(measure, text, font, tile[0] - 2 * _PAD), detail] for text, detail in captions]
+    caption = max(len(caption_lines) for caption_lines in lines) * line_height + 2 * _PAD
+    columns = max(1, min(columns, len(images)))
+    rows = math.ceil(len(images) / columns)
+    layout = GridLayout(columns, rows, (tile[0], tile[1] + caption), 0, 0)
+    canvas = Image.new("RGB", layout.size, _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for index, (image, caption_lines) in enumerate(zip(images, lines, strict=True)):
+        left, upper, right, lower = layout.box(index % columns, index // columns)
+        canvas.paste(fit(image, tile), (left, upper))
+        _text(draw, caption_lines, font, line_height, (left, upper + tile[1], right, lower))
+    return canvas
 
 
 def _line_height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:

@@ -1,5 +1,6 @@
-"""The batch folder's contact sheet: ``index.png`` (every finished image, in job order) and
-``index.html`` (the same thumbnails with their prompts, seeds and links to the run folders,
+"""The batch folder's contact sheet: ``index.png`` (every finished image, in job order, scaled
+to one tile with its prompt and seed under it; ``index-2.png``... past :data:`PAGE` images)
+and ``index.html`` (the same thumbnails with their prompts, seeds and links to the run folders,
 and the failed jobs with their errors). Both are rewritten as jobs finish."""
 
 from __future__ import annotations
@@ -11,22 +12,16 @@ from pathlib import Path
 
 from PIL import Image
 
+from generator.batch.grid_image import draw_sheet
 from generator.batch.records import JobRecord
-from generator.io.images import contact_sheet, png_bytes
+from generator.io.images import png_bytes
 
 INDEX_PNG = "index.png"
 INDEX_HTML = "index.html"
 THUMBNAIL = 192
-
-
-def _thumbnail(path: Path, side: int) -> Image.Image:
-    """The image at ``path`` fitted into a white ``side`` x ``side`` square."""
-    tile = Image.new("RGB", (side, side), (255, 255, 255))
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        image.thumbnail((side, side))
-        tile.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-    return tile
+COLUMNS = 6
+PAGE = 48
+"""Images per contact sheet page (6 across, 8 down)."""
 
 
 def _replace(path: Path, data: bytes) -> None:
@@ -36,19 +31,31 @@ def _replace(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def sheet_name(page: int) -> str:
+    """The file of contact sheet page ``page`` (0-based): ``index.png``, ``index-2.png``, ..."""
+    return INDEX_PNG if page == 0 else f"index-{page + 1}.png"
+
+
 def write_index(folder: Path, records: Sequence[JobRecord], *, title: str = "batch",
                 side: int = THUMBNAIL) -> tuple[Path | None, Path]:
-    """Write ``index.png`` (None when no job is done yet) and ``index.html`` for ``records``
-    (in the order given); returns their paths."""
+    """Write the contact sheet of ``records`` (in the order given): ``index.png`` and, past
+    :data:`PAGE` images, ``index-2.png``..., every finished image scaled to one tile (small ones
+    enlarged with sharp pixels) with its prompt and seed under it; and ``index.html``. Returns
+    the first sheet's path (None when no job is done yet) and the page's."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = [r for r in records if r.status == "done" and r.folder and (folder / r.folder / "final.png").is_file()]
     sheet_path = None
-    if done:
-        tiles = [_thumbnail(folder / r.folder / "final.png", side) for r in done]  # type: ignore[operator]
-        sheet = contact_sheet(tiles, columns=min(len(tiles), 6), gap=4) if len(tiles) > 1 else tiles[0]
-        sheet_path = folder / INDEX_PNG
-        _replace(sheet_path, png_bytes(sheet, None))
+    for page, start in enumerate(range(0, len(done), PAGE)):
+        chunk = done[start:start + PAGE]
+        images = []
+        for record in chunk:
+            with Image.open(folder / record.folder / "final.png") as image:  # type: ignore[operator]
+                images.append(image.convert("RGB"))
+        captions = [(record.prompt or "(no text prompt)", f"seed {record.seed}") for record in chunk]
+        path = folder / sheet_name(page)
+        _replace(path, png_bytes(draw_sheet(images, captions, columns=COLUMNS), None))
+        sheet_path = sheet_path or path
     html_path = folder / INDEX_HTML
     _replace(html_path, _html(records, title, side).encode("utf-8"))
     return sheet_path, html_path
