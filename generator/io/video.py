@@ -62,7 +62,7 @@ def write_mp4(frames: Sequence[Frame], path: Path, *, fps: float = 10) -> Path:
     with atomic_path(path) as tmp:
         count = _encode_mp4(frames, tmp, path, fps)
         _verify_mp4(tmp, path, count)
-    logger.info("wrote %s (%d frames at %s fps)", path, count, fps)
+    logger.debug("wrote %s (%d frames at %s fps)", path, count, fps)
     return path
 
 
@@ -90,7 +90,7 @@ def write_gif(frames: Sequence[Frame], path: Path, *, fps: float = 10) -> Path:
                            duration=max(20, round(1000 / fps)), loop=0, optimize=True)
         except (ValueError, RuntimeError) as error:
             raise _encoder_error(error, path, "Pillow") from error
-    logger.info("wrote %s (%d frames at %s fps)", path, len(images), fps)
+    logger.debug("wrote %s (%d frames at %s fps)", path, len(images), fps)
     return path
 
 
@@ -230,7 +230,7 @@ def interpolate_mp4(source: Path, path: Path, *, factor: int, fps: float) -> Pat
             raise _encoder_error(RuntimeError(result.stderr.strip().splitlines()[-1:] or "ffmpeg failed"), path,
                                  "ffmpeg")
         _verify_mp4(tmp, path, target)
-    logger.info("wrote %s (%d frames interpolated from %d)", path, target, frames)
+    logger.debug("wrote %s (%d frames interpolated from %d)", path, target, frames)
     return path
 
 

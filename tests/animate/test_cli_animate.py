@@ -106,3 +106,14 @@ def test_resume_refuses_other_modes_missing_frames_finished_runs_and_new_setting
     (folder / "frames" / "000001.png").unlink()
     assert "is missing frame 1 (frames/000001.png)" in error("--resume", str(folder))
     capsys.readouterr()
+
+
+def test_a_restyle_with_sound_logs_no_temporary_path(tiny_files, clip_with_sound, tmp_path: Path, capsys) -> None:
+    """Its video is made through temporary files; the log names the run folder, not them (issue 26, point 7)."""
+    from generator.cli.main import main
+
+    code = main(["animate", "an oil painting", "--video-init", str(clip_with_sound), "--steps-per-frame", "1",
+                 "--size", "32", "32", "--cutn", "4", *tiny_files.cli_args(), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0 and "video.mp4" in err
+    assert ".video-" not in err and "/tmp/" not in err.replace(str(tmp_path), "")
