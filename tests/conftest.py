@@ -8,6 +8,10 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# One thread count for every run of the suite, whatever the machine's load (the automatic choice
+# follows the load, and float results can differ with the thread count); tests/test_threads.py
+# checks the automatic rule with it unset.
+os.environ.setdefault("GENERATOR_THREADS", "2")
 
 import pytest
 import torch

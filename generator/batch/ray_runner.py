@@ -20,6 +20,7 @@ from typing import Any
 
 from generator.batch.jobs import Job
 from generator.batch.work import JobFailed, JobResult, PipelineFactory, Worker, bare_state
+from generator.devices import choose_threads
 from generator.errors import ConfigError, summary
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class RayExecutor:
             (a module-level function). Default: ``TextToImage.from_workbench``.
         device, weights_dir, offline: passed to ``make_pipeline`` on each actor.
         workers: at most this many actors (default: one per GPU, else one per ``threads`` CPUs).
-        threads: CPU threads per actor on a cluster without GPUs.
+        threads: CPU threads per actor on a cluster without GPUs (default: 4, and on a Ray started
+            here no more than each actor's share of the cores other processes leave free).
         on_submit: called with ``(actor pid, job ids)`` when a group is handed to an actor.
     """
 
@@ -82,6 +84,7 @@ class RayExecutor:
             self._started = True
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+        explicit = threads
         if gpus:
             count, options, threads = gpus, {"num_gpus": 1, "num_cpus": 1}, None
         else:
@@ -91,6 +94,8 @@ class RayExecutor:
             if workers > count:
                 logger.warning("the cluster has room for %d workers, not %d; using %d", count, workers, count)
             count = min(count, workers)
+        if threads and not explicit and address in (None, LOCAL):  # every actor shares this machine's free cores
+            threads = min(threads, choose_threads(None, workers=count))
         remote = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=0)(Worker)
         path = os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")]))
         options["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from PIL import Image
 
 from generator.batch.jobs import Job
 from generator.config import GenerationConfig, ModelsConfig
+from generator.devices import use_threads
 from generator.errors import GeneratorError, summary
 from generator.events import Done, Event, Progress
 from generator.runs import GenerationRun, RunState
@@ -120,13 +120,13 @@ class Worker:
     Args:
         make_pipeline: builds a pipeline for a :class:`ModelsConfig`.
         device, weights_dir, offline: passed to ``make_pipeline``.
-        threads: CPU threads for torch (None: leave torch's default).
+        threads: CPU threads for torch (None: leave them as they are).
     """
 
     def __init__(self, make_pipeline: PipelineFactory | None = None, *, device: str = "auto",
                  weights_dir: str | None = None, offline: bool | None = None, threads: int | None = None):
         if threads:
-            torch.set_num_threads(threads)
+            use_threads(threads)
         self._make = make_pipeline or TextToImage.from_workbench
         self._options: dict[str, Any] = dict(device=device, weights_dir=weights_dir, offline=offline)
         self._bench: Workbench | None = None

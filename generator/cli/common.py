@@ -39,6 +39,13 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads in this process (applied by the CLI's ``main``)."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default or 0: the cores this process may use that other "
+                             "processes leave free)")
+
+
 class _Formatter(logging.Formatter):
     """Plain information lines; ``warning: ...`` and ``error: ...`` for the rest."""
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from generator import modes
 from generator.cli.common import configure_logging
+from generator.devices import use_threads
 from generator.errors import GeneratorError
 
 TOOLS = {
@@ -78,6 +79,8 @@ def main(argv: Sequence[str] | None = None, *, make_pipeline: Callable | None = 
     parsed = module.build_parser(prog).parse_args(rest)
     hooks = {"make_pipeline": make_pipeline} if "make_pipeline" in inspect.signature(module.run).parameters else {}
     try:
+        if hasattr(parsed, "threads"):  # the commands that compute (batch's Ray workers choose their own)
+            use_threads(parsed.threads)
         return module.run(parsed, **hooks)
     except GeneratorError as error:
         print(f"error: {error}", file=sys.stderr)

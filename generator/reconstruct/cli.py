@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from generator.cli.common import add_weights_arguments, workbench_from_args
+from generator.cli.common import add_threads_argument, add_weights_arguments, workbench_from_args
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.reconstruct.config import ReconstructConfig
 from generator.reconstruct.pipeline import Reconstructor
@@ -27,6 +27,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help=f"the longest side without --size (default {ReconstructConfig.max_side})")
     parser.add_argument("--out", default="outputs", metavar="DIR", help="folder for run folders (default: outputs)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_threads_argument(parser)
     add_weights_arguments(parser)
     return parser
 

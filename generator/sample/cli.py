@@ -19,7 +19,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings, workbench_from_args
+from generator.cli.common import (
+    add_threads_argument,
+    add_upscale_arguments,
+    add_weights_arguments,
+    base_settings,
+    workbench_from_args,
+)
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.config import PRECISIONS, SampleConfig, UpscaleConfig
 from generator.config_schema import merge
@@ -69,6 +75,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="repeat a sampling run from its final.png or config.json")
     add("--out", default="outputs", metavar="DIR", help="folder for run folders (default: outputs)")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_threads_argument(parser)
     add_upscale_arguments(parser, _S)
     add_weights_arguments(parser)
     return parser

@@ -16,7 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from generator.cli.common import add_upscale_arguments, add_weights_arguments, base_settings, workbench_from_args
+from generator.cli.common import (
+    add_threads_argument,
+    add_upscale_arguments,
+    add_weights_arguments,
+    base_settings,
+    workbench_from_args,
+)
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.cli.main import listing as main_listing
 from generator.config import (
@@ -166,6 +172,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *, helps: dict[str, 
     parser.add_argument("--from", dest="from_output", metavar="PNG|JSON",
                         help="repeat a run from the config embedded in its final.png (or its config.json)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_threads_argument(parser)
     for names, kwargs in _config_flags():
         parser.add_argument(*names, default=_S, **{**kwargs, **({"help": helps[names[0]]}
                                                                  if helps and names[0] in helps else {})})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from generator.cli.common import add_weights_arguments, workbench_from_args
+from generator.cli.common import add_threads_argument, add_weights_arguments, workbench_from_args
 from generator.config import UpscaleConfig
 from generator.errors import ConfigError, GeneratorError, InputError
 from generator.events import Event, Notice, Progress
@@ -54,6 +54,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
              "wrap seam, so the upscaled copy tiles without one (default: off)")
     add("--out", default="outputs/upscaled", metavar="DIR", help="where the upscaled files go")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_threads_argument(parser)
     add_weights_arguments(parser)
     return parser
 
