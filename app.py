@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import gradio as gr
 
 from generator import modes
 from generator.config import GenerationConfig, ModelsConfig, clip_model_spec
+from generator.devices import use_threads
 from generator.errors import GeneratorError
 from generator.io.input_limits import set_input_limits
 from generator.text_to_image.pipeline import TextToImage
@@ -29,6 +31,7 @@ from generator.webui.serving import launch_options
 from generator.webui.studio import Studio
 from generator.webui.tabs.gallery import gallery_tabs
 from generator.webui.tabs.page import Page
+from generator.weights import store
 
 logger = logging.getLogger("generator.app")
 # Results are often small (256 px): show them scaled up to the frame, with crisp pixels.
@@ -41,22 +44,32 @@ CSS = """
 .status-bar { flex: 1; height: 6px; border-radius: 3px; background: var(--neutral-200, #ddd); overflow: hidden; }
 .status-bar > div { height: 100%; background: var(--color-accent, #f97316); }
 .status-error { color: #b3261e; font-weight: 600; }
+.status-hint { color: #6b4e00; background: #fff6d6; border-left: 3px solid #e0b000; padding: 2px 8px; }
 #run-buttons { min-width: 150px; }
 @media (max-width: 600px) { #title h2 { font-size: 1.15rem; } #title p { display: none; } }
 """
-# Ctrl+Enter (Cmd+Enter) presses the visible tab's primary button; Esc its Stop.
+# Ctrl+Enter (Cmd+Enter) presses the visible tab's primary button; Esc its Stop, unless the Esc is
+# for something else: closing an open dropdown, listbox, menu or dialog, or a control that takes Esc
+# itself (a dropdown's field, the image editor). The check runs in the capture phase, before the
+# dropdown closes its list, so an open list is still seen.
 KEYS_JS = """
 () => {
   const visible = (el) => el && el.offsetParent !== null;
+  const TAKES_ESCAPE = 'input[aria-expanded], [role="combobox"], [role="listbox"], [role="menu"], [role="dialog"], '
+    + 'select, canvas, [class*="image-editor"], [class*="image_editor"]';
+  const OPEN_POPUP = 'input[aria-expanded="true"], [role="listbox"], [role="menu"], [role="dialog"], ul.options';
+  const forSomethingElse = (event) => event.defaultPrevented
+    || (event.target instanceof Element && event.target.closest(TAKES_ESCAPE))
+    || [...document.querySelectorAll(OPEN_POPUP)].some(visible);
   document.addEventListener('keydown', (event) => {
     if ((event.ctrlKey || event.metaKey) && event.key === 'Enter') {
       const button = [...document.querySelectorAll('button.primary')].find(visible);
       if (button) { event.preventDefault(); button.click(); }
-    } else if (event.key === 'Escape') {
+    } else if (event.key === 'Escape' && !forSomethingElse(event)) {
       const button = [...document.querySelectorAll('button.stop')].find(visible);
       if (button) { event.preventDefault(); button.click(); }
     }
-  });
+  }, true);
 }
 """
 def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | None = None,
@@ -117,8 +130,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip-model", dest="clip_models", action="append", nargs="+", metavar="ARG",
                         help="MODEL [PRETRAINED [WEIGHT]], repeatable (default: ViT-B-32 openai)")
     parser.add_argument("--lazy", action="store_true", help="load models on first use instead of at start")
-    from generator.cli.common import add_weights_arguments
+    from generator.cli.common import add_threads_argument, add_weights_arguments
 
+    add_threads_argument(parser)  # one heavy job at a time (the queue's one slot): one worker's share
     add_weights_arguments(parser)
     return parser.parse_args(argv)
 
@@ -130,10 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = parse_args(argv)
     try:
+        use_threads(args.threads)
         clips = tuple(clip_model_spec(values) for values in args.clip_models) if args.clip_models else None
         models = GenerationConfig.from_dict({"models": {"vqgan": args.vqgan, "vqgan_config": args.vqgan_config,
                                                         **({"clip_models": list(clips)} if clips else {})}}).models
         set_input_limits(args.max_image_megapixels, args.max_video_frames)
+        if args.offline:  # the whole process: image addresses, CLIP files and model hints too, not only weights
+            os.environ[store.OFFLINE_ENV] = "1"
         studio = Studio(outputs_dir=Path(args.out), models=models, device=args.device, weights_dir=args.weights_dir,
                         offline=args.offline, shared_gallery=args.shared_gallery, state_dir=args.state_dir)
         studio.owners.prepare()

@@ -195,8 +195,8 @@ def model_hint(kind: str, value: str | None, weights_dir: str | os.PathLike[str]
         return store.manual_instructions(manual, store.locate(manual, root))
     command = f"`{store.DOWNLOAD_COMMAND} {entry.name}`"
     if store.offline_mode(offline):
-        return (f"{entry.name} is not downloaded yet and this server is offline, so it cannot be downloaded; "
-                f"run {command} on the server while online, or choose an installed model.")
+        return (f"{entry.name} is not in the weights folder and --offline is set; download it with {command} on "
+                "a machine with internet into the server's weights folder, or choose an installed model.")
     size = _download_size(missing)
     return (f"{entry.name} is not downloaded yet; it downloads on first use{f' ({size})' if size else ''}, "
             f"or run {command} on the server.")

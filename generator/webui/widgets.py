@@ -15,14 +15,18 @@ from generator.errors import GeneratorError
 from generator.presets import list_presets, load_preset
 from generator.text_to_image.cutouts import AUGMENTATIONS
 from generator.text_to_image.mode import TEXT_TO_IMAGE
-from generator.webui.catalogue import model_choices
+from generator.webui.catalogue import SEPARATOR, model_choices
 
 
 def models_menu(kind: str, value: str | None, label: str, weights: Any, **kwargs: Any) -> gr.Dropdown:
     """A model menu: installed models first, then files in the weights folder, then registry
-    models that would download; a path typed in stays possible."""
-    return gr.Dropdown(model_choices(kind, weights), value=value or None, label=label, allow_custom_value=True,
-                       **kwargs)
+    models that would download; a path typed in stays possible. A ``value`` the list lacks (a
+    checkpoint outside the weights folder given as ``--vqgan``, another tool's name for a
+    registry file) is listed first, so the menu shows it selected."""
+    options = model_choices(kind, weights)
+    if value and value not in (choice for _, choice in options):
+        options.insert(0, (f"{Path(value).name or value}{SEPARATOR}given at start", value))
+    return gr.Dropdown(options, value=value or None, label=label, allow_custom_value=True, **kwargs)
 
 
 def text_to_image_widgets(values: dict[str, Any], preset: str, weights: Any) -> dict[str, gr.components.Component]:

@@ -169,8 +169,8 @@ def ensure(name: str, *, weights_dir: str | os.PathLike[str] | None = None, offl
             raise WeightsError(manual_instructions(entry, path))
         if offline_mode(offline):
             raise WeightsError(f"{entry.name} (file {entry.filename}, {format_size(entry.size)}) is not in {root} "
-                               f"and offline mode forbids downloading it; run {command} while online, or pass a "
-                               "local file path.")
+                               f"and --offline is set; download it with {command} on a machine with internet, or "
+                               "pass a local file path.")
         logger.info("downloading %s (%s) into %s", entry.filename, format_size(entry.size), root)
         if entry.archive_member:
             download.download_member(entry.urls, path, entry.archive_member, progress=progress)

@@ -153,6 +153,28 @@ def test_the_preview_is_visible_and_changes_during_a_run_then_stop_offers_the_wo
     assert record["status"] == "stopped" and 0 < record["step"] < 2000 and config["steps"] == record["step"]
 
 
+def test_esc_that_closes_a_dropdown_during_a_run_does_not_stop_it(page, app: App) -> None:
+    from playwright.sync_api import expect
+
+    _prompt(page).fill("a run that a closed menu leaves alone")
+    _set_steps(page, 300)
+    page.locator("#generate").click()
+    expect(page.locator("#status .status-bar")).to_be_visible(timeout=120_000)
+    menu = page.locator("#preset input")
+    menu.click()
+    options = page.get_by_role("listbox").or_(page.locator("ul.options"))
+    expect(options.first).to_be_visible(timeout=10_000)
+    _shot(page, "ui-esc-menu-open.png")
+    page.keyboard.press("Escape")  # closes the menu, and only the menu
+    expect(options.first).to_be_hidden(timeout=10_000)
+    page.wait_for_timeout(1500)
+    assert "Stop" not in _status(page)
+    expect(page.locator("#status")).to_contain_text("done in", timeout=180_000)
+    _shot(page, "ui-esc-menu-closed-run-done.png")
+    record = json.loads((_runs(app)[-1] / "run.json").read_text())
+    assert record["status"] == "done" and record["step"] == 300
+
+
 def test_enter_then_click_starts_one_run_and_the_seed_comes_back(page, app: App) -> None:
     from playwright.sync_api import expect
 
@@ -195,12 +217,23 @@ def test_errors_stay_in_the_status_line_and_no_button_gives_a_server_error(page)
 
     _prompt(page).fill("")
     page.locator("#generate").click()
-    expect(page.locator("#status .status-error")).to_contain_text("the prompt is empty", timeout=60_000)
+    expect(page.locator("#status .status-error")).to_contain_text("The prompt is empty", timeout=60_000)
     page.wait_for_timeout(11_000)  # longer than a toast lives
-    assert "the prompt is empty" in _status(page)
+    said = page.locator("#status .status-error").inner_text()
+    assert said.startswith("The prompt is empty") and "error:" not in _status(page)  # the page's, not the CLI's
+    _shot(page, "ui-error.png")
+    # a model that is not installed is a hint (advice), not an error, and names no server folder
+    page.get_by_text("Advanced", exact=True).first.click()
+    page.locator("#vqgan input").first.fill("vqgan_gumbel_f8")
+    page.keyboard.press("Enter")
+    hint = page.locator("#model-hint .status-hint")
+    expect(hint).to_be_visible(timeout=30_000)
+    assert page.locator("#model-hint .status-error").count() == 0 and "error:" not in hint.inner_text()
+    _shot(page, "ui-hint.png")
     page.get_by_role("tab", name="Gallery").click()
     page.locator("#load-settings").click()  # nothing selected
-    expect(page.locator("#gallery-status")).to_contain_text("select a run in the gallery first", timeout=30_000)
+    expect(page.locator("#gallery-status")).to_contain_text(re.compile("select a run in the gallery first", re.I),
+                                                            timeout=30_000)
 
 
 def test_a_preset_sets_only_what_it_names_and_says_what_it_is(page) -> None:

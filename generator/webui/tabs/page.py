@@ -17,7 +17,7 @@ from generator.webui.forms import from_form
 from generator.webui.handlers import guarded
 from generator.webui.jobs import generation_info, kept_update
 from generator.webui.paths import MayRead, PathPolicy
-from generator.webui.status import error_html, message_html
+from generator.webui.status import hint_html, message_html
 from generator.webui.studio import Studio
 
 GPU = "gpu"  # every heavy event shares one queue slot: one job at a time on the GPU
@@ -146,8 +146,8 @@ class Page:
         def hint(value: str | None) -> tuple[str]:
             if not self.paths.open:
                 self.paths.check(value, "model")
-            text = model_hint(kind, value, self.studio.weights_dir)
-            return (error_html(text) if text else "",)
+            text = model_hint(kind, value, self.studio.weights_dir, self.studio.offline)
+            return (hint_html(text) if text else "",)
         return guarded(hint, 0, 1)
 
 
