@@ -63,6 +63,32 @@ def _prepare_cublas() -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
+
+
+def check_cublas_for_determinism() -> None:
+    """cuBLAS reads its workspace setting when CUDA starts; a process that started CUDA before a
+    deterministic run asked for it (a web server, a notebook) cannot have deterministic cuBLAS.
+
+    Raises:
+        ConfigError: CUDA is running without a deterministic workspace setting.
+    """
+    if torch.cuda.is_initialized() and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in DETERMINISTIC_CUBLAS:
+        raise ConfigError("--deterministic on CUDA needs CUBLAS_WORKSPACE_CONFIG=:4096:8 before CUDA starts, and this "
+                          "process started CUDA without it; start it with that variable set, or leave "
+                          "--deterministic out.")
+
+
+def cuda_free_bytes(device: torch.device) -> int:
+    """The GPU memory this process may still take on ``device``: the device's free memory,
+    capped by this process's share (``torch.cuda.set_per_process_memory_fraction``, which a
+    shared server or a fractional Ray GPU sets) less what its allocator has reserved already."""
+    free, total = torch.cuda.mem_get_info(device)
+    fraction = torch.cuda.get_per_process_memory_fraction(device)
+    share = int(fraction * total) - torch.cuda.memory_reserved(device)
+    return max(0, min(free, share))
+
+
 def cuda_half_dtype(device: torch.device) -> torch.dtype:
     """The half precision a GPU runs natively: bf16 from compute capability 8.0 (Ampere) on,
     fp16 before (T4, V100, RTX 20xx emulate bf16 slowly). Asks the GPU in use, not cuda:0."""
@@ -154,6 +180,7 @@ def deterministic(device: torch.device, enabled: bool) -> Iterator[None]:
     if not (enabled and device.type == "cuda"):
         yield
         return
+    check_cublas_for_determinism()
     saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from generator.devices import is_out_of_memory, release_memory
 from generator.events import Event
 
 logger = logging.getLogger(__name__)
@@ -59,9 +60,12 @@ class GenerationRun(Iterator[Event]):
     state reached so far, so a sink can keep the work after a stop or an error.
     """
 
-    def __init__(self, events: Iterator[Event], state: RunState):
+    def __init__(self, events: Iterator[Event], state: RunState, device: torch.device | None = None):
+        """``device``: where the run computes, whose cached memory is given back when keeping the
+        latest image runs out of memory (None: CUDA's, if this process started CUDA)."""
         self._events = events
         self.state = state
+        self.device = device
 
     def __iter__(self) -> GenerationRun:
         return self
@@ -83,12 +87,15 @@ class GenerationRun(Iterator[Event]):
             failure: str | None = None
             try:
                 return self.state.decode()
-            except torch.OutOfMemoryError:
-                failure = "out of memory"  # retried outside this block, which holds the failed tensors
             except Exception as error:  # best effort after a failure
-                failure = str(error)
-            if attempt == 0 and failure == "out of memory" and torch.cuda.is_available():
-                torch.cuda.empty_cache()
+                # an out-of-memory error (CUDA's, or the CPU allocator's) is retried outside this
+                # block, which holds the failed tensors
+                failure = "out of memory" if is_out_of_memory(error) else str(error)
+            if attempt == 0 and failure == "out of memory":
+                if self.device is not None:
+                    release_memory(self.device)
+                elif torch.cuda.is_initialized():
+                    torch.cuda.empty_cache()
                 continue
             logger.warning("could not decode the latest image: %s", failure)
         return None

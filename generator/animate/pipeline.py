@@ -166,7 +166,7 @@ class Animator:
         config = config.with_seed()
         state = AnimationState(mode=ANIMATE.name, label=config.prompts or (config.prompt_at or ("animation",))[0],
                                config=config.replace(models=models).to_dict(), total=config.frames or 0)
-        return GenerationRun(self._events(config, clip_weights, state, resume), state)
+        return GenerationRun(self._events(config, clip_weights, state, resume), state, self.pipeline.device)
 
     def _events(self, config: AnimationConfig, clip_weights: list[float], state: AnimationState,
                 resume: Resume | None) -> Iterator[Event]:

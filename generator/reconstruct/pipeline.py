@@ -56,7 +56,7 @@ class Reconstructor:
         config = config.with_seed()
         state = RunState(mode=RECONSTRUCT.name, label=f"{config.vqgan} reconstruction", config=config.to_dict(),
                          total=2)
-        return GenerationRun(self._events(config, state), state)
+        return GenerationRun(self._events(config, state), state, self.vqgan.codebook.device)
 
     def _events(self, config: ReconstructConfig, state: RunState) -> Iterator[Event]:
         started = time.perf_counter()

@@ -126,7 +126,7 @@ class Sampler:
         """Start a sampling run; nothing happens until it is iterated. The seed is resolved here."""
         config = config.with_seed().replace(model=self.model, transformer_config=self.transformer_config)
         state = RunState(mode=SAMPLE.name, label=self.label, config=config.to_dict())
-        return GenerationRun(self._events(config, state), state)
+        return GenerationRun(self._events(config, state), state, self.prior.device)
 
     def _events(self, config: SampleConfig, state: RunState) -> Iterator[Event]:
         started = time.perf_counter()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from generator.config import GenerationConfig
-from generator.devices import describe_device
+from generator.devices import cuda_free_bytes, describe_device
 from generator.errors import InputError
 from generator.io.images import cover, open_image, pil_to_tensor
 from generator.io.masks import (
@@ -162,7 +162,7 @@ def region_mask(path: str, canvas: Canvas) -> tuple[torch.Tensor, list[str]]:
 def available_bytes(device: torch.device) -> int:
     """Memory free for a run's activations now: the GPU's free memory, or the system's available memory."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        return cuda_free_bytes(device)
     try:
         with open("/proc/meminfo", encoding="ascii") as info:
             fields = dict(line.split(":", 1) for line in info)

@@ -288,7 +288,7 @@ class TextToImage:
         config = config.with_seed()
         state = RunState(mode=TEXT_TO_IMAGE.name, label=config.prompts or "image",
                          config=config.replace(models=models).to_dict(), total=config.steps)
-        return GenerationRun(self._events(config, clip_weights, state), state)
+        return GenerationRun(self._events(config, clip_weights, state), state, self.device)
 
     def __call__(self, config: GenerationConfig) -> Done:
         """Run to the end and return the :class:`Done` event."""

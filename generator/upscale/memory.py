@@ -3,9 +3,10 @@
 A tile's peak memory is estimated as :data:`PEAK_FACTOR` times the widest activation the
 network makes (measured once per upscaler by a forward pass over a small probe, in values per
 input pixel) times the tile's area with its context. On CUDA the free memory is what
-``torch.cuda.mem_get_info`` reports for the upscaler's own GPU plus what torch's allocator holds
-but does not use; on the CPU it is the available RAM (psutil, else ``/proc/meminfo``). Only a
-share of it is planned for, since other programs (and other jobs of a web server) need some.
+``torch.cuda.mem_get_info`` reports for the upscaler's own GPU, capped by this process's memory
+fraction (a shared server, a fractional Ray GPU), plus what torch's allocator holds but does
+not use; on the CPU it is the available RAM (psutil, else ``/proc/meminfo``). Only a share of
+it is planned for, since other programs (and other jobs of a web server) need some.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from generator.devices import cuda_free_bytes
 
 # A layer's input and output plus the temporaries around them (RRDBNet's concatenations, the
 # residual upsampling) stay under four times the widest activation.
@@ -28,8 +31,7 @@ MEMINFO = Path("/proc/meminfo")
 def free_bytes(device: torch.device) -> int | None:
     """Memory a tile may use on ``device`` (before the planning share), or None when unknown."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return cuda_free_bytes(device) + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     if device.type != "cpu":
         return None
     try:
