@@ -35,12 +35,14 @@ def present(run: GenerationRun, out_dir: Path, *, unit: str, parent: Path | None
         GeneratorError: the run failed; what was produced is kept.
     """
     record = RunRecord(run.state.mode)
-    bar = tqdm(total=run.state.total or None, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    bar: tqdm | None = None  # made by the first progress: a run that stops before it leaves no empty bar
     stage = None
     try:
         with logging_redirect_tqdm(), contextlib.closing(drive(run, out_dir, record=record, parent=parent)) as events:
             for event in events:
                 if isinstance(event, Progress):
+                    if bar is None:
+                        bar = tqdm(total=event.total or None, unit=unit, file=sys.stderr, dynamic_ncols=True)
                     if event.stage != stage:  # a new stage: its own bar, no stale loss or unit
                         stage = event.stage
                         bar.set_postfix_str("", refresh=False)
@@ -53,10 +55,12 @@ def present(run: GenerationRun, out_dir: Path, *, unit: str, parent: Path | None
                 elif isinstance(event, Notice):
                     tqdm.write(f"note: {event.message}", file=sys.stderr)
     except KeyboardInterrupt:
-        bar.close()
+        if bar is not None:
+            bar.close()
         where = f"; what was produced is in {record.folder}" if record.folder else "; nothing was produced yet"
         print(f"interrupted at {unit} {record.step}{where}", file=sys.stderr)
         raise Interrupted from None
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return record
