@@ -49,16 +49,22 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help=f"the batch folder (default: {DEFAULT_OUT}/<JOBS file name>); rerunning into it skips "
                              "the jobs that are done")
     parser.add_argument("--retry-failed", action="store_true", help="make the jobs that failed before again")
+    add_ray_arguments(parser, "jobs")
+    add_settings_arguments(parser)
+    return parser
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--ray [ADDRESS]``, ``--workers`` and ``--worker-threads`` (batch and grid), for ``what``
+    is spread over the workers (``jobs``, ``cells``)."""
     ray = parser.add_argument_group("Ray (pip install .[ray])")
     ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                     help="spread the jobs over Ray workers: a local Ray without ADDRESS, else the cluster at "
+                     help=f"spread the {what} over Ray workers: a local Ray without ADDRESS, else the cluster at "
                           "ADDRESS (`ray start --head` prints it)")
     ray.add_argument("--workers", type=int, default=None, metavar="N",
                      help="at most N workers (default: one per GPU, else one per --worker-threads CPUs)")
     ray.add_argument("--worker-threads", type=int, default=None, metavar="T",
                      help="CPU threads per worker where there is no GPU (default 4)")
-    add_settings_arguments(parser)
-    return parser
 
 
 def run(args: argparse.Namespace, make_pipeline: PipelineFactory | None = None) -> int:

@@ -27,7 +27,7 @@ from generator.batch.driver import LocalExecutor, pending, run_batch
 from generator.batch.grid import GRID_PNG, MAX_CELLS, parse_axis, plan_grid, seeded, with_grid_seed, write_grid
 from generator.batch.records import BatchRecords
 from generator.batch.work import PipelineFactory, Worker
-from generator.cli.batch import EXIT_FAILED_JOBS, executor_from_args, progress_reporter
+from generator.cli.batch import EXIT_FAILED_JOBS, add_ray_arguments, executor_from_args, progress_reporter
 from generator.cli.console import EXIT_INTERRUPTED
 from generator.errors import ConfigError, InputError
 from generator.io.outputs import slugify
@@ -57,14 +57,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1, metavar="B",
                         help="optimise B cells of the same size and models together (as batch --batch-size)")
     parser.add_argument("--retry-failed", action="store_true", help="make the cells that failed before again")
-    ray = parser.add_argument_group("Ray (pip install .[ray])")
-    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                     help="spread the cells over Ray workers: a local Ray without ADDRESS, else the cluster at "
-                          "ADDRESS (`ray start --head` prints it)")
-    ray.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="at most N workers (default: one per GPU, else one per --worker-threads CPUs)")
-    ray.add_argument("--worker-threads", type=int, default=None, metavar="T",
-                     help="CPU threads per worker where there is no GPU (default 4)")
+    add_ray_arguments(parser, "cells")
     add_settings_arguments(parser)
     return parser
 
