@@ -127,6 +127,12 @@ class ModelsConfig:
                 self.prior, self.prior_config)
 
 
+AUGMENTATION_NAMES = ("affine", "perspective", "jitter", "sharpness", "noise", "erasing", "flip", "rotation",
+                      "resized-crop", "crop", "elastic", "thin-plate", "grayscale")
+"""The cutouts' augmentations by short name (each made by generator/text_to_image/cutouts.py),
+here so that front ends list them without importing kornia."""
+
+
 @dataclass(frozen=True)
 class CutoutConfig:
     """How the decoded image is cut into augmented crops for CLIP.
@@ -134,7 +140,8 @@ class CutoutConfig:
     Attributes:
         cutn: crops per step (more: better gradients, more memory).
         cut_pow: crop-size exponent; above 1 favours small crops, below 1 large ones.
-        augments: kornia augmentations by short name (see generator/cutouts.py).
+        augments: kornia augmentations by short name (:data:`AUGMENTATION_NAMES`; see
+            generator/text_to_image/cutouts.py).
         noise_fac: maximum strength of the Gaussian noise added to each crop.
     """
 

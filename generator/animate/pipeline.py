@@ -58,12 +58,12 @@ from generator.io.flows import FlowCache
 from generator.io.images import pil_to_tensor
 from generator.io.masks import feather_outward, grid_mask
 from generator.runs import GenerationRun, RunState
+from generator.text_to_image.checks import check_settings
 from generator.text_to_image.latents import encode_pixels
 from generator.text_to_image.loop import GuidanceLoop, ImageEdit, PixelAnchor
 from generator.text_to_image.pipeline import (
     TextToImage,
     check_reproducible,
-    check_settings,
     optimise,
     resolve_size,
 )

@@ -23,7 +23,8 @@ from generator.batch.work import JobResult, Worker, bare_state, group_jobs, repl
 from generator.config import GenerationConfig
 from generator.drive import RunRecord, drive
 from generator.errors import GeneratorError
-from generator.text_to_image.pipeline import TextToImage, check_settings
+from generator.text_to_image.checks import check_settings
+from generator.text_to_image.pipeline import TextToImage
 
 logger = logging.getLogger(__name__)
 

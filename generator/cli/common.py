@@ -6,17 +6,21 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generator import modes
 from generator.errors import ConfigError
 from generator.io.outputs import config_from_png, mode_of_output
 from generator.presets import load_preset
-from generator.workbench import Workbench
+
+if TYPE_CHECKING:
+    from generator.workbench import Workbench
 
 
 def workbench_from_args(args: argparse.Namespace) -> Workbench:
     """The run's one owner of models, with the ``--device``, ``--weights-dir`` and ``--offline`` given."""
+    from generator.workbench import Workbench  # the models' code, imported once a run needs it
+
     return Workbench(getattr(args, "device", "auto"), weights_dir=args.weights_dir, offline=args.offline)
 
 

@@ -31,8 +31,8 @@ from generator.cli.batch import EXIT_FAILED_JOBS, add_ray_arguments, executor_fr
 from generator.cli.console import EXIT_INTERRUPTED
 from generator.errors import ConfigError, InputError
 from generator.io.outputs import slugify
+from generator.text_to_image.checks import check_settings
 from generator.text_to_image.cli import DEFAULT_OUT, add_settings_arguments, settings_from_args
-from generator.text_to_image.pipeline import check_settings
 
 _AXIS_HELP = ("FIELD=V1,V2,...: a text-to-image setting by its flag name (seed, steps, cutn, lr, cut-pow, "
               "init-weight, vqgan, size, prompt, ...) and its values, or sr=FIND,R2,R3: search FIND in the prompt "

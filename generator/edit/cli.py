@@ -16,9 +16,10 @@ from generator.config_schema import merge
 from generator.edit.mode import EDIT
 from generator.edit.pipeline import Editor
 from generator.presets import DEFAULT_PRESET
+from generator.text_to_image.checks import check_settings
 from generator.text_to_image.cli import DEFAULT_OUT, add_settings_arguments, overrides_from_args
 from generator.text_to_image.mode import TEXT_TO_IMAGE
-from generator.text_to_image.pipeline import TextToImage, check_settings
+from generator.text_to_image.pipeline import TextToImage
 
 _S = argparse.SUPPRESS
 EXAMPLES = """examples:

@@ -33,7 +33,7 @@ from generator.edit.mode import EDIT
 from generator.edit.pipeline import Editor
 from generator.errors import InputError
 from generator.io.masks import ALPHA
-from generator.text_to_image.pipeline import check_settings
+from generator.text_to_image.checks import check_settings
 from generator.text_to_image.prompts import WeightedPrompt, parse_prompts, parse_story
 from generator.text_to_image.tab import preset_config
 from generator.webui.forms import to_form

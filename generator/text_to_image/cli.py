@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generator.cli.common import (
     add_threads_argument,
@@ -26,6 +26,7 @@ from generator.cli.common import (
 from generator.cli.console import EXIT_INTERRUPTED, Interrupted, present
 from generator.cli.main import listing as main_listing
 from generator.config import (
+    AUGMENTATION_NAMES,
     INIT_MODES,
     MASK_FILLS,
     OPTIMISERS,
@@ -38,9 +39,11 @@ from generator.config import (
 from generator.config_schema import field_paths, merge, nest
 from generator.errors import ConfigError
 from generator.presets import DEFAULT_PRESET
-from generator.text_to_image.cutouts import AUGMENTATIONS
+from generator.text_to_image.checks import check_settings
 from generator.text_to_image.mode import TEXT_TO_IMAGE
-from generator.text_to_image.pipeline import TextToImage, check_settings
+
+if TYPE_CHECKING:
+    from generator.text_to_image.pipeline import TextToImage
 
 logger = logging.getLogger(__name__)
 DEFAULT_OUT = "outputs"
@@ -81,7 +84,8 @@ def _config_flags() -> list[tuple[list[str], dict[str, Any]]]:
                                      "loss weight; repeat for an ensemble")),
         (["--cutn"], dict(type=int, metavar="N", help="cutouts per step")),
         (["--cut-pow"], dict(type=float, metavar="P", help="cutout size exponent (>1: smaller cutouts)")),
-        (["--augments"], dict(nargs="*", metavar="NAME", help=f"kornia augmentations: {', '.join(AUGMENTATIONS)}")),
+        (["--augments"], dict(nargs="*", metavar="NAME",
+                              help=f"kornia augmentations: {', '.join(AUGMENTATION_NAMES)}")),
         (["--noise-fac"], dict(type=float, metavar="F", help="per-cutout noise strength")),
         (["--optimiser"], dict(choices=OPTIMISERS, help="optimiser")),
         (["--lr"], dict(type=float, metavar="LR", help="learning rate")),
@@ -215,7 +219,9 @@ def run(args: argparse.Namespace, make_pipeline: Callable[..., TextToImage] | No
     config = config_from_args(args)
     if args.images < 1:
         raise ConfigError(f"-n/--images must be 1 or more, not {args.images}.")
-    check_settings(config)  # before any model is loaded or downloaded
+    check_settings(config)  # before any model is loaded or downloaded (or its code imported)
+    from generator.text_to_image.pipeline import TextToImage
+
     make_pipeline = make_pipeline or TextToImage.from_workbench
     pipeline = make_pipeline(config.models, bench=workbench_from_args(args))
     for one in config.series(args.images):  # seeds seed + k (or fresh ones), or variation seeds v + k

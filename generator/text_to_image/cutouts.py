@@ -22,6 +22,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from generator.config import AUGMENTATION_NAMES
 from generator.errors import ConfigError
 
 # YIQ colour space: luma Y and two chroma axes, in which a hue shift is a rotation.
@@ -79,6 +80,7 @@ AUGMENTATIONS: dict[str, Callable[[int], nn.Module]] = {
     "thin-plate": lambda size: K.RandomThinPlateSpline(scale=0.8, same_on_batch=True, p=0.7),
     "grayscale": lambda size: K.RandomGrayscale(p=0.1),
 }
+assert tuple(AUGMENTATIONS) == AUGMENTATION_NAMES, "generator/config.py lists the augmentations front ends show"
 
 # Augmentations that warp with grid_sample or resize with interpolate: their CUDA backward
 # passes use atomic additions, so GPU runs with them are not bitwise reproducible.

@@ -38,8 +38,6 @@ from generator.devices import (
 )
 from generator.errors import ConfigError, InputError, OutOfMemoryError
 from generator.events import Done, Event, Notice, Preview, Progress, relay
-from generator.io.images import image_size, is_url
-from generator.io.masks import ALPHA
 from generator.runs import GenerationRun, RunState
 from generator.sample.loader import Prior
 from generator.sample.sampling import SamplingSettings, prior_codes
@@ -51,7 +49,7 @@ from generator.text_to_image.latents import encode_pixels, initial_latent, rando
 from generator.text_to_image.loop import GuidanceLoop, ImageEdit, recomputed_levels
 from generator.text_to_image.losses import ClipGuide, GuideMember
 from generator.text_to_image.mode import TEXT_TO_IMAGE
-from generator.text_to_image.targets import PromptSpec, build_targets, parse_spec
+from generator.text_to_image.targets import PromptSpec, build_targets
 from generator.upscale.tiles import finish_with_upscale
 from generator.weights.download import ProgressCallback
 from generator.workbench import Workbench
@@ -124,31 +122,6 @@ def check_reproducible(config: GenerationConfig, device: torch.device) -> None:
 def prompt_spec(config: GenerationConfig) -> PromptSpec:
     """The prompts of a config."""
     return PromptSpec(config.prompts, config.image_prompts, config.noise_prompts, config.change_prompt_every)
-
-
-def check_settings(config: GenerationConfig) -> None:
-    """What a run can be told without any model: its prompts parse and are not all empty, and
-    every local image it names (init image, mask, image prompts, region masks) is there, is an
-    image and is within the size limit (its header read, nothing decoded). Front ends call this
-    before they load or download anything, so such a mistake is one sentence in a moment.
-
-    Raises:
-        InputError: the first problem found.
-    """
-    schedule, images, _ = parse_spec(prompt_spec(config), steps=max(config.steps, 1))
-    edit = config.edit
-    named: list[tuple[str | None, str]] = []
-    if config.init.init == "image":
-        named.append((config.init.init_image, "image to edit" if edit.mask or edit.outpaint else "init image"))
-    if edit.mask and edit.mask != ALPHA:
-        named.append((edit.mask, "mask"))
-    phrases = schedule.phrases if schedule is not None else ()
-    named += [(prompt.text, "image prompt") for prompt in images]
-    named += [(prompt.region, "region mask") for phrase in phrases for prompt in phrase] + \
-        [(prompt.region, "region mask") for prompt in images]
-    for path, what in named:
-        if path and not is_url(path):
-            image_size(path, what=what)
 
 
 def optimise(loop: GuidanceLoop, steps: int, state: RunState, *, save_every: int = 0, stage: str = "optimise",

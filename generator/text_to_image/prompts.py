@@ -366,3 +366,38 @@ def make_schedule(text: str, *, steps: int, change_every: int = 0) -> PromptSche
         logger.warning("only %d of %d story phrases are reached in %d steps with change_every=%d",
                        shown, len(phrases), steps, schedule.change_every)
     return schedule
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """What an image is asked to look like, in prompt grammar (this module).
+
+    Attributes:
+        prompts: text prompts; ``^`` separates story phrases.
+        image_prompts: image files, ``path:weight:stop | ...``.
+        noise_prompts: ``seed:weight | ...``.
+        change_every: steps per story phrase (0: split ``steps`` evenly).
+    """
+
+    prompts: str = ""
+    image_prompts: str = ""
+    noise_prompts: str = ""
+    change_every: int = 0
+
+
+def parse_spec(spec: PromptSpec, *, steps: int) -> tuple[PromptSchedule | None, tuple[WeightedPrompt, ...],
+                                                          tuple[NoisePrompt, ...]]:
+    """The parsed prompts of ``spec`` over ``steps`` steps: (story schedule or None, image
+    prompts, noise prompts); no model and no file is touched, so front ends check a run with it
+    before they load anything.
+
+    Raises:
+        InputError: all three are empty, or one is malformed.
+    """
+    schedule = make_schedule(spec.prompts, steps=steps, change_every=spec.change_every) \
+        if spec.prompts.strip() else None
+    images = parse_image_prompts(spec.image_prompts) if spec.image_prompts.strip() else ()
+    noises = parse_noise_prompts(spec.noise_prompts) if spec.noise_prompts.strip() else ()
+    if schedule is None and not images and not noises:
+        raise InputError("the prompt is empty; give some text to draw, an image prompt or a noise prompt.")
+    return schedule, images, noises

@@ -18,38 +18,13 @@ from dataclasses import dataclass, field
 import torch
 
 from generator.devices import SeedStreams
-from generator.errors import InputError
 from generator.io.images import cover, open_image, pil_to_tensor
 from generator.text_to_image.edit import Canvas, region_mask
 from generator.text_to_image.losses import ClipGuide, PromptTarget
-from generator.text_to_image.prompts import (
-    NoisePrompt,
-    PromptSchedule,
-    WeightedPrompt,
-    make_schedule,
-    parse_image_prompts,
-    parse_noise_prompts,
-)
+from generator.text_to_image.prompts import PromptSchedule, PromptSpec, WeightedPrompt, parse_spec
 
 MemberTargets = tuple[tuple[PromptTarget, ...], ...]
 """Targets per CLIP model of the ensemble: ``targets[model]``."""
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    """What an image is asked to look like, in prompt grammar (see generator/text_to_image/prompts.py).
-
-    Attributes:
-        prompts: text prompts; ``^`` separates story phrases.
-        image_prompts: image files, ``path:weight:stop | ...``.
-        noise_prompts: ``seed:weight | ...``.
-        change_every: steps per story phrase (0: split ``steps`` evenly).
-    """
-
-    prompts: str = ""
-    image_prompts: str = ""
-    noise_prompts: str = ""
-    change_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,24 +70,6 @@ class _Regions:
 
     def stack(self) -> torch.Tensor | None:
         return torch.stack(self.masks) if self.masks else None
-
-
-def parse_spec(spec: PromptSpec, *, steps: int) -> tuple[PromptSchedule | None, tuple[WeightedPrompt, ...],
-                                                          tuple[NoisePrompt, ...]]:
-    """The parsed prompts of ``spec`` over ``steps`` steps: (story schedule or None, image
-    prompts, noise prompts); no model and no file is touched, so front ends check a run with it
-    before they load anything.
-
-    Raises:
-        InputError: all three are empty, or one is malformed.
-    """
-    schedule = make_schedule(spec.prompts, steps=steps, change_every=spec.change_every) \
-        if spec.prompts.strip() else None
-    images = parse_image_prompts(spec.image_prompts) if spec.image_prompts.strip() else ()
-    noises = parse_noise_prompts(spec.noise_prompts) if spec.noise_prompts.strip() else ()
-    if schedule is None and not images and not noises:
-        raise InputError("the prompt is empty; give some text to draw, an image prompt or a noise prompt.")
-    return schedule, images, noises
 
 
 def build_targets(guide: ClipGuide, spec: PromptSpec, *, steps: int, size: tuple[int, int],

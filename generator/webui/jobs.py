@@ -28,7 +28,7 @@ from generator.io.images import image_size
 from generator.io.outputs import FRAMES_DIR, zip_frames
 from generator.io.video import write_mp4
 from generator.runs import GenerationRun
-from generator.text_to_image.pipeline import check_settings
+from generator.text_to_image.checks import check_settings
 from generator.upscale.mode import UPSCALE
 from generator.upscale.outputs import write_upscaled
 from generator.upscale.tiles import upscale_with

@@ -10,10 +10,9 @@ from typing import Any
 import gradio as gr
 
 from generator.animate.mode import ANIMATE
-from generator.config import INIT_MODES, OPTIMISERS, PRECISIONS
+from generator.config import AUGMENTATION_NAMES, INIT_MODES, OPTIMISERS, PRECISIONS
 from generator.errors import GeneratorError
 from generator.presets import list_presets, load_preset
-from generator.text_to_image.cutouts import AUGMENTATIONS
 from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.webui.catalogue import SEPARATOR, model_choices
 
@@ -78,7 +77,8 @@ def text_to_image_widgets(values: dict[str, Any], preset: str, weights: Any) -> 
             w["cutn"] = gr.Slider(1, 256, values["cutn"], step=1, label="Cutouts")
             w["cut_pow"] = gr.Number(values["cut_pow"], label="Cutout size power")
             w["noise_fac"] = gr.Number(values["noise_fac"], label="Cutout noise")
-            w["augments"] = gr.CheckboxGroup(list(AUGMENTATIONS), value=list(values["augments"]), label="Augmentations")
+            w["augments"] = gr.CheckboxGroup(list(AUGMENTATION_NAMES), value=list(values["augments"]),
+                                             label="Augmentations")
         with gr.Row():
             w["optimiser"] = gr.Dropdown(list(OPTIMISERS), value=values["optimiser"], label="Optimiser")
             w["lr"] = gr.Number(values["lr"], label="Learning rate")

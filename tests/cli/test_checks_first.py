@@ -83,3 +83,18 @@ def test_the_web_ui_says_an_empty_prompt_before_loading_models(tmp_path: Path) -
     session = SimpleNamespace(running=lambda: pytest.fail("the run started"))
     with pytest.raises(InputError, match="the prompt is empty"):
         next(text_to_image_job(Studio(), GenerationConfig(prompts=""), session))
+
+
+def test_an_empty_prompt_is_answered_before_any_model_code_is_imported() -> None:
+    """The answer comes in a moment: only torch is imported before the check, not CLIP, kornia,
+    the workbench or the web UI (a fresh process, as a user's first command)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from generator.cli.main import main; code = main(['']); heavy = ('open_clip', 'kornia', "
+            "'gradio', 'generator.workbench', 'generator.text_to_image.pipeline'); "
+            "print(code, sorted(name for name in heavy if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.split("\n")[0] == "1 []", done.stdout + done.stderr
+    assert EMPTY in done.stderr
