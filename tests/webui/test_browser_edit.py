@@ -94,6 +94,26 @@ def _edit_and_wait(page, app: App) -> Path:
     return _newest(app)
 
 
+def _upload(page, picture: Path) -> None:
+    """Upload ``picture`` into the editor and wait until it shows it. The tab's editor takes a
+    moment to be ready after the tab is first opened; a file given before that is not taken (the
+    editor still says "Upload an image"), so it is given again, as a person would."""
+    from playwright.sync_api import expect
+
+    editor = page.locator("#edit-image")
+    expect(editor).to_be_visible(timeout=30_000)
+    waiting = editor.get_by_text("Upload an image")
+    for _ in range(3):
+        editor.locator("input[type=file]").set_input_files(str(picture))
+        try:
+            expect(waiting).to_be_hidden(timeout=10_000)
+            break
+        except AssertionError:
+            continue
+    expect(waiting).to_be_hidden(timeout=1_000)
+    page.wait_for_timeout(500)
+
+
 def _paint(page, dx: float = 0, dy: float = 0) -> None:
     """A stroke with the mouse from near the editor's centre (moved by ``dx``, ``dy``)."""
     box = page.locator("#edit-image canvas").first.bounding_box()
@@ -110,7 +130,7 @@ def test_paint_a_stroke_and_only_that_part_changes(page, app: App, picture: Path
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Edit").click()
-    page.locator("#edit-image input[type=file]").set_input_files(str(picture))
+    _upload(page, picture)
     canvas = page.locator("#edit-image canvas").first
     expect(canvas).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1000)
@@ -199,7 +219,7 @@ def test_a_second_prompt_for_a_part_painted_in_magenta(page, app: App, picture: 
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Edit").click()
-    page.locator("#edit-image input[type=file]").set_input_files(str(picture))
+    _upload(page, picture)
     expect(page.locator("#edit-image canvas").first).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1000)
     _paint(page)  # white: the first prompt's part
