@@ -243,6 +243,7 @@ class Animator:
         for index in range(start, frames):
             frame_started = time.perf_counter()
             text = timeline.at(index)
+            pair: FramePairFlow | None = None  # this frame's flow, read once from the cache
             motion = schedule.at(index) if index else Motion()
             streams = SeedStreams.from_seed(frame_seed(config.seed, index), device)
             if index == 0 and source is None:
@@ -267,8 +268,8 @@ class Animator:
             loss = yield from self._optimise(loop, steps, index, frames, size, config, started)
             made = loop.decode()[0]
             error = None
-            if index and flows is not None and previous is not None:
-                error = warping_error(pil_to_tensor(made), pil_to_tensor(previous), FramePairFlow(*flows.read(index)))
+            if pair is not None and previous is not None:
+                error = warping_error(pil_to_tensor(made), pil_to_tensor(previous), pair)
                 errors.append(error)
             previous = made
             state.records.append({

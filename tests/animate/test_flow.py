@@ -48,6 +48,17 @@ def _moving_clip(folder: Path, frames: int = 4, size: int = 48, step: int = 2) -
     return folder
 
 
+def _stopped_after_frame_2(pipeline, config, out: Path) -> Path:
+    """The run folder of ``config`` stopped once frame 2 is made (as Ctrl-C does)."""
+    events = drive(animate_pipeline.Animator(pipeline).run(config), out)
+    for event in events:
+        if isinstance(event, Preview) and event.step == 2:
+            break
+    events.close()
+    (stopped,) = out.iterdir()
+    return stopped
+
+
 def test_the_flow_warp_maps_a_translated_frame_onto_the_next_within_a_pixel() -> None:
     first = _texture()
     second = _shifted(first, 3, 2)  # content moved right 3, down 2
@@ -128,12 +139,7 @@ def test_a_flow_restyle_caches_its_flows_measures_flicker_and_resumes_where_it_s
 
     # stopped after 3 frames (as Ctrl-C does), then resumed: no flow is computed again, and the
     # resumed run continues at input frame 3 with the frames of the uninterrupted run
-    events = drive(animate_pipeline.Animator(tiny_pipeline).run(config), tmp_path / "stopped")
-    for event in events:
-        if isinstance(event, Preview) and event.step == 2:
-            break
-    events.close()
-    (stopped,) = (tmp_path / "stopped").iterdir()
+    stopped = _stopped_after_frame_2(tiny_pipeline, config, tmp_path / "stopped")
     assert len(frames_of(stopped)) == 3 and (stopped / "flows" / "000004.npz").is_file()
     computed = []
     monkeypatch.setattr(animate_pipeline, "pair_flow", lambda *args: computed.append(args))
@@ -195,12 +201,7 @@ def test_a_resumed_restyle_continues_at_its_input_frame_with_its_sound_aligned(
 
     config = _restyle(tiny_files, clip_with_sound, steps_per_frame=1, restyle={"flow": "off"})  # frames from inputs
     whole = animate(tiny_pipeline, config, tmp_path / "whole").folder
-    events = drive(animate_pipeline.Animator(tiny_pipeline).run(config), tmp_path / "stopped")
-    for event in events:
-        if isinstance(event, Preview) and event.step == 2:
-            break
-    events.close()
-    (stopped,) = (tmp_path / "stopped").iterdir()
+    stopped = _stopped_after_frame_2(tiny_pipeline, config, tmp_path / "stopped")
     recorded, resume = read_resume(stopped)
     resumed = animate(tiny_pipeline, recorded, tmp_path / "resumed", resume).folder
     records = [json.loads(line) for line in (resumed / "frames.jsonl").read_text().splitlines()]
