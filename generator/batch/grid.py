@@ -129,9 +129,23 @@ def parse_axis(flag: str, text: str) -> Axis:
         try:
             values.append(cell_value(hint, value, Path(flag), 0, field))
         except ConfigError:
-            raise ConfigError(f"{flag} {field}={value} is not a valid value of {field}; see "
-                              f"`python -m generator --help` for what --{field.replace('_', '-')} takes.") from None
+            raise ConfigError(f"{flag} {field}={value} is not a valid value of {field}; {field} takes "
+                              f"{_kind(hint)}.") from None
     return Axis(flag, field, tuple(values), tuple(texts))
+
+
+def _kind(hint: Any) -> str:
+    """What values of a setting of type ``hint`` look like, for a message."""
+    text = str(hint)
+    if "bool" in text:
+        return "true or false"
+    if "tuple[int" in text:
+        return "a size written WIDTHxHEIGHT, such as 256x256"
+    if "int" in text:
+        return "whole numbers"
+    if "float" in text:
+        return "numbers, such as 0.5"
+    return "a text"
 
 
 def _field(flag: str, name: str) -> str:

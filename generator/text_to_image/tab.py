@@ -15,6 +15,7 @@ from generator.io.latents import LATENT_FILE
 from generator.presets import load_preset
 from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.webui.forms import preset_fields, to_form
+from generator.webui.grid_jobs import AXIS_CHOICES, MAX_WEB_CELLS, grid_job, parse_web_axis
 from generator.webui.handlers import guarded, named, stream
 from generator.webui.jobs import Update, text_to_image_job
 from generator.webui.status import message_html
@@ -36,6 +37,7 @@ PREVIEW_EVERY = 10  # steps between previews when a preset sets none: watching t
 VARY_STRENGTH = 0.1  # "Vary this": near the image, yet visibly another one
 _BUTTONS = ("run", "stop", "preset", "preset_info", "random_seed", "reuse_seed", "image_prompt_files")
 _OUTPUTS = ["status", "preview", "result", "video", "files", "info", "seed"]
+_GRID_OUTPUTS = ["status", "preview", "result", "files", "info"]
 
 
 def build(page: Page, preset: str) -> TabParts:
@@ -43,6 +45,7 @@ def build(page: Page, preset: str) -> TabParts:
     values = to_form(preset_config(preset, page.studio))
     values["save_every"] = values["save_every"] or PREVIEW_EVERY
     t2i = text_to_image_widgets(values, preset, page.studio.weights_dir)
+    grid, grid_button = grid_widgets()
     hint = gr.HTML(elem_id="model-hint")
     status = gr.HTML(elem_id="status")
     with gr.Row():
@@ -74,22 +77,47 @@ def build(page: Page, preset: str) -> TabParts:
         record = studio.session(request).record
         if record is None or record.result is None:
             return (gr.skip(),) * 5
-        return (gr.update(visible=False), gr.update(visible=True), gr.update(visible=True),
+        continuable = record.folder is not None and (record.folder / "config.json").is_file()  # not a grid
+        return (gr.update(visible=False), gr.update(visible=True), gr.update(visible=continuable),
                 gr.update(visible=bool(record.videos)), gr.update(visible=True))
+
+    def form_config(form: dict[str, Any], request: gr.Request) -> GenerationConfig:
+        """The form's config, its uploaded image prompts added and every path checked (the form's
+        batch count and grid widgets are taken out of ``form``)."""
+        uploads = form.pop("image_prompt_files") or []
+        if uploads:
+            extra = " | ".join(str(f) for f in uploads)
+            form["image_prompts"] = f"{form['image_prompts']} | {extra}" if form["image_prompts"] else extra
+        for name in (*grid, "images"):
+            form.pop(name, None)
+        return checked_config(form, request)
+
+    def checked_config(form: dict[str, Any], request: gr.Request) -> GenerationConfig:
+        return config_from(GenerationConfig, paths.check_generation_form(form, studio.may_read(request)))
 
     def generate(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
         session = studio.session(request)
 
         def job() -> Iterator[Update]:
-            uploads = form.pop("image_prompt_files") or []
-            if uploads:
-                extra = " | ".join(str(f) for f in uploads)
-                form["image_prompts"] = f"{form['image_prompts']} | {extra}" if form["image_prompts"] else extra
-            count = int(form.pop("images", 1) or 1)
-            config = config_from(GenerationConfig, paths.check_generation_form(form, studio.may_read(request)))
-            return text_to_image_job(studio, config, session, count=count)
+            count = int(form.get("images", 1) or 1)
+            return text_to_image_job(studio, form_config(form, request), session, count=count)
 
         yield from stream(job, _OUTPUTS, session)
+
+    def gridded(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
+        session = studio.session(request)
+
+        def job() -> Iterator[Update]:
+            x = parse_web_axis("X", form["grid_x"], form["grid_x_values"])
+            y = parse_web_axis("Y", form["grid_y"], form["grid_y_values"])
+            if x is None:
+                raise InputError("choose a setting for X and give its values (such as Seed: 1, 2, 3), then make "
+                                 "the grid.")
+            config = form_config(form, request)
+            return grid_job(studio, config, x, y, session,
+                            checked=lambda cell: checked_config(to_form(cell), request))
+
+        yield from stream(job, _GRID_OUTPUTS, session)
 
     def continued(claim: str | None, more: float | None, request: gr.Request) -> Iterator[tuple]:
         session = studio.session(request)
@@ -107,6 +135,8 @@ def build(page: Page, preset: str) -> TabParts:
     inputs = [claim] + [t2i[n] for n in names] + [t2i["image_prompt_files"]]
     outputs = [status, preview, result, video, files, info, seed]
     generate_fn = named(generate, [*names, "image_prompt_files"])
+    grid_fn = named(gridded, [*names, "image_prompt_files", *grid])
+    grid_inputs = inputs + list(grid.values())
     claim_out = [status, claim, preview]
     runs = [t2i["run"].click(page.claimed, None, claim_out, **CLAIMING).success(
                 generate_fn, inputs, outputs, api_name=TEXT_TO_IMAGE.api, **HEAVY),
@@ -116,9 +146,13 @@ def build(page: Page, preset: str) -> TabParts:
                 continued, [claim, more], outputs, api_name=False, **HEAVY),
             vary_button.click(page.claimed, None, claim_out, **CLAIMING).success(
                 varied, [claim, vary_strength], outputs, api_name="vary", **HEAVY)]
+    grid_run = grid_button.click(page.claimed, None, claim_out, **CLAIMING).success(
+        grid_fn, grid_inputs, [status, preview, result, files, info], api_name="grid", **HEAVY)
     shown_out = [preview, result, more_row, video, files]
     for event in runs:
         event.then(shown, None, shown_out, **QUICK)
+    grid_run.then(shown, None, shown_out, **QUICK)
+    runs.append(grid_run)
     t2i["stop"].click(lambda: message_html("Stopping…"), None, status, cancels=runs, **QUICK).then(
         page.stopped, None, [status, result, video, files, info, preview], **QUICK).then(
         shown, None, shown_out, **QUICK)
@@ -130,6 +164,25 @@ def build(page: Page, preset: str) -> TabParts:
     page.hint_menus((("vqgan", t2i["vqgan"]), ("transformer", t2i["prior"]), ("upscaler", t2i["upscale_model"])),
                     hint)
     return TabParts(t2i, names, values, runs, sends=[ImageSender(edit_button, result, status)])
+
+
+def grid_widgets() -> tuple[dict[str, gr.components.Component], gr.Button]:
+    """The X/Y grid panel: a setting and its values for each axis (by name), and its button."""
+    w: dict[str, gr.components.Component] = {}
+    with gr.Accordion("X/Y grid", open=False, elem_id="grid-panel"):
+        gr.Markdown(f"One image for each combination of the X and Y values (at most {MAX_WEB_CELLS}), every other "
+                    "setting as in the form above; the result is one labelled grid. Values are separated by commas; "
+                    "*Prompt search/replace*: the first value is a word of the prompt, each value replaces it in "
+                    "turn.")
+        with gr.Row():
+            w["grid_x"] = gr.Dropdown(AXIS_CHOICES, value="seed", label="X: setting", allow_custom_value=True,
+                                      elem_id="grid-x", scale=1)
+            w["grid_x_values"] = gr.Textbox(label="X: values", placeholder="1, 2, 3", elem_id="grid-x-values", scale=2)
+            w["grid_y"] = gr.Dropdown([("(none)", ""), *AXIS_CHOICES], value="", label="Y: setting",
+                                      allow_custom_value=True, elem_id="grid-y", scale=1)
+            w["grid_y_values"] = gr.Textbox(label="Y: values", placeholder="16, 32", elem_id="grid-y-values", scale=2)
+        button = gr.Button("Make grid", elem_id="grid-run")
+    return w, button
 
 
 def continuation(session: Session, more: int) -> tuple[GenerationConfig, Path]:

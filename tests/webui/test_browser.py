@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.webui.app_process import ROOT, running_app
 
@@ -109,6 +110,16 @@ def _shot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def _grab(image) -> bytes | None:
+    """A screenshot of ``image``, or None when it is hidden or replaced while being taken."""
+    from playwright.sync_api import Error
+
+    try:
+        return image.screenshot(timeout=2000) if image.is_visible() else None
+    except Error:
+        return None
 
 
 def _uncovered(page, selector: str) -> bool:
@@ -333,6 +344,48 @@ def test_the_animate_tab_plots_motion_that_follows_an_uploaded_sound(page, tmp_p
     page.locator("#zoom textarea, #zoom input").first.fill("1 + __import__('os')")
     page.locator("#animate-plot-button").click()
     expect(page.locator("#animate-status")).to_contain_text("--zoom", timeout=30_000)
+
+
+def test_the_grid_panel_makes_a_labelled_3x2_grid_with_a_live_preview(page, app: App) -> None:
+    from playwright.sync_api import expect
+
+    _prompt(page).fill("a lighthouse at dusk")
+    _set_steps(page, 16)
+    page.get_by_text("X/Y grid", exact=True).first.click()
+    page.locator("#grid-x input").first.fill("seed")
+    page.keyboard.press("Enter")
+    page.locator("#grid-x-values textarea, #grid-x-values input").first.fill("1, 2, 3")
+    page.locator("#grid-y input").first.fill("cutn")
+    page.keyboard.press("Enter")
+    page.locator("#grid-y-values textarea, #grid-y-values input").first.fill("2, 4")
+    before = set(_runs(app))
+    page.locator("#grid-run").click()
+    preview = page.locator("#preview img").first
+    expect(preview).to_be_visible(timeout=120_000)
+    expect(page.locator("#status")).to_contain_text("cell", timeout=60_000)
+    shots = []
+    for _ in range(40):  # the preview follows the cells as they are made
+        if "grid done" in _status(page):
+            break
+        shots.append(_grab(preview))
+        if len(shots) == 2:
+            _shot(page, "ui-grid-running.png")
+        page.wait_for_timeout(250)
+    seen = [shot for shot in shots if shot is not None]
+    assert len(set(seen)) >= 2, "the preview never changed during the grid"
+    expect(page.locator("#status")).to_contain_text("grid done: 6 of 6 cells", timeout=180_000)
+    result = page.locator("#result img").first
+    expect(result).to_be_visible(timeout=30_000)
+    assert not page.locator("#continue").is_visible()  # a grid is not one image to continue
+    (folder,) = set(_runs(app)) - before
+    plain = json.loads((folder / "grid.json").read_text())
+    assert [c["labels"] for c in plain["cells"]][:2] == [["seed=1", "cutn=2"], ["seed=2", "cutn=2"]]
+    assert all(c["status"] == "done" for c in plain["cells"]) and len(plain["cells"]) == 6
+    expect(page.locator("#files")).to_contain_text(re.compile(r"grid\s*\.png"))
+    width, height = (int(v) for v in result.evaluate("img => [img.naturalWidth, img.naturalHeight]"))
+    with Image.open(folder / "grid.png") as drawn:
+        assert (width, height) == drawn.size  # the grid itself is shown, not a cell
+    _shot(page, "ui-grid.png")
 
 
 def test_another_browser_sees_none_of_these_runs_in_its_gallery(browser, app: App) -> None:

@@ -25,11 +25,6 @@ from tests.factories import tiny_run_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def studio(tiny_pipeline, tmp_path: Path) -> Studio:
-    return Studio(outputs_dir=tmp_path / "outputs", text_to_image=tiny_pipeline)
-
-
 def test_importing_app_loads_no_model(tmp_path: Path) -> None:
     code = ("import app, sys; from generator.text_to_image.pipeline import TextToImage; "
             "assert not any(isinstance(v, TextToImage) for v in vars(app).values()); print('ok')")
@@ -121,19 +116,6 @@ def test_gallery_lists_runs_newest_first_and_skips_broken_folders(studio: Studio
     runs = list_runs(studio.outputs_dir)
     assert [run.config["seed"] for run in runs] == [2, 1]
     assert runs[0].mode == "text-to-image" and runs[0].caption == "city at night · seed 2"
-
-
-@pytest.fixture
-def served(studio: Studio):
-    import app
-    from generator.webui.serving import launch_options
-
-    demo = app.build_demo(studio=studio, preset=str(ROOT / "presets" / "fast.json"))
-    demo.launch(**launch_options(studio, prevent_thread_lock=True, quiet=True))
-    try:
-        yield demo
-    finally:
-        demo.close()
 
 
 def _status(url: str) -> int:

@@ -108,7 +108,8 @@ class Page:
             return message_html("Stopped."), *[gr.skip()] * 5
         kept = kept_update(record)
         step = f" at step {record.step} of {record.total}" if record.total else ""
-        info = generation_info(read_config(record.folder), None, record.step, record.total)
+        info = generation_info(read_config(record.folder), None, record.step, record.total) \
+            if (record.folder / "config.json").is_file() else None  # a grid's folder has none
         return (message_html(f"Stopped{step}. Kept in {record.folder.name}.", "done"),
                 gr.update(value=kept.result, visible=True) if kept.result else gr.skip(),
                 kept.video or gr.skip(), kept.files or gr.skip(), info or gr.skip(), gr.update(visible=False))
