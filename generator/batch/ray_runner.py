@@ -104,7 +104,8 @@ class RayExecutor:
         self.pids: dict[int, int] = dict(enumerate(ray.get([actor.pid.remote() for actor in self.actors])))
         self.threads = threads
         self.on_submit = on_submit
-        logger.info("%d Ray workers (%s)", count, f"{threads} CPU threads each" if threads else "one GPU each")
+        each = (f"{threads} CPU thread{'s' if threads != 1 else ''} each" if threads else "one GPU each")
+        logger.info("%d Ray worker%s (%s)", count, "s" if count != 1 else "", each)
 
     def results(self, groups: Sequence[Sequence[Job]]) -> Iterator[JobResult]:
         """Yield each job's result as its group finishes; groups of dead actors are made again."""
