@@ -24,9 +24,12 @@ from generator.config import GenerationConfig, ModelsConfig, clip_model_spec
 from generator.devices import use_threads
 from generator.errors import GeneratorError
 from generator.io.input_limits import set_input_limits
+from generator.serving.api import api_app
+from generator.serving.keys import ApiKeys
+from generator.serving.queue import JobQueue
 from generator.text_to_image.pipeline import TextToImage
 from generator.webui.limits import DEFAULT_MAX_IMAGE_MEGAPIXELS, DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_VIDEO_FRAMES
-from generator.webui.paths import PathPolicy
+from generator.webui.paths import PathPolicy, is_local_only
 from generator.webui.serving import launch_options
 from generator.webui.studio import Studio
 from generator.webui.tabs.gallery import gallery_tabs
@@ -130,6 +133,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip-model", dest="clip_models", action="append", nargs="+", metavar="ARG",
                         help="MODEL [PRETRAINED [WEIGHT]], repeatable (default: ViT-B-32 openai)")
     parser.add_argument("--lazy", action="store_true", help="load models on first use instead of at start")
+    parser.add_argument("--api-keys", default=None, metavar="FILE",
+                        help="the HTTP API's keys (one per line: NAME KEY), also from $GENERATOR_API_KEYS; served "
+                             "beyond 127.0.0.1, the API answers only requests with a key (see docs/serving.md)")
+    parser.add_argument("--max-queue", type=int, default=32, metavar="N",
+                        help="HTTP API jobs waiting or running at most, all callers together (default 32)")
+    parser.add_argument("--max-jobs-per-user", type=int, default=4, metavar="N",
+                        help="HTTP API jobs waiting or running at most per API key (default 4)")
     from generator.cli.common import add_threads_argument, add_weights_arguments
 
     add_threads_argument(parser)  # one heavy job at a time (the queue's one slot): one worker's share
@@ -165,11 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths.guard_fetches()
         demo = build_demo(studio=studio, preset=args.preset, paths=paths,
                           max_upscale_megapixels=args.max_upscale_megapixels)
-    except GeneratorError as error:
+        queue = JobQueue(studio.gpu, max_queue=args.max_queue, max_per_owner=args.max_jobs_per_user)
+        api = api_app(studio, queue, keys=ApiKeys.load(args.api_keys), local=is_local_only(args.host, args.share),
+                      paths=paths)
+    except (GeneratorError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    demo.launch(**launch_options(studio, host=args.host, port=args.port, share=args.share, css=CSS))
+    try:
+        demo.launch(**launch_options(studio, host=args.host, port=args.port, share=args.share, css=CSS, api=api))
+    finally:
+        queue.close()
     return 0
 
 

@@ -38,6 +38,13 @@ class Mode:
         default: ``python -m generator "PROMPT"`` (no command) runs it.
         run_folders: each run has a folder of its own (the gallery's unit, owned by who made
             it); False for a mode whose results go into a shared folder.
+        job: ``"module:function"`` of its served job, ``job(studio, config, session, **inputs)``
+            yielding :class:`~generator.webui.jobs.Update` s (the web UI's and the HTTP API's);
+            None: not served.
+        inputs: the files its job takes besides its config (``("image",)`` for upscale), which
+            API clients upload.
+        checks: ``"module:function"`` of ``checks(config)``, which raises the sentence of a
+            mistake before anything loads (an empty prompt); None: its config's own checks.
     """
 
     name: str
@@ -54,6 +61,9 @@ class Mode:
     loadable: bool = False
     default: bool = False
     run_folders: bool = True
+    job: str | None = None
+    inputs: tuple[str, ...] = ()
+    checks: str | None = None
 
     def module(self, part: str) -> Any:
         """The imported module of ``part`` (``"cli"`` or ``"tab"``); front ends call this."""
@@ -67,6 +77,14 @@ class Mode:
         again (unchanged for a mode that keeps none)."""
         inputs = getattr(self.outputs, "inputs", None)
         return inputs(settings, folder) if inputs is not None else settings
+
+    def function(self, part: str) -> Any:
+        """The function ``part`` (``"job"`` or ``"checks"``) names, imported; None when unset."""
+        path = getattr(self, part)
+        if path is None:
+            return None
+        module, _, name = path.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     @property
     def commands(self) -> tuple[str, ...]:

@@ -8,4 +8,5 @@ ANIMATE = Mode(
     name="animate", title="Animate",
     summary="zoom/pan/rotate videos with keyframes, changing prompts, video restyle",
     config=AnimationConfig, outputs=AnimationOutputs, command="animate", cli="generator.animate.cli",
-    tab="generator.animate.tab", api="animate")
+    tab="generator.animate.tab", api="animate", job="generator.webui.jobs:animation_job",
+    checks="generator.animate.pipeline:check_animation")

@@ -8,4 +8,4 @@ RECONSTRUCT = Mode(
     name="reconstruct", title="Reconstruct",
     summary="an image through a VQGAN and back: what its codebook keeps (PSNR, codes used)",
     config=ReconstructConfig, outputs=ReconstructOutputs, command="reconstruct", cli="generator.reconstruct.cli",
-    tab="generator.reconstruct.tab", api="reconstruct")
+    tab="generator.reconstruct.tab", api="reconstruct", job="generator.reconstruct.tab:reconstruct_job")

@@ -194,6 +194,12 @@ def upscale_job(studio: Studio, image_path: str, config: UpscaleConfig, session:
                      result=str(path), results=[image_path, str(path)], files=[str(path)])
 
 
+def upscale_input_job(studio: Studio, config: UpscaleConfig, session: Session, *, image: str,
+                      max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Iterator[Update]:
+    """:func:`upscale_job` with its image as a named input (the upscale mode's served job)."""
+    return upscale_job(studio, image, config, session, max_megapixels)
+
+
 def animation_job(studio: Studio, config: AnimationConfig, session: Session) -> Iterator[Update]:
     """Make an animation (zoom, pan, rotate, prompts at frames, or a restyle), writing its run
     folder like ``python -m generator animate``; a video preview of the frames so far grows as

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from generator.errors import GeneratorError, InputError
 from generator.io import fetch
 from generator.io.masks import ALPHA
 from generator.text_to_image.prompts import parse_prompts, parse_story
+from generator.webui.forms import clip_models_text, parse_clip_models
 from generator.weights import store
 
 MayRead = Callable[[Path], bool]
@@ -34,6 +35,14 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 UPLOADS_ENV = "GRADIO_TEMP_DIR"
 _URL_PREFIXES = ("http://", "https://")
 _NAME_PREFIXES = ("hf-hub:",)  # open_clip model names that contain a slash
+_MODEL_FIELDS = {"vqgan": "VQGAN", "vqgan_config": "VQGAN yaml", "prior": "prior", "prior_config": "prior yaml",
+                 "model": "prior", "transformer_config": "project yaml", "upscale_model": "upscaler",
+                 "flow_model": "flow model"}
+"""Leaf names of the configs' model and yaml fields, with their labels."""
+_IMAGE_FIELDS = {"init_image": "init image", "mask": "mask", "image": "image", "condition": "condition map",
+                 "complete": "image to complete", "video_init": "video to restyle", "audio": "sound",
+                 "init_latent": "run to continue"}
+"""Leaf names of the configs' image (video, sound, run folder) fields, with their labels."""
 
 
 def is_local_only(host: str | None, share: bool = False) -> bool:
@@ -253,6 +262,35 @@ class PathPolicy:
             if name != "mask" or form.get(name) != ALPHA:
                 form[name] = self.check_image(form.get(name), label, may_read) or None
         return form
+
+    def check_settings(self, plain: Mapping[str, Any], may_read: MayRead = _nobody) -> dict[str, Any]:
+        """A copy of a plain (nested, ``--from`` JSON) config of any mode with every server path
+        it names checked, found by the leaf names the configs share: models and yamls as model
+        fields, images, masks, videos, sounds and latents as image fields, the region masks of
+        prompts, image prompts and CLIP models (as the forms check them).
+
+        Raises:
+            InputError: the refusal sentence of the first refused field.
+        """
+        checked: dict[str, Any] = {}
+        for name, value in plain.items():
+            if isinstance(value, Mapping):
+                checked[name] = self.check_settings(value, may_read)
+            elif value is None or value == "":
+                checked[name] = value
+            elif name in _MODEL_FIELDS:
+                checked[name] = self.check(value, _MODEL_FIELDS[name])
+            elif name in _IMAGE_FIELDS and not (name == "mask" and value == ALPHA):
+                checked[name] = self.check_image(value, _IMAGE_FIELDS[name], may_read)
+            elif name == "prompts" and isinstance(value, str):
+                checked[name] = self.check_prompt_regions(value, may_read)
+            elif name == "image_prompts" and isinstance(value, str):
+                checked[name] = self.check_image_prompts(value, may_read=may_read)
+            elif name == "clip_models" and isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+                checked[name] = parse_clip_models(self.check_clip_models(clip_models_text(value)))
+            else:
+                checked[name] = value
+        return checked
 
     def check_clip_models(self, text: str | None, field: str = "CLIP models") -> str:
         """Check a CLIP models field (lines of ``MODEL [PRETRAINED [WEIGHT]]``): served to a

@@ -58,6 +58,7 @@ class Session:
     claimed: bool = False
     owner: str = ""  # the visitor id: whose runs these are
     key: str = "default"  # the visitor id and Gradio's session hash
+    gpu: threading.Lock | None = field(default=None, repr=False)  # held while a job runs (the studio's)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def claim(self) -> bool:
@@ -87,11 +88,14 @@ class Session:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Session]:
-        """Mark a job as running until it ends, however it ends (done, error or Stop)."""
+        """Mark a job as running until it ends, however it ends (done, error or Stop), holding
+        the studio's GPU lock (:attr:`gpu`, when set) meanwhile: one job at a time on the device,
+        whether the web UI or the HTTP API sent it."""
         self.finished.clear()
         self.record = None
         try:
-            yield self
+            with self.gpu if self.gpu is not None else contextlib.nullcontext():
+                yield self
         finally:
             self.claimed = False
             self.finished.set()
@@ -110,6 +114,8 @@ class Studio:
             pipelines and the Upscale tab.
         shared_gallery: every visitor's gallery shows every run (``--shared-gallery``);
             otherwise each visitor sees its own (see :meth:`runs_for`).
+        gpu: held by every job while it runs (see :meth:`Session.running`): the web UI's and
+            the HTTP API's jobs take turns on the device.
         state_dir: where the owners index lives (default: the outputs folder's hidden sibling,
             see :func:`generator.webui.owners.default_state_dir`); never served.
     """
@@ -126,6 +132,7 @@ class Studio:
     shared_gallery: bool = False
     state_dir: Path | None = None
     served: ServedFiles = field(default_factory=ServedFiles)
+    gpu: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)
@@ -145,7 +152,7 @@ class Studio:
         (which travels in the clear) never reaches another visitor's session."""
         visitor = visitor_of(request)
         key = f"{visitor or 'anonymous'}:{getattr(request, 'session_hash', None) or 'default'}"
-        return self.sessions.setdefault(key, Session(key=key, owner=visitor))
+        return self.sessions.setdefault(key, Session(key=key, owner=visitor, gpu=self.gpu))
 
     def may_read(self, request: Any = None) -> Callable[[Path], bool]:
         """Whether the visitor of ``request`` may use a server file (resolved path) as an input:
