@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("pipelines", ()),
     ("driver", ("generator.drive",)),
     ("batch", ("generator.batch",)),
-    ("front ends", ("generator.cli", "generator.webui", "generator.__main__", "app")),
+    ("front ends", ("generator.cli", "generator.webui", "generator.serving", "generator.__main__", "app")),
 ]
 ROLES = {"pipeline": "pipelines", "cli": "front ends", "tab": "front ends"}
 """A stage folder's modules of these names sit on these layers."""

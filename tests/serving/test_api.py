@@ -305,3 +305,27 @@ def test_on_this_computer_keyless_requests_are_one_local_identity(tiny_pipeline,
             job = submit(client, "text-to-image", t2i(tiny_files, steps=2))
             assert wait(client, job["id"])["status"] == "done"
             assert [j["id"] for j in client.get("/jobs").json()] == [job["id"]]
+
+
+def test_web_ui_and_api_jobs_take_turns_on_the_device(tiny_pipeline, tiny_files, tmp_path: Path) -> None:
+    from generator.webui.jobs import text_to_image_job
+
+    studio = Studio(outputs_dir=tmp_path / "outputs", text_to_image=tiny_pipeline)
+    queue = JobQueue(studio.gpu)
+    try:
+        page_job = text_to_image_job(studio, tiny_run_config(tiny_files, steps=100_000), studio.session())
+        while next(page_job).progress is None:  # the web UI's job is running (it holds the device)
+            pass
+        config = tiny_run_config(tiny_files, steps=2)
+        served = queue.submit("api:local", "text-to-image", config.to_dict(),
+                              lambda session: text_to_image_job(studio, config, session))
+        time.sleep(1.0)
+        assert served.status == "queued" and queue.position(served) == 0 and served.step == 0
+        next(page_job)
+        page_job.close()  # Stop in the web UI: the device is free, the API's job runs
+        ends = time.monotonic() + 60
+        while not served.ended_yet and time.monotonic() < ends:
+            time.sleep(0.05)
+        assert served.status == "done" and served.step == 2
+    finally:
+        queue.close()
