@@ -50,6 +50,56 @@ def import_ray() -> Any:
     return ray
 
 
+def connect(address: str | None) -> bool:
+    """Start Ray on this machine (``address`` None or ``local``) or join the cluster at
+    ``address``, unless Ray is already initialised in this process; True when it was started
+    or joined here (and is to be shut down by whoever called this).
+
+    Raises:
+        ConfigError: Ray is not installed, or the cluster cannot be joined.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    if address in (None, LOCAL):
+        ray.init(include_dashboard=False, log_to_driver=False)
+    else:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise ConfigError(f"cannot join the Ray cluster at {address} ({summary(error)}); start it with "
+                              "`ray start --head` and pass the address it prints.") from None
+    return True
+
+
+def plan_actors(ray: Any, address: str | None, *, workers: int | None = None,
+                threads: int | None = None) -> tuple[int, dict[str, Any], int | None]:
+    """How many actors the cluster has room for and their Ray options: one per GPU, else one per
+    ``threads`` CPUs (default :data:`DEFAULT_THREADS`, and on a Ray started here no more than
+    each actor's share of the cores other processes leave free); at most ``workers``.
+
+    Returns:
+        (actors, options for ``.options(...)``, CPU threads per actor or None on GPUs).
+    """
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+    explicit = threads
+    if gpus:
+        count, options, threads = gpus, {"num_gpus": 1, "num_cpus": 1}, None
+    else:
+        threads = max(1, min(threads or DEFAULT_THREADS, cpus))
+        count, options = max(1, cpus // threads), {"num_cpus": threads}
+    if workers:
+        if workers > count:
+            logger.warning("the cluster has room for %d workers, not %d; using %d", count, workers, count)
+        count = min(count, workers)
+    if threads and not explicit and address in (None, LOCAL):  # every actor shares this machine's free cores
+        threads = min(threads, choose_threads(None, workers=count))
+    path = os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")]))
+    options["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+    return count, options, threads
+
+
 class RayExecutor:
     """Makes groups of jobs on Ray actors and yields their results as they finish.
 
@@ -71,34 +121,9 @@ class RayExecutor:
                  workers: int | None = None, threads: int | None = None,
                  on_submit: Callable[[int, list[str]], None] | None = None):
         self.ray = ray = import_ray()
-        self._started = False
-        if not ray.is_initialized():
-            if address in (None, LOCAL):
-                ray.init(include_dashboard=False, log_to_driver=False)
-            else:
-                try:
-                    ray.init(address=address, log_to_driver=False)
-                except (ConnectionError, RuntimeError, ValueError) as error:
-                    raise ConfigError(f"cannot join the Ray cluster at {address} ({summary(error)}); start it with "
-                                      "`ray start --head` and pass the address it prints.") from None
-            self._started = True
-        resources = ray.cluster_resources()
-        gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-        explicit = threads
-        if gpus:
-            count, options, threads = gpus, {"num_gpus": 1, "num_cpus": 1}, None
-        else:
-            threads = max(1, min(threads or DEFAULT_THREADS, cpus))
-            count, options = max(1, cpus // threads), {"num_cpus": threads}
-        if workers:
-            if workers > count:
-                logger.warning("the cluster has room for %d workers, not %d; using %d", count, workers, count)
-            count = min(count, workers)
-        if threads and not explicit and address in (None, LOCAL):  # every actor shares this machine's free cores
-            threads = min(threads, choose_threads(None, workers=count))
+        self._started = connect(address)
+        count, options, threads = plan_actors(ray, address, workers=workers, threads=threads)
         remote = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=0)(Worker)
-        path = os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")]))
-        options["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         self.actors = [remote.options(**options).remote(make_pipeline, device=device, weights_dir=weights_dir,
                                                         offline=offline, threads=threads) for _ in range(count)]
         self.pids: dict[int, int] = dict(enumerate(ray.get([actor.pid.remote() for actor in self.actors])))

@@ -202,7 +202,7 @@ def api_app(studio: Studio, queue: JobQueue, *, keys: ApiKeys | None = None, loc
                 inputs[name] = paths.check_image(value, name, may_read)
             make = mode.function("job")
             served = queue.submit(owner, mode.name, to_plain(config),
-                                  lambda session: make(studio, config, session, **inputs))
+                                  lambda session: make(studio, config, session, **inputs), inputs)
         except QueueFull as error:
             raise HTTPException(429, str(error), headers={"Retry-After": "30"}) from None
         except GeneratorError as error:

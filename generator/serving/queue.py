@@ -27,7 +27,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -73,6 +73,7 @@ class ServedJob:
     mode: str
     config: dict[str, Any]
     make: JobFactory = field(repr=False)
+    inputs: dict[str, str] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     started: float | None = None
     ended: float | None = None
@@ -111,22 +112,23 @@ class ServedJob:
 
 
 class JobQueue:
-    """Jobs in order of submission, made by ``workers`` threads under the GPU lock ``gpu``.
+    """Jobs in order of submission, made by one thread per slot of the backend.
 
     Args:
-        gpu: the lock every job on the device holds (the studio's, shared with the web UI).
-        workers: jobs made at once (1 for one device).
+        gpu: the lock every job on the device holds (the studio's, shared with the web UI), for
+            the default backend (:class:`LocalBackend`).
+        backend: where jobs are made (default: in this process, one at a time).
         max_queue: jobs waiting or running at most, all identities together.
         max_per_owner: jobs waiting or running at most per identity.
         keep: finished jobs remembered (the oldest are forgotten; their files stay).
     """
 
-    def __init__(self, gpu: threading.Lock | None = None, *, workers: int = 1, max_queue: int = 32,
+    def __init__(self, gpu: threading.Lock | None = None, *, backend: Backend | None = None, max_queue: int = 32,
                  max_per_owner: int = 4, keep: int = 500):
-        if workers < 1 or max_queue < 1 or max_per_owner < 1:
-            raise ValueError("workers, max_queue and max_per_owner must be 1 or more")
-        self.gpu = gpu or threading.Lock()
-        self.workers = workers
+        if max_queue < 1 or max_per_owner < 1:
+            raise ValueError("max_queue and max_per_owner must be 1 or more")
+        self.backend = backend or LocalBackend(gpu or threading.Lock())
+        self.workers = self.backend.slots
         self.max_queue = max_queue
         self.max_per_owner = max_per_owner
         self.keep = keep
@@ -139,8 +141,10 @@ class JobQueue:
 
     # -- submitting and finding ------------------------------------------------------------
 
-    def submit(self, owner: str, mode: str, config: dict[str, Any], make: JobFactory) -> ServedJob:
-        """Queue a job of ``owner``.
+    def submit(self, owner: str, mode: str, config: dict[str, Any], make: JobFactory,
+               inputs: dict[str, str] | None = None) -> ServedJob:
+        """Queue a job of ``owner``: ``make`` makes it in this process; a remote backend makes
+        it from ``mode``, ``config`` and ``inputs`` (the files it takes, by name) instead.
 
         Raises:
             QueueFull: the queue, or this owner's share of it, is full (the sentence says which).
@@ -153,7 +157,7 @@ class JobQueue:
             if mine >= self.max_per_owner:
                 raise QueueFull(f"you have {mine} jobs waiting or running, the most this server allows; wait for "
                                 "one to end or cancel one.")
-            job = ServedJob(uuid.uuid4().hex, owner, mode, config, make)
+            job = ServedJob(uuid.uuid4().hex, owner, mode, config, make, dict(inputs or {}))
             self._jobs[job.id] = job
             self._waiting.append(job)
             self._forget_old()
@@ -229,7 +233,8 @@ class JobQueue:
 
     def _start_workers(self) -> None:
         while len(self._threads) < self.workers:
-            thread = threading.Thread(target=self._work, name=f"api-worker-{len(self._threads)}", daemon=True)
+            slot = len(self._threads)
+            thread = threading.Thread(target=self._work, args=(slot,), name=f"api-worker-{slot}", daemon=True)
             self._threads.append(thread)
             thread.start()
 
@@ -239,51 +244,32 @@ class JobQueue:
                 self._lock.wait()
             return None if self._closed else self._waiting.popleft()
 
-    def _work(self) -> None:
+    def _work(self, slot: int) -> None:
         while (job := self._next()) is not None:
             try:
-                self._run(job)
+                self._run(slot, job)
             except Exception:  # noqa: BLE001 - a worker never dies with a job: the job fails instead
                 logger.exception("the job %s failed", job.id)
                 if not job.ended_yet:
                     self._end(job, FAILED, UNEXPECTED)
 
-    def _run(self, job: ServedJob) -> None:
-        while not self.gpu.acquire(timeout=0.2):  # waiting for the device, cancellable
-            if job.cancel_asked.is_set():
-                self._end(job, CANCELLED, "cancelled before it started.")
-                return
+    def _run(self, slot: int, job: ServedJob) -> None:
+        status, message = DONE, "done."
         try:
-            if job.cancel_asked.is_set():
-                self._end(job, CANCELLED, "cancelled before it started.")
-                return
-            job.status, job.started = RUNNING, time.time()
-            job.tell("started")
-            _reset_peak_memory()
-            session = Session(key=f"api:{job.id}", owner=job.owner)
-            status, message = DONE, "done."
-            try:
-                updates = job.make(session)
-                with contextlib.closing(updates):
-                    for update in updates:
-                        self._take(job, update)
-                        if job.cancel_asked.is_set():
-                            status, message = CANCELLED, "cancelled; what it made so far is kept."
-                            break
-            except GeneratorError as error:
-                status, message = FAILED, str(error)
-            except Exception:  # noqa: BLE001 - never a Python message to a client: the log has it
-                logger.exception("the job %s failed", job.id)
-                status, message = FAILED, UNEXPECTED
-            if status != DONE and session.record is not None and session.record.folder is not None:
-                kept = kept_update(session.record)  # a stopped or failed run keeps its latest image
-                job.result, job.files = kept.result or job.result, kept.files or job.files
-            if session.record is not None and session.record.folder is not None:
-                job.folder = str(session.record.folder)
-            job.peak_memory = _peak_memory()
-            self._end(job, status, message)
-        finally:
-            self.gpu.release()
+            for update in self.backend.run(slot, job):
+                if job.status == QUEUED:
+                    job.status, job.started = RUNNING, time.time()
+                    job.tell("started")
+                self._take(job, update)
+        except Cancelled:
+            status = CANCELLED
+            message = "cancelled; what it made so far is kept." if job.started else "cancelled before it started."
+        except GeneratorError as error:
+            status, message = FAILED, str(error)
+        except Exception:  # noqa: BLE001 - never a Python message to a client: the log has it
+            logger.exception("the job %s failed", job.id)
+            status, message = FAILED, UNEXPECTED
+        self._end(job, status, message)
 
     def _take(self, job: ServedJob, update: Update) -> None:
         """Keep what an update tells on the job and stream it."""
@@ -325,6 +311,66 @@ class JobQueue:
         ended = [job_id for job_id, job in self._jobs.items() if job.ended_yet]
         for job_id in ended[:max(0, len(ended) - self.keep)]:
             del self._jobs[job_id]
+
+
+class Cancelled(Exception):  # noqa: N818 - a job's end, not an error
+    """A backend stopped a job because its cancel was asked (its work so far is kept on the job)."""
+
+
+class Backend(Protocol):
+    """Where a queue's jobs are made: ``slots`` at once; ``run`` yields a job's updates (the
+    first once it started), keeps what a stopped or failed job made on the job (``result``,
+    ``files``, ``folder``, ``peak_memory``), raises :class:`Cancelled` when it stopped for a
+    cancel (seen within a step) and the job's :class:`GeneratorError` when it failed."""
+
+    slots: int
+
+    def run(self, slot: int, job: ServedJob) -> Iterator[Update]: ...
+
+
+class LocalBackend:
+    """Jobs made in this process, one at a time, holding the studio's GPU lock (``gpu``) while
+    each runs, so that the web UI's jobs and these take turns on the device."""
+
+    slots = 1
+
+    def __init__(self, gpu: threading.Lock):
+        self.gpu = gpu
+
+    def run(self, slot: int, job: ServedJob) -> Iterator[Update]:
+        while not self.gpu.acquire(timeout=0.2):  # waiting for the device, cancellable
+            if job.cancel_asked.is_set():
+                raise Cancelled
+        try:
+            if job.cancel_asked.is_set():
+                raise Cancelled
+            yield Update(status="starting…")
+            _reset_peak_memory()
+            session = Session(key=f"api:{job.id}", owner=job.owner)
+            try:
+                updates = job.make(session)
+                with contextlib.closing(updates):
+                    for update in updates:
+                        yield update
+                        if job.cancel_asked.is_set():
+                            raise Cancelled
+            finally:
+                keep(job, session)
+                job.peak_memory = _peak_memory()
+        finally:
+            self.gpu.release()
+
+
+def keep(job: ServedJob, session: Session) -> None:
+    """Keep on ``job`` the folder of the run its session made and, for a run that did not
+    finish, what it kept (its latest image)."""
+    record = session.record
+    if record is None or record.folder is None:
+        return
+    job.folder = str(record.folder)
+    if record.status in ("stopped", "failed"):
+        kept = kept_update(record)
+        job.result, job.files = kept.result or job.result, kept.files or job.files
 
 
 def _remaining(job: ServedJob) -> float | None:
