@@ -77,7 +77,7 @@ KEYS_JS = """
 """
 def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | None = None,
                outputs_dir: str | Path = "outputs", preset: str = "default", paths: PathPolicy | None = None,
-               max_upscale_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> gr.Blocks:
+               max_upscale_megapixels: float = DEFAULT_MAX_MEGAPIXELS, runs_at_once: int = 1) -> gr.Blocks:
     """The Gradio Blocks of the app. Nothing is loaded here; models load on first use.
 
     Args:
@@ -88,10 +88,11 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
         paths: which server paths the model, yaml and image fields accept (default: any, as
             for a server on 127.0.0.1; see :class:`PathPolicy`).
         max_upscale_megapixels: the largest upscaled image the Upscale tab makes (0: no cap).
+        runs_at_once: heavy events handled at once (1: one device; more when a pool makes them).
     """
     studio = studio or Studio(outputs_dir=Path(outputs_dir), text_to_image=text_to_image)
     paths = paths or PathPolicy.for_server("127.0.0.1", False, weights_dir=studio.weights_dir)
-    page = Page(studio, paths, max_upscale_megapixels)
+    page = Page(studio, paths, max_upscale_megapixels, runs_at_once)
     # No usage analytics are sent: this is a local tool.
     with gr.Blocks(title="VQGAN Studio", analytics_enabled=False) as demo:
         gr.Markdown("## VQGAN Studio\nVQGAN+CLIP, Taming Transformers priors, ESRGAN upscaling", elem_id="title")
@@ -136,6 +137,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-keys", default=None, metavar="FILE",
                         help="the HTTP API's keys (one per line: NAME KEY), also from $GENERATOR_API_KEYS; served "
                              "beyond 127.0.0.1, the API answers only requests with a key (see docs/serving.md)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="make the web UI's and the API's jobs on a pool of Ray workers, one per GPU (or per "
+                             "--ray-threads CPU threads): a local Ray, or the cluster at ADDRESS (see docs/serving.md)")
+    parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                        help="at most N Ray workers (default: one per GPU of the cluster)")
+    parser.add_argument("--ray-threads", type=int, default=None, metavar="N",
+                        help="CPU threads per Ray worker on a cluster without GPUs (default 4)")
     parser.add_argument("--max-queue", type=int, default=32, metavar="N",
                         help="HTTP API jobs waiting or running at most, all callers together (default 32)")
     parser.add_argument("--max-jobs-per-user", type=int, default=4, metavar="N",
@@ -164,9 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         studio = Studio(outputs_dir=Path(args.out), models=models, device=args.device, weights_dir=args.weights_dir,
                         offline=args.offline, shared_gallery=args.shared_gallery, state_dir=args.state_dir)
         studio.owners.prepare()
+        queue = job_queue(args, studio)
         if not args.lazy:
             try:
-                studio.text_to_image_for(models)
+                studio.pool.warm() if studio.pool is not None else studio.text_to_image_for(models)
             except GeneratorError as error:
                 logger.warning("%s The UI starts anyway; Generate will say the same until this is fixed.", error)
         # Beyond this machine, the path fields take registry names, weights-folder files and uploads only,
@@ -174,8 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = PathPolicy.for_server(args.host, args.share, weights_dir=args.weights_dir, models=models)
         paths.guard_fetches()
         demo = build_demo(studio=studio, preset=args.preset, paths=paths,
-                          max_upscale_megapixels=args.max_upscale_megapixels)
-        queue = JobQueue(studio.gpu, max_queue=args.max_queue, max_per_owner=args.max_jobs_per_user)
+                          max_upscale_megapixels=args.max_upscale_megapixels,
+                          runs_at_once=args.max_queue if studio.pool is not None else 1)
         api = api_app(studio, queue, keys=ApiKeys.load(args.api_keys), local=is_local_only(args.host, args.share),
                       paths=paths)
     except (GeneratorError, ValueError) as error:
@@ -187,6 +196,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         queue.close()
     return 0
+
+
+def job_queue(args: argparse.Namespace, studio: Studio) -> JobQueue:
+    """The queue of the HTTP API's jobs: made here under the studio's GPU lock, or with ``--ray``
+    on a pool of Ray workers, which then makes the web UI's jobs too (``studio.pool``)."""
+    if args.ray is None:
+        return JobQueue(studio.gpu, max_queue=args.max_queue, max_per_owner=args.max_jobs_per_user)
+    from generator.config_schema import to_plain
+    from generator.serving.ray_pool import PoolSettings, RayBackend
+    from generator.serving.relay import QueueRelay
+
+    settings = PoolSettings(outputs_dir=str(Path(args.out).resolve()), models=to_plain(studio.models),
+                            device=args.device, weights_dir=args.weights_dir, offline=args.offline,
+                            state_dir=str(Path(studio.state_dir).resolve()))
+    backend = RayBackend(args.ray, settings, workers=args.ray_workers, threads=args.ray_threads)
+    queue = JobQueue(backend=backend, max_queue=args.max_queue, max_per_owner=args.max_jobs_per_user)
+    studio.pool = QueueRelay(queue)
+    return queue
 
 
 if __name__ == "__main__":

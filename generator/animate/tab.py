@@ -17,7 +17,7 @@ from generator.text_to_image.tab import preset_config
 from generator.webui.forms import to_form
 from generator.webui.handlers import guarded, named, stream
 from generator.webui.jobs import Update, animation_job
-from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, TabParts, config_from
+from generator.webui.tabs.page import CLAIMING, QUICK, Page, TabParts, config_from
 from generator.webui.widgets import animate_widgets
 
 _OUTPUTS = ["status", "preview", "video", "files"]
@@ -80,7 +80,7 @@ def build(page: Page, preset: str) -> TabParts:
 
     run = anim["run"].click(page.claimed, None, [status, claim, preview], **CLAIMING).success(
         named(animate, names), [claim] + [anim[n] for n in names], [status, preview, video, files],
-        api_name=ANIMATE.api, **HEAVY)
+        api_name=ANIMATE.api, **page.heavy)
     page.stop_button(anim["stop"], status, [run])
     return TabParts({name: anim[name] for name in names}, names, values, [run])
 

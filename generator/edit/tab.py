@@ -38,11 +38,11 @@ from generator.text_to_image.prompts import WeightedPrompt, parse_prompts, parse
 from generator.text_to_image.tab import preset_config
 from generator.webui.forms import to_form
 from generator.webui.handlers import named, stream
-from generator.webui.jobs import Update, present_run
+from generator.webui.jobs import Update, pooled, present_run
 from generator.webui.paths import MayRead, PathPolicy
 from generator.webui.status import message_html
 from generator.webui.studio import Session, Studio
-from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, TabParts, config_from
+from generator.webui.tabs.page import CLAIMING, QUICK, Page, TabParts, config_from
 from generator.webui.visitors import visitor_of
 from generator.webui.widgets import models_menu
 
@@ -134,9 +134,9 @@ def build(page: Page, preset: str) -> TabParts:
     claim_outputs = [status, claim, preview, result]
     edit_fn = named(edit, [*NAMES, LOADED])
     runs = [run_button.click(claimed, None, claim_outputs, **CLAIMING).success(
-                edit_fn, inputs, outputs, api_name=EDIT.api, **HEAVY),
+                edit_fn, inputs, outputs, api_name=EDIT.api, **page.heavy),
             w["prompts"].submit(claimed, None, claim_outputs, **CLAIMING).success(
-                edit_fn, inputs, outputs, api_name=False, **HEAVY)]
+                edit_fn, inputs, outputs, api_name=False, **page.heavy)]
     for event in runs:
         event.then(shown, None, [preview, result, files], **QUICK)
     stop_button.click(lambda: message_html("Stopping…"), None, status, cancels=runs, **QUICK).then(
@@ -232,6 +232,7 @@ def edit_updates(page: Page, base: dict[str, Any], form: dict[str, Any], request
     return edit_job(page.studio, config, session, scratch=scratch, notice=files.note)
 
 
+@pooled(EDIT.name)
 def edit_job(studio: Studio, config: GenerationConfig, session: Session, *, scratch: Path | None = None,
              notice: str | None = None) -> Iterator[Update]:
     """Edit into a run folder recorded as an edit (so the gallery lists it and loads it into

@@ -13,9 +13,9 @@ from generator.reconstruct.config import ReconstructConfig
 from generator.reconstruct.mode import RECONSTRUCT
 from generator.reconstruct.pipeline import Reconstructor
 from generator.webui.handlers import named, stream
-from generator.webui.jobs import Update, present_run
+from generator.webui.jobs import Update, pooled, present_run
 from generator.webui.studio import Session, Studio
-from generator.webui.tabs.page import CLAIMING, HEAVY, Page, TabParts, config_from, run_controls
+from generator.webui.tabs.page import CLAIMING, Page, TabParts, config_from, run_controls
 from generator.webui.widgets import models_menu
 
 _NAMES = ["image", "vqgan", "max_side"]
@@ -53,12 +53,13 @@ def build(page: Page, preset: str) -> TabParts:
 
     run = run_button.click(page.claimed, None, [status, claim, gr.State()], **CLAIMING).success(
         named(reconstruct, _NAMES), [claim, image, vqgan, max_side], [status, compare, files],
-        api_name=RECONSTRUCT.api, **HEAVY)
+        api_name=RECONSTRUCT.api, **page.heavy)
     page.hint_menus((("vqgan", vqgan),), hint)
     page.stop_button(stop_button, status, [run])
     return TabParts({}, [], {}, [run])
 
 
+@pooled(RECONSTRUCT.name)
 def reconstruct_job(studio: Studio, config: ReconstructConfig, session: Session) -> Iterator[Update]:
     """Reconstruct into a run folder; the final update shows input and reconstruction side by
     side with the PSNR and the codes used."""

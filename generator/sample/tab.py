@@ -13,7 +13,7 @@ from generator.sample.mode import SAMPLE
 from generator.webui.forms import to_form
 from generator.webui.handlers import named, stream
 from generator.webui.jobs import sample_job
-from generator.webui.tabs.page import CLAIMING, HEAVY, Page, TabParts, config_from, run_controls
+from generator.webui.tabs.page import CLAIMING, Page, TabParts, config_from, run_controls
 from generator.webui.widgets import sample_widgets
 
 _OUTPUTS = ["status", "preview", "results", "video", "files"]
@@ -43,7 +43,7 @@ def build(page: Page, preset: str) -> TabParts:
 
     run = run_button.click(page.claimed, None, [status, claim, preview], **CLAIMING).success(
         named(sample, names), [claim] + [smp[n] for n in names], [status, preview, results, video, files],
-        api_name=SAMPLE.api, **HEAVY)
+        api_name=SAMPLE.api, **page.heavy)
     page.stop_button(stop_button, status, [run])
     page.hint_menus((("transformer", smp["model"]), ("upscaler", smp["upscale_model"])), hint)
     return TabParts(smp, names, values, [run])

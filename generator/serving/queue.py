@@ -88,6 +88,8 @@ class ServedJob:
     files: list[str] = field(default_factory=list)
     folder: str | None = None
     seed: int | None = None
+    slot: int | None = None
+    final: Update | None = field(default=None, repr=False)
     peak_memory: int | None = None
     events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list, repr=False)
     cancel_asked: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -228,6 +230,9 @@ class JobQueue:
                 self.cancel(job)
         for thread in self._threads:
             thread.join(timeout)
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
 
     # -- the workers ---------------------------------------------------------------------------
 
@@ -255,6 +260,7 @@ class JobQueue:
 
     def _run(self, slot: int, job: ServedJob) -> None:
         status, message = DONE, "done."
+        job.slot = slot
         try:
             for update in self.backend.run(slot, job):
                 if job.status == QUEUED:
@@ -288,7 +294,7 @@ class JobQueue:
         if update.notice:
             job.tell("notice", text=update.notice)
         if update.result is not None:
-            job.result = update.result
+            job.result, job.final = update.result, update
         if update.seed is not None:
             job.seed = update.seed
         files = update.files or update.results
@@ -345,7 +351,7 @@ class LocalBackend:
             if job.cancel_asked.is_set():
                 raise Cancelled
             yield Update(status="starting…")
-            _reset_peak_memory()
+            reset_peak_memory()
             session = Session(key=f"api:{job.id}", owner=job.owner)
             try:
                 updates = job.make(session)
@@ -356,7 +362,7 @@ class LocalBackend:
                             raise Cancelled
             finally:
                 keep(job, session)
-                job.peak_memory = _peak_memory()
+                job.peak_memory = peak_memory()
         finally:
             self.gpu.release()
 
@@ -364,13 +370,21 @@ class LocalBackend:
 def keep(job: ServedJob, session: Session) -> None:
     """Keep on ``job`` the folder of the run its session made and, for a run that did not
     finish, what it kept (its latest image)."""
+    folder, result, files = kept_files(session)
+    job.folder = folder or job.folder
+    job.result, job.files = result or job.result, files or job.files
+
+
+def kept_files(session: Session) -> tuple[str | None, str | None, list[str]]:
+    """(the run folder of the session's latest run, and for a run that did not finish its kept
+    main image and files; None and [] where there are none)."""
     record = session.record
     if record is None or record.folder is None:
-        return
-    job.folder = str(record.folder)
-    if record.status in ("stopped", "failed"):
-        kept = kept_update(record)
-        job.result, job.files = kept.result or job.result, kept.files or job.files
+        return None, None, []
+    if record.status not in ("stopped", "failed"):
+        return str(record.folder), None, []
+    kept = kept_update(record)
+    return str(record.folder), kept.result, list(kept.files or [])
 
 
 def _remaining(job: ServedJob) -> float | None:
@@ -380,12 +394,12 @@ def _remaining(job: ServedJob) -> float | None:
     return elapsed / job.step * max(0, job.total - job.step)
 
 
-def _reset_peak_memory() -> None:
+def reset_peak_memory() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.reset_peak_memory_stats()
 
 
-def _peak_memory() -> int:
+def peak_memory() -> int:
     """The peak device memory of the job on a GPU, or the process's peak resident memory."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return int(torch.cuda.max_memory_allocated())

@@ -22,7 +22,6 @@ from generator.webui.status import message_html
 from generator.webui.studio import Session, Studio
 from generator.webui.tabs.page import (
     CLAIMING,
-    HEAVY,
     QUICK,
     ImageSender,
     Page,
@@ -139,15 +138,15 @@ def build(page: Page, preset: str) -> TabParts:
     grid_inputs = inputs + list(grid.values())
     claim_out = [status, claim, preview]
     runs = [t2i["run"].click(page.claimed, None, claim_out, **CLAIMING).success(
-                generate_fn, inputs, outputs, api_name=TEXT_TO_IMAGE.api, **HEAVY),
+                generate_fn, inputs, outputs, api_name=TEXT_TO_IMAGE.api, **page.heavy),
             t2i["prompts"].submit(page.claimed, None, claim_out, **CLAIMING).success(
-                generate_fn, inputs, outputs, api_name=False, **HEAVY),
+                generate_fn, inputs, outputs, api_name=False, **page.heavy),
             continue_button.click(page.claimed, None, claim_out, **CLAIMING).success(
-                continued, [claim, more], outputs, api_name=False, **HEAVY),
+                continued, [claim, more], outputs, api_name=False, **page.heavy),
             vary_button.click(page.claimed, None, claim_out, **CLAIMING).success(
-                varied, [claim, vary_strength], outputs, api_name="vary", **HEAVY)]
+                varied, [claim, vary_strength], outputs, api_name="vary", **page.heavy)]
     grid_run = grid_button.click(page.claimed, None, claim_out, **CLAIMING).success(
-        grid_fn, grid_inputs, [status, preview, result, files, info], api_name="grid", **HEAVY)
+        grid_fn, grid_inputs, [status, preview, result, files, info], api_name="grid", **page.heavy)
     shown_out = [preview, result, more_row, video, files]
     for event in runs:
         event.then(shown, None, shown_out, **QUICK)

@@ -11,8 +11,8 @@ from generator.config import UpscaleConfig
 from generator.errors import InputError
 from generator.upscale.mode import UPSCALE
 from generator.webui.handlers import guarded, named, stream
-from generator.webui.jobs import Update, upscale_job
-from generator.webui.tabs.page import CLAIMING, HEAVY, QUICK, Page, TabParts, run_controls
+from generator.webui.jobs import Update, upscale_input_job
+from generator.webui.tabs.page import CLAIMING, QUICK, Page, TabParts, run_controls
 from generator.webui.widgets import models_menu
 
 _NAMES = ["image", "upscale_model", "upscale", "upscale_tile", "upscale_denoise", "upscale_alpha", "upscale_seamless"]
@@ -59,7 +59,8 @@ def build(page: Page, preset: str) -> TabParts:
             if not path:
                 raise InputError("there is no image to upscale; upload one or use the latest result.")
             config = upscale_config(form, page.paths.check(form["upscale_model"], "upscaler"))
-            return upscale_job(page.studio, path, config, session, max_megapixels=page.max_upscale_megapixels)
+            return upscale_input_job(page.studio, config, session, image=path,
+                                     max_megapixels=page.max_upscale_megapixels)
 
         yield from stream(job, ["status", "compare", "files"], session)
 
@@ -69,7 +70,7 @@ def build(page: Page, preset: str) -> TabParts:
     from_latest.click(guarded(latest_result, None, 1), None, image, api_name="latest_result", **QUICK)
     run = run_button.click(page.claimed, None, [status, claim, gr.State()], **CLAIMING).success(
         named(upscale, _NAMES), [claim, image, model, scale, tile, denoise, alpha, seamless], [status, compare, files],
-        api_name=UPSCALE.api, **HEAVY)
+        api_name=UPSCALE.api, **page.heavy)
     page.hint_menus((("upscaler", model),), hint)
     page.stop_button(stop_button, status, [run])
     return TabParts({}, [], {}, [run])

@@ -9,15 +9,19 @@ closes the run and keeps what it produced, exactly like Ctrl-C on the command li
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
+from generator import modes
 from generator.animate.config import AnimationConfig
+from generator.animate.mode import ANIMATE
 from generator.animate.pipeline import Animator, check_animation
 from generator.config import GenerationConfig, SampleConfig, UpscaleConfig
 from generator.drive import RunRecord, drive
@@ -28,7 +32,9 @@ from generator.io.images import image_size
 from generator.io.outputs import FRAMES_DIR, zip_frames
 from generator.io.video import write_mp4
 from generator.runs import GenerationRun
+from generator.sample.mode import SAMPLE
 from generator.text_to_image.checks import check_settings
+from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.upscale.mode import UPSCALE
 from generator.upscale.outputs import write_upscaled
 from generator.upscale.tiles import upscale_with
@@ -37,6 +43,8 @@ from generator.webui.limits import DEFAULT_MAX_MEGAPIXELS, check_upscale_size
 from generator.webui.studio import Session, Studio
 
 logger = logging.getLogger(__name__)
+JobFunction = Callable[..., Iterator["Update"]]
+"""A served job: ``job(studio, config, session, **options)`` yielding updates."""
 
 
 @dataclass
@@ -53,6 +61,23 @@ class Update:
     files: list[str] | None = None
     info: str | None = None
     seed: int | None = None
+
+
+def pooled(mode: str) -> Callable[[JobFunction], JobFunction]:
+    """Make a served job (``job(studio, config, session, **options)``) go to the studio's pool
+    when it has one (``app.py --ray``: :attr:`Studio.pool` relays it to a Ray worker, which runs
+    this same function there), and run here otherwise."""
+    def wrap(job: JobFunction) -> JobFunction:
+        @functools.wraps(job)
+        def wrapper(studio: Studio, config: Any, session: Session, **options: Any) -> Iterator[Update]:
+            if studio.pool is None:
+                return job(studio, config, session, **options)
+            checks = modes.get(mode).function("checks")
+            if checks is not None:  # a mistake is said at once, not after a trip to a worker
+                checks(config)
+            return studio.pool.relay(session, mode, config, options)
+        return wrapper
+    return wrap
 
 
 def _as_update(event: Event) -> Update:
@@ -128,6 +153,7 @@ def frames_download(folder: Path) -> Path:
     return zip_frames(folder, destination)
 
 
+@pooled(TEXT_TO_IMAGE.name)
 def text_to_image_job(studio: Studio, config: GenerationConfig, session: Session,
                       parent: Path | None = None, count: int = 1) -> Iterator[Update]:
     """Generate from text, writing ``final.png``, frames and video; frames also as a zip.
@@ -163,6 +189,7 @@ def text_to_image_job(studio: Studio, config: GenerationConfig, session: Session
             yield last
 
 
+@pooled(SAMPLE.name)
 def sample_job(studio: Studio, config: SampleConfig, session: Session) -> Iterator[Update]:
     """Sample from a prior, writing ``sample-NNN.png``, a contact sheet, frames and video."""
     with session.running():
@@ -194,12 +221,14 @@ def upscale_job(studio: Studio, image_path: str, config: UpscaleConfig, session:
                      result=str(path), results=[image_path, str(path)], files=[str(path)])
 
 
+@pooled(UPSCALE.name)
 def upscale_input_job(studio: Studio, config: UpscaleConfig, session: Session, *, image: str,
                       max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Iterator[Update]:
     """:func:`upscale_job` with its image as a named input (the upscale mode's served job)."""
     return upscale_job(studio, image, config, session, max_megapixels)
 
 
+@pooled(ANIMATE.name)
 def animation_job(studio: Studio, config: AnimationConfig, session: Session) -> Iterator[Update]:
     """Make an animation (zoom, pan, rotate, prompts at frames, or a restyle), writing its run
     folder like ``python -m generator animate``; a video preview of the frames so far grows as

@@ -87,14 +87,14 @@ class Session:
         return self.record.result if self.record is not None else None
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[Session]:
+    def running(self, device: bool = True) -> Iterator[Session]:
         """Mark a job as running until it ends, however it ends (done, error or Stop), holding
-        the studio's GPU lock (:attr:`gpu`, when set) meanwhile: one job at a time on the device,
-        whether the web UI or the HTTP API sent it."""
+        the studio's GPU lock (:attr:`gpu`, when set, and ``device``: the job runs here)
+        meanwhile: one job at a time on the device, whether the web UI or the HTTP API sent it."""
         self.finished.clear()
         self.record = None
         try:
-            with self.gpu if self.gpu is not None else contextlib.nullcontext():
+            with self.gpu if self.gpu is not None and device else contextlib.nullcontext():
                 yield self
         finally:
             self.claimed = False
@@ -116,6 +116,8 @@ class Studio:
             otherwise each visitor sees its own (see :meth:`runs_for`).
         gpu: held by every job while it runs (see :meth:`Session.running`): the web UI's and
             the HTTP API's jobs take turns on the device.
+        pool: where the web UI's jobs are sent instead of running here (``app.py --ray``: a
+            :class:`generator.serving.relay.QueueRelay`); None: they run on :attr:`device`.
         state_dir: where the owners index lives (default: the outputs folder's hidden sibling,
             see :func:`generator.webui.owners.default_state_dir`); never served.
     """
@@ -133,6 +135,7 @@ class Studio:
     state_dir: Path | None = None
     served: ServedFiles = field(default_factory=ServedFiles)
     gpu: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    pool: Any = None
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)

@@ -78,11 +78,22 @@ class TabParts:
 
 @dataclasses.dataclass
 class Page:
-    """The studio, the path policy and the limits every tab's handlers use."""
+    """The studio, the path policy and the limits every tab's handlers use.
+
+    Attributes:
+        runs_at_once: heavy events run at once (1: one device; ``app.py --ray``: the pool's queue
+            decides, so as many as it may hold).
+    """
 
     studio: Studio
     paths: PathPolicy
     max_upscale_megapixels: float
+    runs_at_once: int = 1
+
+    @property
+    def heavy(self) -> dict[str, Any]:
+        """Event options of a run (:data:`HEAVY`, with :attr:`runs_at_once` of them at once)."""
+        return {**HEAVY, "concurrency_limit": self.runs_at_once}
 
     def claimed(self, request: gr.Request) -> tuple[str, str, Any]:
         """The first, unqueued half of every submission: one run per browser session; the
