@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,11 +192,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _stop)  # a stopped server closes its queue, its workers and the Ray it started
     try:
         demo.launch(**launch_options(studio, host=args.host, port=args.port, share=args.share, css=CSS, api=api))
     finally:
         queue.close()
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def job_queue(args: argparse.Namespace, studio: Studio) -> JobQueue:
