@@ -29,7 +29,12 @@ from generator.serving.api import api_app
 from generator.serving.keys import ApiKeys
 from generator.serving.queue import JobQueue
 from generator.text_to_image.pipeline import TextToImage
-from generator.webui.limits import DEFAULT_MAX_IMAGE_MEGAPIXELS, DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_VIDEO_FRAMES
+from generator.webui.limits import (
+    DEFAULT_MAX_IMAGE_MEGAPIXELS,
+    DEFAULT_MAX_JOB_MEGAPIXELS,
+    DEFAULT_MAX_MEGAPIXELS,
+    DEFAULT_MAX_VIDEO_FRAMES,
+)
 from generator.webui.paths import PathPolicy, is_local_only
 from generator.webui.serving import launch_options
 from generator.webui.studio import Studio
@@ -147,6 +152,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="CPU threads per Ray worker on a cluster without GPUs (default 4)")
     parser.add_argument("--max-queue", type=int, default=32, metavar="N",
                         help="HTTP API jobs waiting or running at most, all callers together (default 32)")
+    parser.add_argument("--max-job-megapixels", type=float, default=DEFAULT_MAX_JOB_MEGAPIXELS, metavar="MP",
+                        help="the largest image an HTTP API job may make, upscaling included (default "
+                             f"{DEFAULT_MAX_JOB_MEGAPIXELS:g}; 0: no cap)")
     parser.add_argument("--max-jobs-per-user", type=int, default=4, metavar="N",
                         help="HTTP API jobs waiting or running at most per API key (default 4)")
     from generator.cli.common import add_threads_argument, add_weights_arguments
@@ -187,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           max_upscale_megapixels=args.max_upscale_megapixels,
                           runs_at_once=args.max_queue if studio.pool is not None else 1)
         api = api_app(studio, queue, keys=ApiKeys.load(args.api_keys), local=is_local_only(args.host, args.share),
-                      paths=paths)
+                      paths=paths, max_megapixels=args.max_job_megapixels)
     except (GeneratorError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

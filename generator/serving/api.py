@@ -36,6 +36,7 @@ from generator.errors import GeneratorError
 from generator.io.outputs import slugify
 from generator.serving.keys import LOCAL_IDENTITY, ApiKeys
 from generator.serving.queue import JobQueue, QueueFull, ServedJob
+from generator.webui.limits import DEFAULT_MAX_JOB_MEGAPIXELS, check_job_size
 from generator.webui.paths import PathPolicy
 from generator.webui.serving import API_PREFIX as PREFIX
 from generator.webui.studio import Studio
@@ -121,7 +122,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def api_app(studio: Studio, queue: JobQueue, *, keys: ApiKeys | None = None, local: bool = True,
-            paths: PathPolicy | None = None) -> FastAPI:
+            paths: PathPolicy | None = None, max_megapixels: float = DEFAULT_MAX_JOB_MEGAPIXELS) -> FastAPI:
     """The API as an app to mount at :data:`PREFIX`.
 
     Args:
@@ -132,6 +133,7 @@ def api_app(studio: Studio, queue: JobQueue, *, keys: ApiKeys | None = None, loc
         local: the server listens on this computer only.
         paths: which server paths a config may name (default: any on a ``local`` server; else
             registry names, weights-folder files and the caller's uploads).
+        max_megapixels: the largest image a job may make, upscaling included (0: no cap).
     """
     keys = keys or ApiKeys()
     paths = paths or PathPolicy.for_server("127.0.0.1" if local else "0.0.0.0", False, weights_dir=studio.weights_dir)
@@ -194,6 +196,7 @@ def api_app(studio: Studio, queue: JobQueue, *, keys: ApiKeys | None = None, loc
             may_read = _may_read(studio, owner)
             plain = paths.check_settings(_resolved(job.config, uploads_dir, owner), may_read)
             config = build_config(mode.config, plain)
+            check_job_size(to_plain(config), max_megapixels)
             checks = mode.function("checks")
             if checks is not None:
                 checks(config)

@@ -150,3 +150,27 @@ def test_the_web_ui_jobs_go_through_the_pool_with_previews_and_stop(pool: Pool, 
     assert session.finished.is_set() and session.record.status == "stopped"
     assert session.record.result is not None and session.record.result.name == "final.png"
     assert session.record.result.is_file()
+
+
+def test_a_page_waiting_for_a_worker_is_told_its_place_in_the_queue(pool: Pool, tiny_files, tmp_path: Path) -> None:
+    from generator.serving.relay import QueueRelay
+    from generator.webui.jobs import text_to_image_job
+
+    busy = [pool.queue.submit(f"api:{n}", "text-to-image", to_plain(tiny_run_config(tiny_files, steps=100_000)),
+                              make=None) for n in range(2)]
+    try:
+        while not all(job.status == "running" for job in busy):
+            time.sleep(0.02)
+        studio = Studio(outputs_dir=pool.outputs, device="cpu", state_dir=tmp_path / "state")
+        studio.pool = QueueRelay(pool.queue)
+        job = text_to_image_job(studio, tiny_run_config(tiny_files, steps=2), studio.session())
+        first = next(job)
+        assert first.status.startswith("waiting in the queue: yours is next"), first.status
+        for job_ in busy:
+            pool.queue.cancel(job_)
+        rest = list(job)
+        assert rest[-1].result is not None and rest[-1].result.endswith("final.png")
+    finally:
+        for job_ in busy:
+            pool.queue.cancel(job_)
+            wait(job_)
