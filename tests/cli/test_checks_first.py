@@ -77,6 +77,8 @@ def test_the_web_ui_says_an_empty_prompt_before_loading_models(tmp_path: Path) -
     from generator.webui.jobs import text_to_image_job
 
     class Studio:
+        pool = None  # jobs run here
+
         def text_to_image_for(self, models):
             raise AssertionError("models were loaded before the prompt was checked")
 
