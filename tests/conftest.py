@@ -16,7 +16,7 @@ os.environ.setdefault("GENERATOR_THREADS", "2")
 import pytest
 import torch
 
-pytest_plugins = ["tests.http_server"]  # the file_server fixture
+pytest_plugins = ["tests.http_server", "tests.ray_cluster"]  # the file_server and local_ray fixtures
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

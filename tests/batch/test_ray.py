@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from generator.batch.driver import run_batch
 from generator.batch.jobs import parse_jobs
@@ -17,25 +16,7 @@ from generator.cli.main import main
 from generator.config import GenerationConfig
 from tests.batch.helpers import FAST, batch_args, lines, pixels, run_folders
 from tests.factories import tiny_run_config
-
-try:
-    import ray
-except ImportError:  # CI installs the ray extra (make test), so there it must run
-    if os.environ.get("CI") == "true":
-        raise
-    ray = None
-
-needs_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install .[ray])")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray with two CPUs (and no GPU, also on a machine that has one), shut down whatever happens."""
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+from tests.ray_cluster import needs_ray
 
 
 @needs_ray

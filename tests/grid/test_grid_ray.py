@@ -6,20 +6,12 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from generator.cli.main import main
 from tests.grid.test_grid_cli import described, grid_args
-
-try:
-    import ray
-except ImportError:  # CI installs the ray extra (make test), so there it must run
-    if os.environ.get("CI") == "true":
-        raise
-    ray = None
+from tests.ray_cluster import needs_ray, ray
 
 
-@pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install .[ray])")
+@needs_ray
 def test_a_grid_over_ray_is_made_by_workers_and_drawn_here(tiny_files, tmp_path: Path) -> None:
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:

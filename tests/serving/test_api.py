@@ -23,6 +23,7 @@ from generator.serving.queue import JobQueue
 from generator.webui.paths import PathPolicy
 from generator.webui.studio import Studio
 from tests.factories import tiny_run_config
+from tests.served_app import served_app
 
 ALICE, BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef"
 
@@ -39,16 +40,12 @@ class Served:
 
 
 def serve(studio: Studio, queue: JobQueue, **options: Any) -> Iterator[Served]:
-    import app
-    from generator.webui.serving import launch_options
-
-    demo = app.build_demo(studio=studio)
-    demo.launch(**launch_options(studio, prevent_thread_lock=True, quiet=True, api=api_app(studio, queue, **options)))
     try:
-        paths = options.get("paths")
-        yield Served(demo.local_url.rstrip("/"), studio, queue, Path(paths.weights_dir) if paths is not None else None)
+        with served_app(studio, api=api_app(studio, queue, **options)) as demo:
+            paths = options.get("paths")
+            yield Served(demo.local_url.rstrip("/"), studio, queue,
+                         Path(paths.weights_dir) if paths is not None else None)
     finally:
-        demo.close()
         queue.close()
 
 

@@ -18,25 +18,9 @@ from generator.config_schema import to_plain
 from generator.serving.queue import JobQueue, ServedJob
 from generator.webui.studio import Studio
 from tests.factories import tiny_run_config
+from tests.ray_cluster import needs_ray
 
-try:
-    import ray
-except ImportError:  # CI installs the ray extra (make test), so there it must run
-    if os.environ.get("CI") == "true":
-        raise
-    ray = None
-
-pytestmark = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install .[ray])")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray with two CPUs (and no GPU), shut down whatever happens."""
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+pytestmark = needs_ray
 
 
 class Pool:

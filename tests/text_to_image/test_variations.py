@@ -20,6 +20,7 @@ from generator.webui.forms import from_form, to_form
 from generator.webui.jobs import text_to_image_job
 from generator.webui.studio import Studio
 from tests.factories import tiny_run_config
+from tests.served_app import served_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -203,15 +204,8 @@ def test_vary_this_refuses_an_image_without_a_random_start(studio: Studio, tiny_
 
 @pytest.fixture
 def served(studio: Studio):
-    import app
-    from generator.webui.serving import launch_options
-
-    demo = app.build_demo(studio=studio, preset=str(ROOT / "presets" / "fast.json"))
-    demo.launch(**launch_options(studio, prevent_thread_lock=True, quiet=True))
-    try:
+    with served_app(studio, preset=str(ROOT / "presets" / "fast.json")) as demo:
         yield demo
-    finally:
-        demo.close()
 
 
 def test_vary_this_through_the_api(served, studio: Studio, tiny_files) -> None:

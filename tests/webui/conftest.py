@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from generator.webui.studio import Studio
+from tests.served_app import served_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,12 +21,5 @@ def studio(tiny_pipeline, tmp_path: Path) -> Studio:
 @pytest.fixture
 def served(studio: Studio):
     """The app of ``studio`` served on 127.0.0.1 (as ``python app.py`` serves it), closed afterwards."""
-    import app
-    from generator.webui.serving import launch_options
-
-    demo = app.build_demo(studio=studio, preset=str(ROOT / "presets" / "fast.json"))
-    demo.launch(**launch_options(studio, prevent_thread_lock=True, quiet=True))
-    try:
+    with served_app(studio, preset=str(ROOT / "presets" / "fast.json")) as demo:
         yield demo
-    finally:
-        demo.close()

@@ -31,19 +31,28 @@ class App:
     outputs: Path
 
 
-@pytest.fixture(scope="module")
-def app(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+def require_chromium() -> None:
+    """Skip when Debian's chromium is missing; under CI=true, fail (browser tests must run there)."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but /usr/bin/chromium is missing; .ci/run installs it with apt-get.")
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+
+
+def tiny_preset(folder: Path, **config: object) -> Path:
+    """A preset file for the tiny models (32x32, 4 cutouts) with ``config`` on top, in ``folder``."""
+    path = folder / "tiny.json"
+    path.write_text(json.dumps({"description": "tiny models in tests",
+                                "config": {"size": [32, 32], "cutouts": {"cutn": 4}, **config}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def app(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    require_chromium()
     folder = tmp_path_factory.mktemp("app")
-    presets = folder / "presets"
-    presets.mkdir()
-    (presets / "tiny.json").write_text(json.dumps({
-        "description": "tiny models in tests",
-        "config": {"size": [32, 32], "steps": 40, "cutouts": {"cutn": 4}, "output": {"save_every": 4, "video": True}}}))
-    with running_app(tiny_files, folder, "--preset", str(presets / "tiny.json"), lazy=False) as (url, outputs):
+    preset = tiny_preset(folder, steps=40, output={"save_every": 4, "video": True})
+    with running_app(tiny_files, folder, "--preset", str(preset), lazy=False) as (url, outputs):
         yield App(url, outputs)
 
 
@@ -57,13 +66,20 @@ def browser(app: App):
         browser.close()
 
 
-def _open(browser, app: App, width: int = 1400, height: int = 1100):
-    context = browser.new_context(viewport={"width": width, "height": height})
+def open_page(context, url: str):
+    """A new page of ``context`` at ``url``, once the form is there, and the list of server
+    errors (5xx answers) it meets."""
     page = context.new_page()
     failures: list[str] = []
     page.on("response", lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 500 else None)
-    page.goto(app.url)
+    page.goto(url)
     page.locator("#generate").wait_for(timeout=60_000)
+    return page, failures
+
+
+def _open(browser, app: App, width: int = 1400, height: int = 1100):
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page, failures = open_page(context, app.url)
     return context, page, failures
 
 
@@ -77,11 +93,7 @@ def context(browser):
 
 @pytest.fixture
 def page(context, app: App):
-    page = context.new_page()
-    failures: list[str] = []
-    page.on("response", lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 500 else None)
-    page.goto(app.url)
-    page.locator("#generate").wait_for(timeout=60_000)
+    page, failures = open_page(context, app.url)
     yield page
     page.close()
     assert not failures, f"the server answered with errors: {failures}"

@@ -15,23 +15,25 @@ import pytest
 from PIL import Image
 
 from tests.webui.app_process import running_app
-from tests.webui.test_browser import CHROMIUM, CHROMIUM_FLAGS, App, _shot, _uncovered
+from tests.webui.test_browser import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    App,
+    _shot,
+    _uncovered,
+    open_page,
+    require_chromium,
+    tiny_preset,
+)
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def app(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    import os
-
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but /usr/bin/chromium is missing; .ci/run installs it with apt-get.")
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    require_chromium()
     folder = tmp_path_factory.mktemp("edit-app")
-    preset = folder / "tiny.json"
-    preset.write_text(json.dumps({"description": "tiny models in tests",
-                                  "config": {"size": [32, 32], "steps": 20, "cutouts": {"cutn": 4}}}))
+    preset = tiny_preset(folder, steps=20)
     with running_app(tiny_files, folder, "--preset", str(preset), lazy=False) as (url, outputs):
         yield App(url, outputs)
 
@@ -61,11 +63,7 @@ def context(app: App):
 
 @pytest.fixture
 def page(context, app: App):
-    page = context.new_page()
-    failures: list[str] = []
-    page.on("response", lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 500 else None)
-    page.goto(app.url)
-    page.locator("#generate").wait_for(timeout=60_000)
+    page, failures = open_page(context, app.url)
     yield page
     page.close()
     assert not failures, f"the server answered with errors: {failures}"

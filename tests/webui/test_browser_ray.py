@@ -5,36 +5,32 @@ that cancels the remote job and offers what it kept. Under CI=true it must run, 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.ray_cluster import needs_ray
 from tests.webui.app_process import running_app
-from tests.webui.test_browser import CHROMIUM, CHROMIUM_FLAGS, App, _grab, _shot, _uncovered
+from tests.webui.test_browser import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    App,
+    _grab,
+    _shot,
+    _uncovered,
+    open_page,
+    require_chromium,
+    tiny_preset,
+)
 
-pytestmark = pytest.mark.browser
-
-try:
-    import ray  # noqa: F401 - app.py --ray imports it in its own process
-except ImportError:  # CI installs the ray extra (make test), so there it must run
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("Ray is not installed (pip install .[ray])", allow_module_level=True)
+pytestmark = [pytest.mark.browser, needs_ray]  # app.py --ray imports Ray in its own process
 
 
 @pytest.fixture(scope="module")
 def app(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but /usr/bin/chromium is missing; .ci/run installs it with apt-get.")
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    require_chromium()
     folder = tmp_path_factory.mktemp("ray-app")
-    preset = folder / "tiny.json"
-    preset.write_text(json.dumps({"description": "tiny models in tests",
-                                  "config": {"size": [32, 32], "steps": 40, "cutouts": {"cutn": 4},
-                                             "output": {"save_every": 2}}}))
+    preset = tiny_preset(folder, steps=40, output={"save_every": 2})
     with running_app(tiny_files, folder, "--preset", str(preset), "--ray", "--ray-workers", "1", "--ray-threads", "1",
                      lazy=False) as (url, outputs):
         yield App(url, outputs)
@@ -47,11 +43,7 @@ def page(app: App):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1100})
-        page = context.new_page()
-        failures: list[str] = []
-        page.on("response", lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 500 else None)
-        page.goto(app.url)
-        page.locator("#generate").wait_for(timeout=60_000)
+        page, failures = open_page(context, app.url)
         yield page
         context.close()
         browser.close()
