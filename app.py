@@ -5,7 +5,9 @@
 PNG info, in ``generator/webui/tabs``) over a
 :class:`Studio`; ``main()`` parses the flags, loads the models and launches. Importing this
 module loads no model. Widgets are named after config fields; the logic behind them is in
-``generator/webui`` (jobs, forms, gallery), tested without a browser.
+``generator/webui`` (jobs, forms, gallery), tested without a browser. The same server answers
+the HTTP API at ``/api/v1`` (:mod:`generator.serving`); ``--ray`` sends the jobs of both to a
+pool of Ray workers.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def build_demo(text_to_image: TextToImage | None = None, *, studio: Studio | Non
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Serve the VQGAN Studio web UI.")
+    parser = argparse.ArgumentParser(description="Serve the VQGAN Studio web UI and its HTTP API (/api/v1).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
@@ -151,12 +153,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ray-threads", type=int, default=None, metavar="N",
                         help="CPU threads per Ray worker on a cluster without GPUs (default 4)")
     parser.add_argument("--max-queue", type=int, default=32, metavar="N",
-                        help="HTTP API jobs waiting or running at most, all callers together (default 32)")
+                        help="jobs waiting or running at most in the HTTP API's queue (with --ray, the web UI's "
+                             "too), all callers together (default 32)")
     parser.add_argument("--max-job-megapixels", type=float, default=DEFAULT_MAX_JOB_MEGAPIXELS, metavar="MP",
                         help="the largest image an HTTP API job may make, upscaling included (default "
                              f"{DEFAULT_MAX_JOB_MEGAPIXELS:g}; 0: no cap)")
     parser.add_argument("--max-jobs-per-user", type=int, default=4, metavar="N",
-                        help="HTTP API jobs waiting or running at most per API key (default 4)")
+                        help="jobs waiting or running at most per API key (with --ray, per browser too) "
+                             "(default 4)")
     from generator.cli.common import add_threads_argument, add_weights_arguments
 
     add_threads_argument(parser)  # one heavy job at a time (the queue's one slot): one worker's share
