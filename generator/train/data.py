@@ -1,0 +1,97 @@
+"""The images a model is trained on: a folder of images of any size (sub-folders: classes).
+
+A folder holds images directly (one class, unconditional) or in sub-folders, one per class
+(``faces/``, ``textures/``; the class labels are the sub-folders' names in sorted order). An
+image that cannot be read is skipped with one line each, and training goes on; a folder with
+no image at all is one sentence before anything loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from generator.errors import InputError
+from generator.io.images import IMAGE_SUFFIXES, open_image, pil_to_tensor, to_rgb
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageFolder:
+    """The images of a training folder.
+
+    Attributes:
+        root: the folder.
+        files: every image file, sorted.
+        classes: the sub-folders' names (sorted) when the images are in sub-folders, else empty.
+        labels: each file's class index (0 for every file of a folder without classes).
+        skipped: the files found unreadable so far (each said once).
+    """
+
+    root: Path
+    files: list[Path]
+    classes: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    skipped: set[Path] = field(default_factory=set)
+
+    def read(self, index: int) -> Image.Image | None:
+        """The RGB image of file ``index``, or None for one that cannot be read (said once)."""
+        path = self.files[index]
+        if path in self.skipped:
+            return None
+        try:
+            return to_rgb(open_image(path, what="training image"))
+        except InputError as error:
+            self.skipped.add(path)
+            logger.warning("skipped %s: %s", path.name, error)
+            return None
+
+
+def scan_images(folder: str | Path) -> ImageFolder:
+    """The images of ``folder`` (see the module's docstring).
+
+    Raises:
+        InputError: the folder does not exist, or holds no image file.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"the training folder {root} does not exist; give a folder of images (PNG, JPEG, WebP).")
+    top = _images_in(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _images_in(p))
+    if classes and not top:
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            found = _images_in(root / name)
+            files += found
+            labels += [label] * len(found)
+        return ImageFolder(root, files, classes, labels)
+    if not top:
+        raise InputError(f"the training folder {root} holds no image; put PNG, JPEG or WebP files in it (or in "
+                         "one sub-folder per class).")
+    return ImageFolder(root, top, [], [0] * len(top))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def random_crop(image: Image.Image, size: int, generator: random.Random) -> torch.Tensor:
+    """A ``size`` x ``size`` crop of ``image`` at a random place (an image smaller than ``size``
+    is first scaled up so its shorter side is ``size``), as a (3, size, size) tensor in [-1, 1]."""
+    width, height = image.size
+    if min(width, height) < size:
+        scale = size / min(width, height)
+        image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                             Image.Resampling.BICUBIC)
+        width, height = image.size
+    left = generator.randint(0, width - size)
+    top = generator.randint(0, height - size)
+    crop = image.crop((left, top, left + size, top + size))
+    return pil_to_tensor(crop)[0] * 2 - 1  # (3, size, size)

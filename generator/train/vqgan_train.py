@@ -1,0 +1,830 @@
+"""Training a VQGAN on a folder of images (``python -m generator train vqgan``).
+
+From scratch with a named size (:data:`SIZES`) or fine-tuned from any VQGAN the studio loads
+(``from_model``), optionally with a larger or re-initialised codebook, on random square crops
+of the folder's images. The objective is Taming's (:mod:`generator.train.vqgan_losses`), the
+optimiser Adam with betas (0.5, 0.9) for the autoencoder and, from ``disc_start``, for the
+discriminator. A run is seeded and resumable: its ``last.ckpt`` holds the weights, both
+optimisers' states, the random generators' states and where the data order stands, so a
+resumed run takes the same steps, with the same losses, as one that was never stopped.
+
+The run folder (``<out>/train-vqgan-<name>-<time>/``) holds ``config.json`` (the settings),
+``metrics.jsonl`` (one line per logged step: losses, PSNR, codebook usage and perplexity),
+``recon-<step>.png`` (held-out crops above their reconstructions), ``last.ckpt`` and
+``<name>.yaml`` (the official formats, :mod:`generator.train.vqgan_checkpoint`). The model is
+also written into the weights folder as ``<name>.ckpt`` + ``<name>.yaml``, where the menus list
+it. Progress goes to ``on_event`` as :class:`generator.events.Progress` and
+:class:`generator.events.Preview` events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import random
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from generator.decoder.loader import load_vqgan, read_yaml, vqgan_config_from_mapping
+from generator.devices import autocast, cpu_has_native_bf16, pick_device
+from generator.errors import CheckpointError, ConfigError, InputError, NonFiniteError, WeightsError
+from generator.events import Event, Notice, Preview, Progress
+from generator.io.atomic_files import output_error
+from generator.io.images import contact_sheet, tensor_to_pil
+from generator.io.outputs import save_json, save_png, slugify
+from generator.train import vqgan_checkpoint as ckpt
+from generator.train.data import ImageFolder, random_crop, scan_images
+from generator.train.vqgan_losses import (
+    LossSettings,
+    VQGANLoss,
+    codebook_statistics,
+    discriminator_min_size,
+    load_lpips,
+    quantize_for_training,
+)
+from generator.weights import store
+from generator.weights.checkpoints import open_checkpoint
+from generator.weights.state_dicts import state_dict_from
+from models.vqgan import VQGAN, VQGANConfig
+
+logger = logging.getLogger(__name__)
+
+SIZES: dict[str, VQGANConfig] = {
+    "tiny": VQGANConfig(embed_dim=64, n_embed=512, z_channels=64, resolution=128, ch=32, ch_mult=(1, 1, 2, 2),
+                        num_res_blocks=1, attn_resolutions=()),
+    "small": VQGANConfig(embed_dim=128, n_embed=1024, z_channels=128, resolution=256, ch=64,
+                         ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,)),
+    "base": VQGANConfig(embed_dim=256, n_embed=1024, z_channels=256, resolution=256, ch=128,
+                        ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,)),
+}
+"""The named sizes: ``tiny`` (f8, about 1 M parameters), ``small`` (f16, about 18 M) and ``base``
+(f16, the official ``vqgan_imagenet_f16_1024`` ddconfig, about 72 M). Every width is a multiple
+of 32, so Taming's own modules (GroupNorm with 32 groups) load them too."""
+CODEBOOK_INITS = ("encoder", "random")
+PRECISIONS = ("auto", "fp32", "bf16")
+RUN_PREFIX = "train-vqgan"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "last.ckpt"
+YAML_FILE = "last.yaml"
+SAMPLE_COUNT = 4  # held-out crops shown in each recon-<step>.png
+_CACHE_BYTES = 1 << 30  # decoded images kept in memory (RGB bytes)
+_ENCODER_INIT_BATCHES = 16  # at most this many batches are encoded to initialise new codes
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RESUME_OVERRIDES = ("steps", "sample_every", "log_every", "save_every", "device", "precision", "compile",
+                    "weights_dir", "offline")
+"""The settings a resumed run may change (the others are the run's own)."""
+
+
+@dataclass(frozen=True)
+class VQGANTrainSettings:
+    """Everything a VQGAN training run is made of (``config.json`` holds it, resolved).
+
+    Attributes:
+        data: the folder of training images (any size; sub-folders are read too).
+        name: the model's name in the weights folder (default: the data folder's name).
+        model: a named size (:data:`SIZES`) to train from scratch, or an upstream ``.yaml``.
+        architecture: the VQGANConfig as a dict; when set, it decides the architecture
+            (recorded by every run; tests pass narrow ones).
+        from_model: a VQGAN (registry name or checkpoint file) to fine-tune instead.
+        vqgan_config: the ``.yaml`` of a ``from_model`` file (default: the one beside it).
+        codebook: codes in the codebook (default: the size's, or the loaded model's).
+        reinit_codebook: a loaded model's codebook is replaced by ``codebook`` new codes
+            instead of extended by the missing ones.
+        codebook_init: how new codes start: ``encoder`` (the encoder's outputs on random crops
+            of the data) or ``random`` (Taming's uniform(-1/n, 1/n)).
+        size: the side of the square random crops (a multiple of the downsampling factor).
+        lr: Adam's learning rate (Taming's recipe: 4.5e-6 x batch size x accumulation x GPUs).
+        accumulate: micro-batches of ``batch_size`` per optimisation step.
+        seed: drives the initialisation, the crops and their order (random when None; recorded).
+        disc_start: the first step with the discriminator (it is off before).
+        precision: ``auto`` (bf16 autocast where the device computes it natively), ``fp32``, ``bf16``.
+        compile: ``torch.compile`` the encoder, decoder and discriminator.
+        sample_every, log_every, save_every: steps between reconstruction grids, metric lines
+            and checkpoints (one of each is also written at the last step).
+        out: the parent of the run folder.
+    """
+
+    data: str
+    name: str | None = None
+    model: str = "small"
+    architecture: Mapping[str, Any] | None = None
+    from_model: str | None = None
+    vqgan_config: str | None = None
+    codebook: int | None = None
+    reinit_codebook: bool = False
+    codebook_init: str = "encoder"
+    size: int = 256
+    steps: int = 5000
+    batch_size: int = 4
+    accumulate: int = 1
+    lr: float = 1e-4
+    seed: int | None = None
+    disc_start: int = 10000
+    disc_weight: float = 0.8
+    disc_layers: int = 3
+    disc_ndf: int = 64
+    perceptual_weight: float = 1.0
+    codebook_weight: float = 1.0
+    beta: float = 0.25
+    precision: str = "auto"
+    compile: bool = False
+    device: str = "auto"
+    sample_every: int = 500
+    log_every: int = 10
+    save_every: int = 1000
+    out: str = "outputs"
+    weights_dir: str | None = None
+    offline: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        values = dataclasses.asdict(self)
+        values["architecture"] = dict(self.architecture) if self.architecture is not None else None
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = CONFIG_FILE) -> VQGANTrainSettings:
+        """The settings of a ``config.json``; unknown keys are ignored.
+
+        Raises:
+            ConfigError: a required setting is missing or a value has the wrong type.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{key: value for key, value in values.items() if key in known})
+        except TypeError:
+            raise ConfigError(f"{source} does not hold the settings of a VQGAN training run; give the folder of a "
+                              "run of `python -m generator train vqgan`.") from None
+
+    def loss_settings(self) -> LossSettings:
+        """The objective's weights."""
+        return LossSettings(disc_start=self.disc_start, disc_weight=self.disc_weight,
+                            disc_num_layers=self.disc_layers, disc_ndf=self.disc_ndf,
+                            codebook_weight=self.codebook_weight, perceptual_weight=self.perceptual_weight,
+                            beta=self.beta)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run left: its folder, its checkpoint and the trained model."""
+
+    run_folder: Path
+    checkpoint: Path
+    config: Path
+    registered: Path
+    step: int
+    vqgan: VQGAN = field(repr=False)
+
+
+def check_settings(settings: VQGANTrainSettings) -> None:
+    """Refuse bad values with one sentence each, before anything is loaded.
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+    positive = {"steps": settings.steps, "batch-size": settings.batch_size, "accumulate": settings.accumulate,
+                "sample-every": settings.sample_every, "log-every": settings.log_every,
+                "save-every": settings.save_every, "size": settings.size, "disc-layers": settings.disc_layers,
+                "disc-ndf": settings.disc_ndf}
+    for flag, value in positive.items():
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"--{flag} must be a whole number of 1 or more, not {value}.")
+    if not settings.lr > 0 or not math.isfinite(settings.lr):
+        raise ConfigError(f"--lr must be a positive number, not {settings.lr}.")
+    for flag, value in (("disc-weight", settings.disc_weight), ("perceptual-weight", settings.perceptual_weight),
+                        ("codebook-weight", settings.codebook_weight), ("beta", settings.beta)):
+        if not value >= 0 or not math.isfinite(value):
+            raise ConfigError(f"--{flag} must be 0 or more, not {value}.")
+    if settings.disc_start < 0:
+        raise ConfigError(f"--disc-start must be 0 or more, not {settings.disc_start}.")
+    if settings.codebook is not None and settings.codebook < 2:
+        raise ConfigError(f"--codebook must be 2 codes or more, not {settings.codebook}.")
+    if settings.codebook_init not in CODEBOOK_INITS:
+        raise ConfigError(f"--codebook-init must be one of {', '.join(CODEBOOK_INITS)}, "
+                          f"not {settings.codebook_init!r}.")
+    if settings.name is not None and not _NAME.fullmatch(settings.name):
+        raise ConfigError(f"--name {settings.name!r} cannot be a file name; use letters, digits, '.', '_' and '-'.")
+    if settings.precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {settings.precision!r}.")
+    if settings.from_model is None and settings.architecture is None and settings.model not in SIZES \
+            and Path(settings.model).suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"--model must be one of {', '.join(SIZES)} or a VQGAN .yaml, not {settings.model!r}.")
+    if settings.vqgan_config is not None and settings.from_model is None:
+        raise ConfigError("--vqgan-config describes the checkpoint of --from; give --from too, or --model YAML to "
+                          "train that architecture from scratch.")
+
+
+def training_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype of training: bf16 where asked, or (``auto``) where the device computes
+    it natively (Ampere GPUs and later, CPUs with bf16 units); else None (float32). fp16 is
+    never chosen: it would need loss scaling."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        native = torch.cuda.get_device_capability(device) >= (8, 0)
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("this GPU does not compute bf16; use --precision fp32.")
+        return torch.bfloat16 if precision == "bf16" or native else None
+    if precision == "bf16" or cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+class CropSampler:
+    """Random crops of a folder's images, image by image in a shuffled order per epoch.
+
+    Every draw comes from ``rng`` (Python's generator, as :func:`random_crop` takes it), so
+    its state plus :meth:`state` decide every later crop. Decoded images are kept in memory
+    up to 1 GiB.
+    """
+
+    def __init__(self, folder: ImageFolder, size: int, rng: random.Random) -> None:
+        self.folder = folder
+        self.size = size
+        self.rng = rng
+        self.order: list[int] = []
+        self.position = 0
+        self.epoch = 0
+        self._cache: OrderedDict[int, Image.Image] = OrderedDict()
+        self._cached_bytes = 0
+
+    def crop(self) -> torch.Tensor:
+        """The next crop, (3, size, size) in [-1, 1]; unreadable images are skipped (said once).
+
+        Raises:
+            InputError: no image of the folder can be read.
+        """
+        while True:
+            if self.position >= len(self.order):
+                if len(self.folder.skipped) >= len(self.folder.files):
+                    raise InputError(f"none of the {len(self.folder.files)} images in {self.folder.root} can be "
+                                     "read; give a folder of PNG, JPEG or WebP images.")
+                if self.order:
+                    self.epoch += 1
+                order = list(range(len(self.folder.files)))
+                self.rng.shuffle(order)
+                self.order, self.position = order, 0
+            index = self.order[self.position]
+            self.position += 1
+            image = self._image(index)
+            if image is not None:
+                return random_crop(image, self.size, self.rng)
+
+    def batch(self, count: int) -> torch.Tensor:
+        """``count`` crops, (count, 3, size, size) in [-1, 1]."""
+        return torch.stack([self.crop() for _ in range(count)])
+
+    def _image(self, index: int) -> Image.Image | None:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        image = self.folder.read(index)
+        if image is None:
+            return None
+        cost = image.width * image.height * 3
+        if cost <= _CACHE_BYTES:
+            self._cache[index] = image
+            self._cached_bytes += cost
+            while self._cached_bytes > _CACHE_BYTES:
+                _, dropped = self._cache.popitem(last=False)
+                self._cached_bytes -= dropped.width * dropped.height * 3
+        return image
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Where the order stands, and the generator's state, as tensors."""
+        return {"data.order": torch.tensor(self.order, dtype=torch.int64),
+                "data.position": torch.tensor(self.position), "data.epoch": torch.tensor(self.epoch),
+                "rng.python": ckpt.python_random_state(self.rng.getstate())}
+
+    def restore(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Go back to a :meth:`state`."""
+        self.order = [int(i) for i in state["data.order"].tolist()]
+        self.position, self.epoch = int(state["data.position"]), int(state["data.epoch"])
+        self.rng.setstate(ckpt.python_random_from(state["rng.python"]))
+        if self.order and max(self.order) >= len(self.folder.files):
+            raise InputError(f"the training folder {self.folder.root} holds fewer images than when the run started; "
+                             "resume with the same images.")
+
+
+# --------------------------------------------------------------------------------------------
+# the model to train
+
+
+def _base_config(settings: VQGANTrainSettings) -> VQGANConfig:
+    if settings.architecture is not None:
+        try:
+            return VQGANConfig(**{**settings.architecture,
+                                  "ch_mult": tuple(settings.architecture.get("ch_mult", (1,))),
+                                  "attn_resolutions": tuple(settings.architecture.get("attn_resolutions", ()))})
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"the architecture is not a valid VQGAN config: {error}") from None
+    if settings.model in SIZES:
+        return SIZES[settings.model]
+    config = vqgan_config_from_mapping(read_yaml(settings.model), source=Path(settings.model).name)
+    if config.quantizer != "vq":
+        raise ConfigError(f"{Path(settings.model).name} describes a Gumbel VQGAN; training here makes vector-quantised "
+                          "ones (VQModel).")
+    return config
+
+
+def _check_vqgan_source(name: str, *, weights_dir: str | None, offline: bool | None) -> Path:
+    """The checkpoint file of ``--from``, refused with one sentence when it is no VQGAN."""
+    given = Path(name).expanduser()
+    if not given.is_file():
+        try:
+            entry = store.get(name)
+        except WeightsError:
+            entry = None
+        if entry is not None and entry.kind != "vqgan":
+            raise InputError(f"--from {name} is {entry.kind} weights ({entry.description}), not a VQGAN; give a "
+                             "VQGAN's registry name or checkpoint file.")
+    path = store.resolve(name, kind="vqgan", weights_dir=weights_dir, offline=offline)
+    opened = open_checkpoint(path, weights_dir=weights_dir)
+    try:
+        keys = set(state_dict_from(opened, source=path.name))
+    except CheckpointError:
+        raise InputError(f"--from {path.name} is not a VQGAN checkpoint (it holds no state dict); give a VQGAN's "
+                         "registry name or checkpoint file.") from None
+    finally:
+        opened.close()
+    if any(key.startswith(("transformer.", "first_stage_model.")) for key in keys):
+        raise InputError(f"--from {path.name} is a transformer prior, not a VQGAN; give the VQGAN checkpoint itself "
+                         "(a prior's first stage is a registry VQGAN or its own .ckpt).")
+    if "quantize.embed.weight" in keys:
+        raise InputError(f"--from {path.name} is a Gumbel VQGAN, which cannot be trained here (only vector-quantised "
+                         "VQGANs can); give another VQGAN.")
+    if "quantize.embedding.weight" not in keys or "decoder.conv_out.weight" not in keys:
+        raise InputError(f"--from {path.name} is not a VQGAN checkpoint (it has no codebook and decoder); give a "
+                         "VQGAN's registry name or checkpoint file.")
+    return path
+
+
+def _load_from(settings: VQGANTrainSettings) -> VQGAN:
+    name = str(settings.from_model)
+    path = _check_vqgan_source(name, weights_dir=settings.weights_dir, offline=settings.offline)
+    config: Any = settings.vqgan_config
+    if config is None and not Path(name).expanduser().is_file():
+        entry = store.get(name)
+        if entry.config:
+            config = VQGANConfig(**entry.config)
+        else:
+            yamls = [store.locate(store.get(c), path.parent) for c in entry.companions]
+            config = next((y for y in yamls if y.is_file()), None)
+    return load_vqgan(path, config, weights_dir=settings.weights_dir)
+
+
+def _fresh_codebook(count: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+    """Taming's initial codes: uniform in [-1/count, 1/count]."""
+    return (torch.rand(count, dim, generator=generator) * 2 - 1) / count  # (count, dim)
+
+
+@torch.no_grad()
+def _encoder_codes(vqgan: VQGAN, sampler: CropSampler, count: int, batch_size: int, device: torch.device,
+                   generator: torch.Generator) -> torch.Tensor:
+    """``count`` latent vectors of the encoder on random crops (distinct ones while there are
+    enough; else repeated with a little noise), (count, embed_dim)."""
+    pool: list[torch.Tensor] = []
+    total = 0
+    for _ in range(_ENCODER_INIT_BATCHES):
+        h = vqgan.quant_conv(vqgan.encoder(sampler.batch(batch_size).to(device)))  # (B, C, h, w)
+        flat = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]).float().cpu()  # (B*h*w, C)
+        pool.append(flat)
+        total += flat.shape[0]
+        if total >= count:
+            break
+    vectors = torch.cat(pool)
+    if vectors.shape[0] >= count:
+        return vectors[torch.randperm(vectors.shape[0], generator=generator)[:count]].clone()
+    chosen = vectors[torch.randint(vectors.shape[0], (count,), generator=generator)]
+    noise = torch.randn(chosen.shape, generator=generator) * 0.01 * vectors.std().clamp_min(1e-6)
+    return chosen + noise
+
+
+def _with_codebook(vqgan: VQGAN, settings: VQGANTrainSettings, sampler: CropSampler, device: torch.device,
+                   generator: torch.Generator, *, source: str) -> VQGAN:
+    """``vqgan`` with the codebook ``settings`` asks for: extended or re-initialised.
+
+    Raises:
+        ConfigError: a smaller codebook than the loaded one without ``reinit_codebook``.
+    """
+    old = vqgan.n_codes
+    count = settings.codebook if settings.codebook is not None else old
+    if count < old and not settings.reinit_codebook:
+        raise ConfigError(f"--codebook {count} is smaller than the {old} codes of {source}; give {old} or more to "
+                          f"extend its codebook, or add --reinit-codebook to start a new one of {count} codes.")
+    if count == old and not settings.reinit_codebook:
+        return vqgan
+    keep = 0 if settings.reinit_codebook else old
+    if settings.codebook_init == "encoder":
+        new = _encoder_codes(vqgan, sampler, count - keep, settings.batch_size, device, generator)
+    else:
+        new = _fresh_codebook(count - keep, vqgan.code_dim, generator)
+    how = "from the encoder's outputs on random crops" if settings.codebook_init == "encoder" else "at random"
+    logger.info("codebook: %s%d new codes, initialised %s", f"{keep} codes of {source} kept, " if keep else "",
+                count - keep, how)
+    grown = VQGAN(replace(vqgan.config, n_embed=count)).to(device)
+    state = dict(vqgan.state_dict())
+    state["quantize.embedding.weight"] = torch.cat([state["quantize.embedding.weight"][:keep].cpu(), new]).to(device)
+    grown.load_state_dict(state, strict=True)
+    return grown
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+class VQGANTraining:
+    """One training run: the models, optimisers, data and run folder, stepped by :meth:`run`.
+
+    Build it with :meth:`start` (a new run) or :meth:`resume` (a run's folder); every setting and
+    input is checked, and the model loaded, before the run folder is made.
+    """
+
+    def __init__(self, settings: VQGANTrainSettings, vqgan: VQGAN, loss: VQGANLoss, sampler: CropSampler,
+                 device: torch.device, run_folder: Path, *, step: int = 0) -> None:
+        self.samples = held_out_crops(sampler.folder, settings)
+        self.settings = settings
+        self.vqgan = vqgan
+        self.loss = loss
+        self.sampler = sampler
+        self.device = device
+        self.run_folder = run_folder
+        self.step = step
+        self.dtype = training_dtype(device, settings.precision)
+        self.name = str(settings.name)
+        self.yaml_path = run_folder / YAML_FILE  # beside last.ckpt, where the loader looks for it
+        self.checkpoint_path = run_folder / CHECKPOINT_FILE
+        self.registered = ckpt.registered_paths(self.name, settings.weights_dir)[0]
+        betas = (0.5, 0.9)
+        self.optimizer = torch.optim.Adam(list(vqgan.parameters()), lr=settings.lr, betas=betas)
+        self.disc_optimizer = torch.optim.Adam(list(loss.discriminator.parameters()), lr=settings.lr, betas=betas)
+        self._updating = False
+        if settings.compile:
+            for module in (vqgan.encoder, vqgan.decoder, loss.discriminator):
+                module.compile()
+
+    # -- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, settings: VQGANTrainSettings) -> VQGANTraining:
+        """A new run: checks, loads, makes the run folder and writes ``config.json`` and the yaml.
+
+        Raises:
+            ConfigError, InputError: a bad setting or input (one sentence each).
+            WeightsError, CheckpointError: ``from_model`` cannot be had or is no VQGAN.
+        """
+        check_settings(settings)
+        folder = scan_images(settings.data)
+        seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+        device = pick_device(settings.device)
+        training_dtype(device, settings.precision)
+        torch.manual_seed(seed)
+        init = torch.Generator().manual_seed(seed)
+        rng = random.Random(seed)
+        sampler = CropSampler(folder, settings.size, rng)
+        if settings.from_model is not None:
+            source = Path(settings.from_model).name
+            vqgan = _load_from(settings).to(device)
+            vqgan = _with_codebook(vqgan, settings, CropSampler(folder, settings.size, random.Random(f"codes-{seed}")),
+                                   device, init, source=source)
+        else:
+            config = _base_config(settings)
+            if settings.codebook is not None:
+                config = replace(config, n_embed=settings.codebook)
+            vqgan = VQGAN(config)
+            with torch.no_grad():
+                vqgan.codebook.copy_(_fresh_codebook(config.n_embed, config.embed_dim, init))
+            vqgan = vqgan.to(device)
+        _check_crop(settings, vqgan.config)
+        perceptual = load_lpips(settings.weights_dir) if settings.perceptual_weight > 0 else None
+        loss = VQGANLoss(settings.loss_settings(), perceptual).to(device)
+        name = settings.name or ckpt.free_name(slugify(Path(settings.data).resolve().name, max_length=40),
+                                               settings.weights_dir)
+        if settings.name is not None and ckpt.name_is_taken(name, settings.weights_dir):
+            path = ckpt.registered_paths(name, settings.weights_dir)[0]
+            raise ConfigError(f"a model called {name} is already in the weights folder ({path}); choose another "
+                              "--name, or resume its run with --resume.")
+        resolved = replace(settings, name=name, seed=seed, architecture=vqgan.config.to_dict())
+        held_out_crops(folder, resolved)  # a folder without one readable image stops before any file is written
+        run_folder = _new_run_folder(Path(settings.out), name)
+        training = cls(resolved, vqgan.train().requires_grad_(True), loss.train(), sampler, device, run_folder)
+        training._write_config()
+        ckpt.write_text(training.yaml_path, training._yaml())
+        return training
+
+    @classmethod
+    def resume(cls, run_folder: str | Path, overrides: Mapping[str, Any] | None = None) -> VQGANTraining:
+        """A stopped run, at the step of its ``last.ckpt``, with the same settings (``overrides``
+        may change only :data:`RESUME_OVERRIDES`).
+
+        Raises:
+            ConfigError: not a run folder, or an override of a setting the run owns.
+            CheckpointError: its checkpoint is unreadable or belongs to another model.
+        """
+        folder = Path(run_folder)
+        config_file = folder / CONFIG_FILE
+        if not config_file.is_file() or not (folder / CHECKPOINT_FILE).is_file():
+            raise ConfigError(f"{folder} is not the folder of a VQGAN training run with a checkpoint (it has no "
+                              f"{CONFIG_FILE} and {CHECKPOINT_FILE}); give the run folder that training wrote.")
+        try:
+            recorded = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise ConfigError(f"{config_file} is not readable JSON; give the folder of a training run.") from None
+        if not isinstance(recorded, dict) or recorded.get("kind") != RUN_PREFIX:
+            raise ConfigError(f"{config_file} is not the config of a VQGAN training run; give the folder of a run of "
+                              "`python -m generator train vqgan`.")
+        settings = VQGANTrainSettings.from_dict(recorded.get("settings", {}), source=str(config_file))
+        changed = {key: value for key, value in (overrides or {}).items()
+                   if value is not None and getattr(settings, key) != value}
+        refused = sorted(set(changed) - set(RESUME_OVERRIDES))
+        if refused:
+            flag = "--" + refused[0].replace("_", "-")
+            raise ConfigError(f"{flag} cannot change when resuming (the run keeps its own settings); start a new run "
+                              f"with --from {folder / CHECKPOINT_FILE} to train on with other settings.")
+        settings = replace(settings, **changed)
+        check_settings(settings)
+        device = pick_device(settings.device)
+        state, training_state = ckpt.read_training_checkpoint(folder / CHECKPOINT_FILE,
+                                                              weights_dir=settings.weights_dir)
+        config = _base_config(settings)
+        vqgan = VQGAN(config)
+        perceptual = load_lpips(settings.weights_dir) if any(k.startswith("loss.perceptual_loss.") for k in state) \
+            else None
+        if perceptual is None and any(k.startswith("loss.perceptual_loss.") for k in state):
+            raise ConfigError("this run trained with the perceptual (LPIPS) term, whose weights are no longer in the "
+                              "weights folder; put vgg.pth and vgg16-397923af.pth back to resume it.")
+        loss = VQGANLoss(settings.loss_settings(), perceptual)
+        _load_strictly(vqgan, loss, state, source=str(folder / CHECKPOINT_FILE))
+        sampler = CropSampler(scan_images(settings.data), settings.size, random.Random(settings.seed))
+        sampler.restore(training_state)
+        step = int(training_state["global_step"])
+        training = cls(settings, vqgan.to(device).train(), loss.to(device).train(), sampler, device, folder, step=step)
+        ckpt.restore_optimizer("optimizer", training.optimizer, training_state)
+        ckpt.restore_optimizer("disc_optimizer", training.disc_optimizer, training_state)
+        torch.set_rng_state(training_state["rng.torch"])
+        if device.type == "cuda" and "rng.cuda" in training_state:
+            torch.cuda.set_rng_state(training_state["rng.cuda"], device)
+        _truncate_metrics(folder / METRICS_FILE, step)
+        training._write_config(replace_file=True)
+        logger.info("resuming %s at step %d of %d", folder, step, settings.steps)
+        return training
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, until: int | None = None, on_event: Callable[[Event], None] | None = None) -> TrainResult:
+        """Train up to step ``until`` (default: ``steps``), then write the checkpoint.
+
+        Ctrl-C between two updates writes the checkpoint of the last step done (resume goes on
+        from there) and raises again.
+
+        Raises:
+            NonFiniteError: a loss stopped being a number (the last checkpoint is kept).
+            InputError: no image can be read any more.
+        """
+        with _compiled_backward_retained(self.settings.compile):
+            return self._run(self.settings.steps if until is None else until, on_event or (lambda event: None))
+
+    def _run(self, target: int, emit: Callable[[Event], None]) -> TrainResult:
+        started, first = time.monotonic(), self.step
+        if self.step >= target:
+            emit(Notice(f"the run is already at step {self.step}; give a larger --steps to train on."))
+        while self.step < target:
+            point, stepped = self._resume_point(), False
+            try:
+                parts = self._train_step()
+                self.step += 1
+                stepped = True
+                done = self.step
+                if done % self.settings.log_every == 0 or done == 1 or done == target:
+                    self._log(parts)
+                if done % self.settings.sample_every == 0 or done == target:
+                    emit(Preview(stage="train", step=done, image=self._write_samples()))
+                if done % self.settings.save_every == 0 and done != target:
+                    self._save(self._resume_point())
+                emit(Progress(stage="train", step=done - first, total=target - first,
+                              elapsed=time.monotonic() - started, loss=parts["loss"],
+                              losses={k: v for k, v in parts.items() if k != "loss"}))
+            except KeyboardInterrupt:
+                self._stopped(self._resume_point() if stepped else point)
+                raise
+        self._save(self._resume_point())
+        return TrainResult(self.run_folder, self.checkpoint_path, self.yaml_path, self.registered, self.step,
+                           self.vqgan)
+
+    def _stopped(self, point: Mapping[str, torch.Tensor]) -> None:
+        """Ctrl-C: write the checkpoint of the last step done, unless an update was under way."""
+        if self._updating:
+            logger.warning("stopped during an update; %s keeps the last checkpoint written", self.checkpoint_path)
+            return
+        self._save(point)
+        logger.info("stopped at step %d; resume with `python -m generator train vqgan --resume %s`", self.step,
+                    self.run_folder)
+
+    def _train_step(self) -> dict[str, float]:
+        settings, step = self.settings, self.step
+        disc_on = self.loss.discriminator_on(step)
+        totals: dict[str, float] = {}
+        last_layer = self.vqgan.decoder.conv_out.weight
+        for _ in range(settings.accumulate):
+            x = self.sampler.batch(settings.batch_size).to(self.device)  # (B, 3, S, S) in [-1, 1]
+            with autocast(self.device, self.dtype):
+                h = self.vqgan.quant_conv(self.vqgan.encoder(x))  # (B, C, S/f, S/f)
+                quantized = quantize_for_training(h, self.vqgan.codebook, settings.beta)
+                x_rec = self.vqgan.decode(quantized.z_st)  # (B, 3, S, S)
+                loss, parts = self.loss.generator_loss(x, x_rec, quantized.loss, step, last_layer)
+            (loss / settings.accumulate).backward()
+            parts = {**parts, "loss": loss.detach()}
+            if disc_on:
+                with autocast(self.device, self.dtype):
+                    d_loss, d_parts = self.loss.discriminator_loss(x, x_rec)
+                (d_loss / settings.accumulate).backward()
+                parts.update(d_parts)
+            values = {key: float(value) for key, value in parts.items()}
+            if not math.isfinite(values["loss"]) or not math.isfinite(values.get("d_loss", 0.0)):
+                raise NonFiniteError(f"the loss stopped being a number at step {step + 1}; lower --lr or use "
+                                     f"--precision fp32 ({self.checkpoint_path} keeps the last checkpoint written).")
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value / settings.accumulate
+        self._updating = True
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if disc_on:
+            self.disc_optimizer.step()
+            self.disc_optimizer.zero_grad(set_to_none=True)
+        self._updating = False
+        usage, perplexity = codebook_statistics(quantized.indices, self.vqgan.n_codes)
+        mse = ((x.float().clamp(-1, 1) - x_rec.detach().float().clamp(-1, 1)) / 2).pow(2).mean()
+        totals.update(psnr=float(10 * torch.log10(1 / mse.clamp_min(1e-10))), codebook_usage=usage,
+                      perplexity=perplexity)
+        return totals
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] through the model being trained, as it stands (in eval
+        mode: no dropout, so no random draw that would change the training's)."""
+        was_training = self.vqgan.training
+        self.vqgan.eval()
+        try:
+            with autocast(self.device, self.dtype):
+                h = self.vqgan.encode(x.to(self.device))
+                z_q, _, _ = self.vqgan.quantize(h)
+                return self.vqgan.decode(z_q).float()
+        finally:
+            self.vqgan.train(was_training)
+
+    def _write_samples(self) -> Image.Image:
+        reconstructed = self.reconstruct(self.samples).cpu()
+        images = [tensor_to_pil((image + 1) / 2) for image in (*self.samples, *reconstructed)]
+        sheet = contact_sheet(images, columns=len(self.samples))
+        path = self.run_folder / f"recon-{self.step:06d}.png"
+        if not path.exists():
+            save_png(sheet, path)
+        return sheet
+
+    def _log(self, parts: Mapping[str, float]) -> None:
+        line = {"step": self.step, "epoch": self.sampler.epoch, **{k: round(v, 6) for k, v in parts.items()},
+                "lr": self.settings.lr}
+        path = self.run_folder / METRICS_FILE
+        try:
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line) + "\n")
+        except OSError as error:
+            raise output_error(error, path) from error
+
+    def _resume_point(self) -> dict[str, torch.Tensor]:
+        """The random and data state before the next step (what resuming starts from)."""
+        point = {**self.sampler.state(), "rng.torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            point["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return point
+
+    def _save(self, point: Mapping[str, torch.Tensor]) -> None:
+        training_state = {**point, "global_step": torch.tensor(self.step),
+                          **ckpt.flatten_optimizer("optimizer", self.optimizer),
+                          **ckpt.flatten_optimizer("disc_optimizer", self.disc_optimizer)}
+        checkpoint = ckpt.lightning_checkpoint(ckpt.model_state(self.vqgan, self.loss), global_step=self.step,
+                                               epoch=int(point["data.epoch"]), training_state=training_state)
+        ckpt.save_checkpoint(checkpoint, self.checkpoint_path)
+        ckpt.register(self.name, checkpoint, self._yaml(), self.settings.weights_dir)
+        logger.info("step %d: wrote %s and %s", self.step, self.checkpoint_path, self.registered)
+
+    def _yaml(self) -> str:
+        loss = replace(self.loss.settings, perceptual_weight=self.loss.settings.perceptual_weight
+                       if self.loss.has_perceptual else 0.0)
+        base_lr = self.settings.lr / (self.settings.batch_size * self.settings.accumulate)
+        return ckpt.yaml_text(ckpt.upstream_yaml(self.vqgan.config, loss.upstream_params(),
+                                                 base_learning_rate=base_lr))
+
+    def _write_config(self, replace_file: bool = False) -> None:
+        record = {"kind": RUN_PREFIX, "settings": self.settings.to_dict(), "perceptual": self.loss.has_perceptual,
+                  "device": str(self.device), "precision": str(self.dtype or torch.float32).removeprefix("torch."),
+                  "checkpoint": CHECKPOINT_FILE, "yaml": self.yaml_path.name, "registered": str(self.registered)}
+        path = self.run_folder / CONFIG_FILE
+        if replace_file:
+            ckpt.write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        else:
+            save_json(record, path)
+
+
+@contextlib.contextmanager
+def _compiled_backward_retained(enabled: bool) -> Iterator[None]:
+    """Compiled backward passes that may run more than once: the adaptive weight takes two
+    gradients at the decoder's last layer (``retain_graph``) before the full backward, which
+    buffers donated to a compiled backward would forbid."""
+    if not enabled:
+        yield
+        return
+    import torch._functorch.config as functorch_config
+
+    with functorch_config.patch(donated_buffer=False):
+        yield
+
+
+def held_out_crops(folder: ImageFolder, settings: VQGANTrainSettings) -> torch.Tensor:
+    """The fixed crops of the reconstruction grids, (4, 3, S, S), drawn by a generator of their
+    own (the training's draws are untouched).
+
+    Raises:
+        InputError: no image of the folder can be read.
+    """
+    return CropSampler(folder, settings.size, random.Random(f"samples-{settings.seed}")).batch(SAMPLE_COUNT)
+
+
+def _check_crop(settings: VQGANTrainSettings, config: VQGANConfig) -> None:
+    factor = config.downsample_factor
+    if settings.size % factor:
+        lower = max(factor, settings.size // factor * factor)
+        raise ConfigError(f"--size {settings.size} is not a multiple of the VQGAN's downsampling factor {factor}; use "
+                          f"{lower} or {lower + factor}.")
+    smallest = discriminator_min_size(settings.disc_layers)
+    if settings.size < smallest:
+        raise ConfigError(f"--size {settings.size} is too small for a discriminator of {settings.disc_layers} layers, "
+                          f"which needs {smallest} pixels or more; use a larger --size or fewer --disc-layers.")
+
+
+def _load_strictly(vqgan: VQGAN, loss: VQGANLoss, state: Mapping[str, torch.Tensor], *, source: str) -> None:
+    own = {key: value for key, value in state.items() if not key.startswith("loss.")}
+    losses = {key.removeprefix("loss."): value for key, value in state.items() if key.startswith("loss.")}
+    try:
+        vqgan.load_state_dict(own, strict=True)
+        loss.load_state_dict(losses, strict=True)
+    except RuntimeError:
+        raise CheckpointError(f"{source} does not fit the architecture its run's {CONFIG_FILE} describes; the run "
+                              "folder's files belong to different runs.") from None
+
+
+def _new_run_folder(out: Path, name: str) -> Path:
+    base = f"{RUN_PREFIX}-{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for attempt in itertools.count(2):
+            folder = out / (base if attempt == 2 else f"{base}-{attempt - 1}")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            logger.info("writing the run into %s", folder)
+            return folder
+    except OSError as error:
+        raise output_error(error, out / base, out) from error
+    raise AssertionError("unreachable")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the metric lines of steps after ``step`` (written after the checkpoint, then redone)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    ckpt.write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def train_vqgan(settings: VQGANTrainSettings, on_event: Callable[[Event], None] | None = None) -> TrainResult:
+    """Start a run and train it to ``settings.steps`` (see :class:`VQGANTraining`)."""
+    return VQGANTraining.start(settings).run(on_event=on_event)
