@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from generator.decoder.loader import load_vqgan, read_yaml, vqgan_config_from_mapping
 from generator.devices import autocast, cpu_has_native_bf16, pick_device
@@ -48,6 +50,7 @@ from generator.io.images import contact_sheet, tensor_to_pil
 from generator.io.outputs import save_json, save_png, slugify
 from generator.train import vqgan_checkpoint as ckpt
 from generator.train.data import ImageFolder, random_crop, scan_images
+from generator.train.distributed import Distributed
 from generator.train.vqgan_losses import (
     LossSettings,
     VQGANLoss,
@@ -460,10 +463,15 @@ class VQGANTraining:
     """
 
     def __init__(self, settings: VQGANTrainSettings, vqgan: VQGAN, loss: VQGANLoss, sampler: CropSampler,
-                 device: torch.device, run_folder: Path, *, step: int = 0) -> None:
+                 device: torch.device, run_folder: Path, *, step: int = 0, place: Distributed | None = None) -> None:
         self.samples = held_out_crops(sampler.folder, settings)
         self.settings = settings
         self.vqgan = vqgan
+        self.place = place or Distributed()
+        self.autoencoder: nn.Module = _Autoencoder(vqgan, settings.beta)
+        if self.place.active:  # averages the autoencoder's gradients over the processes
+            self.autoencoder = DistributedDataParallel(self.autoencoder,
+                                                       device_ids=[device.index] if device.type == "cuda" else None)
         self.loss = loss
         self.sampler = sampler
         self.device = device
@@ -494,8 +502,10 @@ class VQGANTraining:
         """
         check_settings(settings)
         folder = scan_images(settings.data)
-        seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
         device = pick_device(settings.device)
+        place = Distributed.current(device)
+        device = place.device(device)
+        seed = place.share(settings.seed if settings.seed is not None else secrets.randbelow(2**31))
         training_dtype(device, settings.precision)
         torch.manual_seed(seed)
         init = torch.Generator().manual_seed(seed)
@@ -523,12 +533,15 @@ class VQGANTraining:
             path = ckpt.registered_paths(name, settings.weights_dir)[0]
             raise ConfigError(f"a model called {name} is already in the weights folder ({path}); choose another "
                               "--name, or resume its run with --resume.")
+        name = place.share(name)
         resolved = replace(settings, name=name, seed=seed, architecture=vqgan.config.to_dict())
         held_out_crops(folder, resolved)  # a folder without one readable image stops before any file is written
-        run_folder = _new_run_folder(Path(settings.out), name)
-        training = cls(resolved, vqgan.train().requires_grad_(True), loss.train(), sampler, device, run_folder)
-        training._write_config()
-        ckpt.write_text(training.yaml_path, training._yaml())
+        run_folder = place.share(_new_run_folder(Path(settings.out), name) if place.main else None)
+        training = cls(resolved, vqgan.train().requires_grad_(True), loss.train(), sampler, device, run_folder,
+                       place=place)
+        if place.main:
+            training._write_config()
+            ckpt.write_text(training.yaml_path, training._yaml())
         return training
 
     @classmethod
@@ -563,6 +576,8 @@ class VQGANTraining:
         settings = replace(settings, **changed)
         check_settings(settings)
         device = pick_device(settings.device)
+        place = Distributed.current(device)
+        device = place.device(device)
         state, training_state = ckpt.read_training_checkpoint(folder / CHECKPOINT_FILE,
                                                               weights_dir=settings.weights_dir)
         config = _base_config(settings)
@@ -577,14 +592,16 @@ class VQGANTraining:
         sampler = CropSampler(scan_images(settings.data), settings.size, random.Random(settings.seed))
         sampler.restore(training_state)
         step = int(training_state["global_step"])
-        training = cls(settings, vqgan.to(device).train(), loss.to(device).train(), sampler, device, folder, step=step)
+        training = cls(settings, vqgan.to(device).train(), loss.to(device).train(), sampler, device, folder, step=step,
+                       place=place)
         ckpt.restore_optimizer("optimizer", training.optimizer, training_state)
         ckpt.restore_optimizer("disc_optimizer", training.disc_optimizer, training_state)
         torch.set_rng_state(training_state["rng.torch"])
         if device.type == "cuda" and "rng.cuda" in training_state:
             torch.cuda.set_rng_state(training_state["rng.cuda"], device)
-        _truncate_metrics(folder / METRICS_FILE, step)
-        training._write_config(replace_file=True)
+        if place.main:
+            _truncate_metrics(folder / METRICS_FILE, step)
+            training._write_config(replace_file=True)
         logger.info("resuming %s at step %d of %d", folder, step, settings.steps)
         return training
 
@@ -605,6 +622,9 @@ class VQGANTraining:
 
     def _run(self, target: int, emit: Callable[[Event], None]) -> TrainResult:
         started, first = time.monotonic(), self.step
+        main = self.place.main
+        if not main:  # the first process reports; the others train
+            emit = _quiet
         if self.step >= target:
             emit(Notice(f"the run is already at step {self.step}; give a larger --steps to train on."))
         while self.step < target:
@@ -614,19 +634,21 @@ class VQGANTraining:
                 self.step += 1
                 stepped = True
                 done = self.step
-                if done % self.settings.log_every == 0 or done == 1 or done == target:
+                if main and (done % self.settings.log_every == 0 or done == 1 or done == target):
                     self._log(parts)
-                if done % self.settings.sample_every == 0 or done == target:
+                if main and (done % self.settings.sample_every == 0 or done == target):
                     emit(Preview(stage="train", step=done, image=self._write_samples()))
-                if done % self.settings.save_every == 0 and done != target:
+                if main and done % self.settings.save_every == 0 and done != target:
                     self._save(self._resume_point())
                 emit(Progress(stage="train", step=done - first, total=target - first,
                               elapsed=time.monotonic() - started, loss=parts["loss"],
                               losses={k: v for k, v in parts.items() if k != "loss"}))
             except KeyboardInterrupt:
-                self._stopped(self._resume_point() if stepped else point)
+                if main:
+                    self._stopped(self._resume_point() if stepped else point)
                 raise
-        self._save(self._resume_point())
+        if main:
+            self._save(self._resume_point())
         return TrainResult(self.run_folder, self.checkpoint_path, self.yaml_path, self.registered, self.step,
                            self.vqgan)
 
@@ -644,14 +666,17 @@ class VQGANTraining:
         disc_on = self.loss.discriminator_on(step)
         totals: dict[str, float] = {}
         last_layer = self.vqgan.decoder.conv_out.weight
-        for _ in range(settings.accumulate):
-            x = self.sampler.batch(settings.batch_size).to(self.device)  # (B, 3, S, S) in [-1, 1]
-            with autocast(self.device, self.dtype):
-                h = self.vqgan.quant_conv(self.vqgan.encoder(x))  # (B, C, S/f, S/f)
-                quantized = quantize_for_training(h, self.vqgan.codebook, settings.beta)
-                x_rec = self.vqgan.decode(quantized.z_st)  # (B, 3, S, S)
-                loss, parts = self.loss.generator_loss(x, x_rec, quantized.loss, step, last_layer)
-            (loss / settings.accumulate).backward()
+        place, batch = self.place, settings.batch_size
+        for micro in range(settings.accumulate):
+            # every process draws the combined batch from the same generator and keeps its slice
+            combined = self.sampler.batch(batch * place.world)  # (N*B, 3, S, S) in [-1, 1]
+            x = combined[place.rank * batch:(place.rank + 1) * batch].to(self.device)  # (B, 3, S, S)
+            syncing = place.active and micro < settings.accumulate - 1
+            with self.autoencoder.no_sync() if syncing else contextlib.nullcontext():  # one all-reduce a step
+                with autocast(self.device, self.dtype):
+                    x_rec, codebook_loss, indices = self.autoencoder(x)  # (B, 3, S, S), (), (B, S/f, S/f)
+                    loss, parts = self.loss.generator_loss(x, x_rec, codebook_loss, step, last_layer)
+                (loss / settings.accumulate).backward()
             parts = {**parts, "loss": loss.detach()}
             if disc_on:
                 with autocast(self.device, self.dtype):
@@ -664,6 +689,8 @@ class VQGANTraining:
                                      f"--precision fp32 ({self.checkpoint_path} keeps the last checkpoint written).")
             for key, value in values.items():
                 totals[key] = totals.get(key, 0.0) + value / settings.accumulate
+        if disc_on:
+            place.average_gradients(self.loss.discriminator.parameters())
         self._updating = True
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -671,11 +698,11 @@ class VQGANTraining:
             self.disc_optimizer.step()
             self.disc_optimizer.zero_grad(set_to_none=True)
         self._updating = False
-        usage, perplexity = codebook_statistics(quantized.indices, self.vqgan.n_codes)
+        usage, perplexity = codebook_statistics(indices, self.vqgan.n_codes)
         mse = ((x.float().clamp(-1, 1) - x_rec.detach().float().clamp(-1, 1)) / 2).pow(2).mean()
         totals.update(psnr=float(10 * torch.log10(1 / mse.clamp_min(1e-10))), codebook_usage=usage,
                       perplexity=perplexity)
-        return totals
+        return place.average(totals, self.device)
 
     # -- outputs ----------------------------------------------------------------------------
 
@@ -759,6 +786,25 @@ def _compiled_backward_retained(enabled: bool) -> Iterator[None]:
 
     with functorch_config.patch(donated_buffer=False):
         yield
+
+
+class _Autoencoder(nn.Module):
+    """The VQGAN's training pass as one module (what DistributedDataParallel wraps): encode,
+    quantise with the straight-through estimator, decode."""
+
+    def __init__(self, vqgan: VQGAN, beta: float) -> None:
+        super().__init__()
+        self.vqgan = vqgan
+        self.beta = beta
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.vqgan.quant_conv(self.vqgan.encoder(x))  # (B, C, S/f, S/f)
+        quantized = quantize_for_training(h, self.vqgan.codebook, self.beta)
+        return self.vqgan.decode(quantized.z_st), quantized.loss, quantized.indices  # (B, 3, S, S), (), (B, h, w)
+
+
+def _quiet(event: Event) -> None:
+    """The events of a process that does not report."""
 
 
 def held_out_crops(folder: ImageFolder, settings: VQGANTrainSettings) -> torch.Tensor:
