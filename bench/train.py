@@ -9,9 +9,9 @@ default, GroupNorm of 32) with LPIPS of random weights (no download), Adam (0.5,
 The original is ``taming.models.vqgan.VQModel`` and ``VQLPIPSWithDiscriminator`` from a
 throwaway install, never a dependency of the project::
 
-    pip install --no-deps --target /tmp/taming_pkg taming-transformers-rom1504==0.0.6
-    python bench/train.py --taming /tmp/taming_pkg                 # CPU: 64 px crops, batch 2
-    python bench/train.py --taming /tmp/taming_pkg --size 256 --batch 4 --ch 128   # a GPU, official widths
+    pip install --no-deps --target .taming taming-transformers-rom1504==0.0.6   # .taming/ is git-ignored
+    python bench/train.py --taming .taming                 # CPU: 64 px crops, batch 2
+    python bench/train.py --taming .taming --size 256 --batch 4 --ch 128 --res-blocks 2   # a GPU, official widths
 
 Each measurement runs in a fresh process (so the peak memory is its own: the GPU's peak
 allocation, or the process's peak resident memory on a CPU), the two sides alternated over
@@ -21,13 +21,11 @@ allocation, or the process's peak resident memory on a CPU), the two sides alter
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from bench.common import commit, emit, machine, peak_mb, reset_peak
+from tests.parity import taming_stand_ins
 
 SIDES = ("studio", "taming")
 
@@ -87,7 +86,7 @@ def taming_step(args: argparse.Namespace, device: torch.device):
     """The original's step, as its Lightning ``training_step`` runs it (optimiser 0, then 1),
     with the discriminator's parameters frozen during the autoencoder's step as Lightning does."""
     sys.path.insert(0, args.taming)
-    _stand_ins()
+    taming_stand_ins.install()
     from taming.models.vqgan import VQModel
 
     lossconfig = {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator", "params": loss_params(args)}
@@ -112,30 +111,6 @@ def taming_step(args: argparse.Namespace, device: torch.device):
         disc_optimizer.zero_grad(set_to_none=True)
 
     return step
-
-
-def _stand_ins() -> None:
-    """What the original needs that no longer imports or would download: Lightning (its module is
-    only a base class here), taming.main's instantiate_from_config, and pretrained VGG/LPIPS
-    weights (random ones instead: speed does not depend on the values)."""
-    lightning = types.ModuleType("pytorch_lightning")
-    lightning.LightningModule = torch.nn.Module
-    sys.modules["pytorch_lightning"] = lightning
-    main = types.ModuleType("taming.main")
-
-    def instantiate_from_config(config: dict):
-        module, _, name = config["target"].rpartition(".")
-        return getattr(importlib.import_module(module), name)(**config.get("params", {}))
-
-    main.instantiate_from_config = instantiate_from_config
-    sys.modules["taming.main"] = main
-    import torchvision.models
-
-    original = torchvision.models.vgg16
-    torchvision.models.vgg16 = lambda pretrained=False, **kwargs: original(weights=None)
-    from taming.modules.losses import lpips
-
-    lpips.LPIPS.load_from_pretrained = lambda self, name="vgg_lpips": None
 
 
 def measure_one(args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ from generator.mode import Mode
 from generator.reconstruct.mode import RECONSTRUCT
 from generator.sample.mode import SAMPLE
 from generator.text_to_image.mode import TEXT_TO_IMAGE
+from generator.train.mode import TRAIN
 from generator.upscale.mode import UPSCALE
 
 MODES: dict[str, Mode] = {mode.name: mode for mode in (
@@ -25,6 +26,7 @@ MODES: dict[str, Mode] = {mode.name: mode for mode in (
     SAMPLE,
     UPSCALE,
     RECONSTRUCT,
+    TRAIN,
 )}
 """Every mode by name, in the order the command line lists them and the web UI shows them."""
 

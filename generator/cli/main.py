@@ -26,7 +26,6 @@ TOOLS = {
     "grid": ("generator.cli.grid", "an X/Y grid: every combination of two settings' values, one labelled image"),
     "download": ("generator.cli.download", "fetch registry weights, or list them with --list"),
     "presets": ("generator.cli.presets", "list the presets and their settings"),
-    "train": ("generator.train.cli", "train a VQGAN or a transformer prior on your own images"),
 }
 """The commands that are no mode of their own: (module, summary)."""
 

@@ -174,8 +174,8 @@ def _show(bars: dict[str, tqdm], event: Progress) -> None:
         for other in bars.values():
             other.close()
         description = {"encode": "encoding images", "train": "training"}.get(event.stage, event.stage)
-        bar = bars[event.stage] = tqdm(total=event.total, initial=event.step - 1 if event.stage == "train" else 0,
-                                       desc=description, unit="step" if event.stage == "train" else "image",
+        bar = bars[event.stage] = tqdm(total=event.total, initial=0 if event.stage == "encode" else event.step - 1,
+                                       desc=description, unit="image" if event.stage == "encode" else "step",
                                        file=sys.stderr, dynamic_ncols=True)
     bar.update(event.step - bar.n)
     if event.loss is not None:

@@ -51,7 +51,8 @@ def update_tuple(update: Update, names: Sequence[str]) -> tuple[Any, ...]:
     compare = tuple(update.results) if update.results and len(update.results) == 2 else None
     values = {"status": status, "preview": update.preview, "result": update.result, "results": update.results,
               "compare": compare,
-              "video": update.video, "files": update.files, "info": update.info, "seed": update.seed}
+              "video": update.video, "files": update.files, "info": update.info, "seed": update.seed,
+              "plot": update.plot}
     return tuple(gr.skip() if values[name] is None else values[name] for name in names)
 
 

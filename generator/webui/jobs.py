@@ -61,6 +61,7 @@ class Update:
     files: list[str] | None = None
     info: str | None = None
     seed: int | None = None
+    plot: Any = None  # a chart's points (a pandas DataFrame for a gr.LinePlot)
 
 
 def pooled(mode: str) -> Callable[[JobFunction], JobFunction]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import sys
 import tempfile
-import types
 from pathlib import Path
 
 import torch
@@ -26,32 +25,12 @@ import yaml
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.parity import taming_stand_ins
 from tests.parity.trained_format import GOLDENS_FILE, YAML_FILE, image, write
 
 
-def _stand_ins() -> None:
-    lightning = types.ModuleType("pytorch_lightning")
-    lightning.LightningModule = torch.nn.Module
-    sys.modules["pytorch_lightning"] = lightning
-    main = types.ModuleType("taming.main")
-
-    def instantiate_from_config(config):
-        module, _, name = config["target"].rpartition(".")
-        return getattr(importlib.import_module(module), name)(**config.get("params", {}))
-
-    main.instantiate_from_config = instantiate_from_config
-    sys.modules["taming.main"] = main
-    import torchvision.models
-
-    original = torchvision.models.vgg16
-    torchvision.models.vgg16 = lambda pretrained=False, **kwargs: original(weights=None)
-    from taming.modules.losses import lpips
-
-    lpips.LPIPS.load_from_pretrained = lambda self, name="vgg_lpips": None
-
-
 def main() -> None:
-    _stand_ins()
+    taming_stand_ins.install()
     with tempfile.TemporaryDirectory() as folder:
         checkpoint, config = write(Path(folder))
         text = config.read_text()
