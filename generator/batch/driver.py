@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from generator.batch.index import write_index
 from generator.batch.jobs import Job
@@ -156,16 +156,25 @@ def run_batch(jobs: Sequence[Job], folder: Path, executor: Executor, *, batch_si
 
 
 def _record(job: Job, result: JobResult, run: RunRecord, folder: Path) -> JobRecord:
-    done = result.done
-    error = run.error or (str(result.error) if result.error else None)
+    return job_record(job, run, folder, error=run.error or (str(result.error) if result.error else None),
+                      seconds=result.seconds, worker=result.worker, device=result.device,
+                      config=result.state.config, attempts=result.attempts)
+
+
+def job_record(job: Job, run: RunRecord, folder: Path, *, error: str | None, seconds: float, worker: str,
+               device: str, config: Mapping[str, Any] | None = None, attempts: int = 1) -> JobRecord:
+    """The ``batch.jsonl`` line of ``job``, whose run (``run``) wrote into the batch ``folder``:
+    done, or failed with ``error`` (a run that did not finish counts as failed); its config is
+    the finished run's, else ``config`` (default: the job's own)."""
+    done = run.done
     status = "done" if run.status == "done" else "failed"
-    timings = {**(dict(done.timings) if done else {}), "worker_seconds": result.seconds}
     return JobRecord(id=job.id, source=job.source, fingerprint=job.fingerprint, status=status,
                      prompt=job.config.prompts, seed=job.config.seed,
-                     config=dict(done.config) if done else dict(result.state.config),
+                     config=dict(done.config) if done else dict(config or job.config.to_dict()),
                      error=error if status == "failed" else None,
                      folder=str(run.folder.relative_to(folder)) if run.folder else None,
-                     timings=timings, worker=result.worker, device=result.device, attempts=result.attempts)
+                     timings={**(dict(done.timings) if done else {}), "worker_seconds": seconds},
+                     worker=worker, device=device, attempts=attempts)
 
 
 def make_many(pipeline: TextToImage, configs: Sequence[GenerationConfig], *,

@@ -84,8 +84,19 @@ def create_run_folder(out_dir: Path, *, prompt: str, seed: int,
     Raises:
         OutputError: If the folder cannot be created.
     """
+    folder = new_folder(Path(out_dir), f"{now or datetime.now():%Y%m%d-%H%M%S}-{slugify(prompt)}-{int(seed)}")
+    logger.info("writing the outputs of this run into %s", folder)
+    return folder
+
+
+def new_folder(out_dir: Path, base: str) -> Path:
+    """Create and return the folder ``<out_dir>/<base>`` (and ``out_dir`` with its parents); an
+    existing folder is never reused: on a collision ``-2``, ``-3``, ... is appended.
+
+    Raises:
+        OutputError: If the folder cannot be created.
+    """
     out_dir = Path(out_dir)
-    base = f"{now or datetime.now():%Y%m%d-%H%M%S}-{slugify(prompt)}-{int(seed)}"
     folder = out_dir / base
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +106,6 @@ def create_run_folder(out_dir: Path, *, prompt: str, seed: int,
             except FileExistsError:
                 folder = out_dir / f"{base}-{attempt}"
                 continue
-            logger.info("writing the outputs of this run into %s", folder)
             return folder
     except OSError as error:
         raise output_error(error, folder, out_dir) from error

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from generator.io.atomic_files import output_error, replace_bytes_atomic
-from generator.train.vqgan_checkpoint import free_name
+from generator.train.vqgan_checkpoint import free_name, upstream_ddconfig
 from generator.weights import store
 from models.gpt import GPT, GPTConfig
 from models.vqgan import VQGAN, VQGANConfig
@@ -37,9 +37,8 @@ CONDITIONINGS = ("sos", "class")
 def vqgan_model_config(config: VQGANConfig) -> dict[str, Any]:
     """The ``model`` mapping of a VQGAN's upstream ``model.yaml`` (``target`` + ``params``), with
     Taming's ``DummyLoss``, as a transformer's ``first_stage_config`` holds it."""
-    ddconfig = {key: value for key, value in config.to_dict().items()
-                if key not in ("embed_dim", "n_embed", "quantizer")}
-    params: dict[str, Any] = {"embed_dim": config.embed_dim, "n_embed": config.n_embed, "ddconfig": ddconfig,
+    params: dict[str, Any] = {"embed_dim": config.embed_dim, "n_embed": config.n_embed,
+                              "ddconfig": upstream_ddconfig(config),
                               "lossconfig": {"target": "taming.modules.losses.DummyLoss"}}
     if config.quantizer == "gumbel":
         params["kl_weight"] = 1.0e-8

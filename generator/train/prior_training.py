@@ -51,7 +51,7 @@ from generator.errors import CheckpointError, ConfigError, InputError, summary
 from generator.events import Event, Notice, Preview, Progress
 from generator.io.atomic_files import output_error, replace_bytes_atomic
 from generator.io.images import contact_sheet, png_bytes, tensor_to_pil
-from generator.io.outputs import slugify
+from generator.io.outputs import new_folder, slugify
 from generator.sample.sampling import SamplingSettings, sample_in_window
 from generator.train import codes as code_cache
 from generator.train.codes import CodeSet
@@ -324,20 +324,7 @@ class PriorTraining:
         return vqgan
 
     def _create_folder(self) -> Path:
-        base = f"{FOLDER_PREFIX}{self._name()}-{datetime.now():%Y%m%d-%H%M%S}"
-        folder = self.out_dir / base
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            attempt = 1
-            while True:
-                try:
-                    folder.mkdir()
-                    return folder
-                except FileExistsError:
-                    attempt += 1
-                    folder = self.out_dir / f"{base}-{attempt}"
-        except OSError as error:
-            raise output_error(error, folder, self.out_dir) from error
+        return new_folder(self.out_dir, f"{FOLDER_PREFIX}{self._name()}-{datetime.now():%Y%m%d-%H%M%S}")
 
     def _codes(self, vqgan: VQGAN, digest: str,
                images: ImageFolder | None) -> Generator[Event, None, CodeSet]:

@@ -43,17 +43,11 @@ UPSTREAM_GROUPS = 32
 
 def upstream_yaml(config: VQGANConfig, loss_params: Mapping[str, Any], *,
                   base_learning_rate: float | None = None) -> dict[str, Any]:
-    """The upstream ``model.yaml`` for ``config`` trained with ``loss_params``.
-
-    ``norm_num_groups`` is no upstream key: it is written only when it is not upstream's 32
-    (the project's loader reads it; Taming's modules ignore unknown ddconfig keys).
-    """
+    """The upstream ``model.yaml`` for ``config`` trained with ``loss_params`` (its ddconfig:
+    :func:`upstream_ddconfig`)."""
     if config.quantizer != "vq":
         raise ConfigError("only a vector-quantised VQGAN (VQModel) can be written as a trained model.")
-    values = config.to_dict()
-    ddconfig = {key: values[key] for key in _DDCONFIG_KEYS}
-    if config.norm_num_groups != UPSTREAM_GROUPS:
-        ddconfig["norm_num_groups"] = config.norm_num_groups
+    ddconfig = upstream_ddconfig(config)
     model: dict[str, Any] = {}
     if base_learning_rate is not None:
         model["base_learning_rate"] = float(base_learning_rate)
@@ -62,6 +56,17 @@ def upstream_yaml(config: VQGANConfig, loss_params: Mapping[str, Any], *,
         "lossconfig": {"target": LOSS_TARGET, "params": dict(loss_params)},
     })
     return {"model": model}
+
+
+def upstream_ddconfig(config: VQGANConfig) -> dict[str, Any]:
+    """The upstream ``ddconfig`` of ``config``: the keys Taming's Encoder and Decoder take, in its
+    order, plus ``norm_num_groups`` only when it is not upstream's 32 (the project's loader reads
+    it; Taming's modules ignore unknown keys)."""
+    values = config.to_dict()
+    ddconfig = {key: values[key] for key in _DDCONFIG_KEYS}
+    if config.norm_num_groups != UPSTREAM_GROUPS:
+        ddconfig["norm_num_groups"] = config.norm_num_groups
+    return ddconfig
 
 
 def yaml_text(data: Mapping[str, Any]) -> str:

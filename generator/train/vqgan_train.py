@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import math
@@ -47,7 +46,7 @@ from generator.errors import CheckpointError, ConfigError, InputError, NonFinite
 from generator.events import Event, Notice, Preview, Progress
 from generator.io.atomic_files import output_error
 from generator.io.images import contact_sheet, tensor_to_pil
-from generator.io.outputs import save_json, save_png, slugify
+from generator.io.outputs import new_folder, save_json, save_png, slugify
 from generator.train import vqgan_checkpoint as ckpt
 from generator.train.data import ImageFolder, random_crop, scan_images
 from generator.train.distributed import Distributed
@@ -841,20 +840,9 @@ def _load_strictly(vqgan: VQGAN, loss: VQGANLoss, state: Mapping[str, torch.Tens
 
 
 def _new_run_folder(out: Path, name: str) -> Path:
-    base = f"{RUN_PREFIX}-{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for attempt in itertools.count(2):
-            folder = out / (base if attempt == 2 else f"{base}-{attempt - 1}")
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                continue
-            logger.info("writing the run into %s", folder)
-            return folder
-    except OSError as error:
-        raise output_error(error, out / base, out) from error
-    raise AssertionError("unreachable")
+    folder = new_folder(out, f"{RUN_PREFIX}-{name}-{datetime.now():%Y%m%d-%H%M%S}")
+    logger.info("writing the run into %s", folder)
+    return folder
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from generator.batch.driver import job_record
 from generator.batch.grid import (
     GRID_JSON,
     GRID_PNG,
@@ -31,12 +32,12 @@ from generator.batch.grid import (
     write_grid,
 )
 from generator.batch.index import write_index
-from generator.batch.records import BatchRecords, JobRecord
+from generator.batch.records import BatchRecords
 from generator.config import GenerationConfig
 from generator.drive import RunRecord, drive
 from generator.errors import GeneratorError, InputError
 from generator.events import Preview, Progress
-from generator.io.outputs import slugify
+from generator.io.outputs import new_folder, slugify
 from generator.text_to_image.checks import check_settings
 from generator.text_to_image.mode import TEXT_TO_IMAGE
 from generator.webui.gallery import record_owner
@@ -74,16 +75,14 @@ def parse_web_axis(name: str, field: str | None, values: str | None) -> Axis | N
 
 def grid_folder(studio: Studio, prompt: str, axes: Sequence[Axis]) -> Path:
     """A new grid folder in the outputs folder: ``grid-<axes>-<prompt>-<time>`` (never another
-    visitor's grid of the same prompt and axes)."""
+    visitor's grid of the same prompt and axes), created.
+
+    Raises:
+        OutputError: it cannot be created.
+    """
     names = " ".join(axis.name for axis in axes)
-    stem = slugify(f"grid {names} {prompt}", max_length=60)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = studio.outputs_dir / f"{stem}-{stamp}"
-    for number in range(2, 1000):
-        if not folder.exists():
-            break
-        folder = studio.outputs_dir / f"{stem}-{stamp}-{number}"
-    return folder
+    return new_folder(studio.outputs_dir, f"{slugify(f'grid {names} {prompt}', max_length=60)}-"
+                                          f"{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def grid_job(studio: Studio, config: GenerationConfig, x: Axis, y: Axis | None, session: Session, *,
@@ -103,14 +102,14 @@ def grid_job(studio: Studio, config: GenerationConfig, x: Axis, y: Axis | None, 
     if checked is not None:
         cells = [dataclasses.replace(cell, job=dataclasses.replace(cell.job, config=checked(cell.job.config)))
                  for cell in cells]
-    folder = Path(folder) if folder is not None else grid_folder(studio, prompt, [a for a in (x, y) if a])
-    records = BatchRecords(folder)
-    cells = with_grid_seed(cells, records, seeded(defaults, (x, y)))
-    for cell in cells:  # before any model is loaded or downloaded
+    for cell in cells:  # before any model is loaded or downloaded, or any folder made
         try:
             check_settings(cell.job.config)
         except InputError as error:
             raise InputError(f"the cell {', '.join(cell.labels)}: {error}") from None
+    folder = Path(folder) if folder is not None else grid_folder(studio, prompt, [a for a in (x, y) if a])
+    records = BatchRecords(folder)
+    cells = with_grid_seed(cells, records, seeded(defaults, (x, y)))
     with session.running():
         folder.mkdir(parents=True, exist_ok=True)
         if session.owner:
@@ -176,20 +175,9 @@ def _make_cell(studio: Studio, session: Session, folder: Path, records: BatchRec
     except GeneratorError as error:  # this cell failed: a grey tile with its error, and the next cell
         record.status, record.error = "failed", str(error)
     finally:
-        records.append(_job_record(cell, record, folder, time.perf_counter() - started, str(pipeline.device)))
-
-
-def _job_record(cell: Cell, run: RunRecord, folder: Path, seconds: float, device: str) -> JobRecord:
-    """The ``batch.jsonl`` line of a cell made in the page."""
-    job = cell.job
-    done = run.done
-    error = run.error if run.status == "failed" else ("stopped" if run.status != "done" else None)
-    return JobRecord(id=job.id, source=job.source, fingerprint=job.fingerprint,
-                     status="done" if run.status == "done" else "failed", prompt=job.config.prompts,
-                     seed=job.config.seed, config=dict(done.config) if done else job.config.to_dict(), error=error,
-                     folder=str(run.folder.relative_to(folder)) if run.folder else None,
-                     timings={**(dict(done.timings) if done else {}), "worker_seconds": seconds},
-                     worker="web page", device=device)
+        error = record.error if record.status == "failed" else "stopped"
+        records.append(job_record(cell.job, record, folder, error=error, seconds=time.perf_counter() - started,
+                                  worker="web page", device=str(pipeline.device)))
 
 
 __all__ = ["AXIS_CHOICES", "GRID_JSON", "GRID_PNG", "MAX_WEB_CELLS", "grid_job", "parse_web_axis"]
