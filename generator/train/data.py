@@ -3,13 +3,16 @@
 A folder holds images directly (one class, unconditional) or in sub-folders, one per class
 (``faces/``, ``textures/``; the class labels are the sub-folders' names in sorted order). An
 image that cannot be read is skipped with one line each, and training goes on; a folder with
-no image at all is one sentence before anything loads.
+no image at all is one sentence before anything loads. :class:`CropSampler` draws a training's
+random crops, image by image in a shuffled order per epoch, from one seeded generator.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +21,10 @@ from PIL import Image
 
 from generator.errors import InputError
 from generator.io.images import IMAGE_SUFFIXES, open_image, pil_to_tensor, to_rgb
+from generator.train.vqgan_checkpoint import python_random_from, python_random_state
 
 logger = logging.getLogger(__name__)
+_CACHE_BYTES = 1 << 30  # decoded images kept in memory (RGB bytes)
 
 
 @dataclass
@@ -95,3 +100,79 @@ def random_crop(image: Image.Image, size: int, generator: random.Random) -> torc
     top = generator.randint(0, height - size)
     crop = image.crop((left, top, left + size, top + size))
     return pil_to_tensor(crop)[0] * 2 - 1  # (3, size, size)
+
+
+class CropSampler:
+    """Random crops of a folder's images, image by image in a shuffled order per epoch.
+
+    Every draw comes from ``rng`` (Python's generator, as :func:`random_crop` takes it), so
+    its state plus :meth:`state` decide every later crop. Decoded images are kept in memory
+    up to 1 GiB.
+    """
+
+    def __init__(self, folder: ImageFolder, size: int, rng: random.Random) -> None:
+        self.folder = folder
+        self.size = size
+        self.rng = rng
+        self.order: list[int] = []
+        self.position = 0
+        self.epoch = 0
+        self._cache: OrderedDict[int, Image.Image] = OrderedDict()
+        self._cached_bytes = 0
+
+    def crop(self) -> torch.Tensor:
+        """The next crop, (3, size, size) in [-1, 1]; unreadable images are skipped (said once).
+
+        Raises:
+            InputError: no image of the folder can be read.
+        """
+        while True:
+            if self.position >= len(self.order):
+                if len(self.folder.skipped) >= len(self.folder.files):
+                    raise InputError(f"none of the {len(self.folder.files)} images in {self.folder.root} can be "
+                                     "read; give a folder of PNG, JPEG or WebP images.")
+                if self.order:
+                    self.epoch += 1
+                order = list(range(len(self.folder.files)))
+                self.rng.shuffle(order)
+                self.order, self.position = order, 0
+            index = self.order[self.position]
+            self.position += 1
+            image = self._image(index)
+            if image is not None:
+                return random_crop(image, self.size, self.rng)
+
+    def batch(self, count: int) -> torch.Tensor:
+        """``count`` crops, (count, 3, size, size) in [-1, 1]."""
+        return torch.stack([self.crop() for _ in range(count)])
+
+    def _image(self, index: int) -> Image.Image | None:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        image = self.folder.read(index)
+        if image is None:
+            return None
+        cost = image.width * image.height * 3
+        if cost <= _CACHE_BYTES:
+            self._cache[index] = image
+            self._cached_bytes += cost
+            while self._cached_bytes > _CACHE_BYTES:
+                _, dropped = self._cache.popitem(last=False)
+                self._cached_bytes -= dropped.width * dropped.height * 3
+        return image
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Where the order stands, and the generator's state, as tensors."""
+        return {"data.order": torch.tensor(self.order, dtype=torch.int64),
+                "data.position": torch.tensor(self.position), "data.epoch": torch.tensor(self.epoch),
+                "rng.python": python_random_state(self.rng.getstate())}
+
+    def restore(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Go back to a :meth:`state`."""
+        self.order = [int(i) for i in state["data.order"].tolist()]
+        self.position, self.epoch = int(state["data.position"]), int(state["data.epoch"])
+        self.rng.setstate(python_random_from(state["rng.python"]))
+        if self.order and max(self.order) >= len(self.folder.files):
+            raise InputError(f"the training folder {self.folder.root} holds fewer images than when the run started; "
+                             "resume with the same images.")

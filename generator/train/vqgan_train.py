@@ -28,7 +28,6 @@ import random
 import re
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -48,7 +47,7 @@ from generator.io.atomic_files import output_error
 from generator.io.images import contact_sheet, tensor_to_pil
 from generator.io.outputs import new_folder, save_json, save_png, slugify
 from generator.train import vqgan_checkpoint as ckpt
-from generator.train.data import ImageFolder, random_crop, scan_images
+from generator.train.data import CropSampler, ImageFolder, scan_images
 from generator.train.distributed import Distributed
 from generator.train.vqgan_losses import (
     LossSettings,
@@ -84,7 +83,6 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "last.ckpt"
 YAML_FILE = "last.yaml"
 SAMPLE_COUNT = 4  # held-out crops shown in each recon-<step>.png
-_CACHE_BYTES = 1 << 30  # decoded images kept in memory (RGB bytes)
 _ENCODER_INIT_BATCHES = 16  # at most this many batches are encoded to initialise new codes
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RESUME_OVERRIDES = ("steps", "sample_every", "log_every", "save_every", "device", "precision", "compile",
@@ -249,82 +247,6 @@ def training_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 # --------------------------------------------------------------------------------------------
 # data
-
-
-class CropSampler:
-    """Random crops of a folder's images, image by image in a shuffled order per epoch.
-
-    Every draw comes from ``rng`` (Python's generator, as :func:`random_crop` takes it), so
-    its state plus :meth:`state` decide every later crop. Decoded images are kept in memory
-    up to 1 GiB.
-    """
-
-    def __init__(self, folder: ImageFolder, size: int, rng: random.Random) -> None:
-        self.folder = folder
-        self.size = size
-        self.rng = rng
-        self.order: list[int] = []
-        self.position = 0
-        self.epoch = 0
-        self._cache: OrderedDict[int, Image.Image] = OrderedDict()
-        self._cached_bytes = 0
-
-    def crop(self) -> torch.Tensor:
-        """The next crop, (3, size, size) in [-1, 1]; unreadable images are skipped (said once).
-
-        Raises:
-            InputError: no image of the folder can be read.
-        """
-        while True:
-            if self.position >= len(self.order):
-                if len(self.folder.skipped) >= len(self.folder.files):
-                    raise InputError(f"none of the {len(self.folder.files)} images in {self.folder.root} can be "
-                                     "read; give a folder of PNG, JPEG or WebP images.")
-                if self.order:
-                    self.epoch += 1
-                order = list(range(len(self.folder.files)))
-                self.rng.shuffle(order)
-                self.order, self.position = order, 0
-            index = self.order[self.position]
-            self.position += 1
-            image = self._image(index)
-            if image is not None:
-                return random_crop(image, self.size, self.rng)
-
-    def batch(self, count: int) -> torch.Tensor:
-        """``count`` crops, (count, 3, size, size) in [-1, 1]."""
-        return torch.stack([self.crop() for _ in range(count)])
-
-    def _image(self, index: int) -> Image.Image | None:
-        if index in self._cache:
-            self._cache.move_to_end(index)
-            return self._cache[index]
-        image = self.folder.read(index)
-        if image is None:
-            return None
-        cost = image.width * image.height * 3
-        if cost <= _CACHE_BYTES:
-            self._cache[index] = image
-            self._cached_bytes += cost
-            while self._cached_bytes > _CACHE_BYTES:
-                _, dropped = self._cache.popitem(last=False)
-                self._cached_bytes -= dropped.width * dropped.height * 3
-        return image
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """Where the order stands, and the generator's state, as tensors."""
-        return {"data.order": torch.tensor(self.order, dtype=torch.int64),
-                "data.position": torch.tensor(self.position), "data.epoch": torch.tensor(self.epoch),
-                "rng.python": ckpt.python_random_state(self.rng.getstate())}
-
-    def restore(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Go back to a :meth:`state`."""
-        self.order = [int(i) for i in state["data.order"].tolist()]
-        self.position, self.epoch = int(state["data.position"]), int(state["data.epoch"])
-        self.rng.setstate(ckpt.python_random_from(state["rng.python"]))
-        if self.order and max(self.order) >= len(self.folder.files):
-            raise InputError(f"the training folder {self.folder.root} holds fewer images than when the run started; "
-                             "resume with the same images.")
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ import yaml
 from generator.cli.main import main
 from generator.decoder.loader import load_vqgan
 from generator.events import Event, Progress
-from generator.train.data import scan_images
+from generator.train.data import CropSampler, scan_images
 from generator.train.vqgan_losses import adaptive_weight, quantize_for_training
-from generator.train.vqgan_train import CropSampler, VQGANTraining
+from generator.train.vqgan_train import VQGANTraining
 from generator.webui.catalogue import local_files
 from tests.factories import save_tiny_vqgan
 from tests.prior_factories import save_tiny_prior
