@@ -112,6 +112,9 @@ def add_vqgan_arguments(parser: argparse.ArgumentParser) -> None:
                        help="scale of the adaptive adversarial weight (default 0.8)")
     steps.add_argument("--disc-layers", type=int, metavar="N", help="the discriminator's layers (default 3)")
     steps.add_argument("--disc-ndf", type=int, metavar="C", help="the discriminator's first width (default 64)")
+    steps.add_argument("--restart-dead-codes", type=int, metavar="STEPS",
+                       help="every STEPS steps, codes the encoder never picked move onto its outputs (more codes in "
+                            "use, sharper images); 0: never (default 100 from scratch, 0 with --from)")
     steps.add_argument("--perceptual-weight", type=float, metavar="W",
                        help="weight of the LPIPS term (default 1; 0 turns it off)")
     steps.add_argument("--codebook-weight", type=float, metavar="W",
@@ -137,8 +140,8 @@ def add_vqgan_arguments(parser: argparse.ArgumentParser) -> None:
 
 _FIELDS = ("data", "name", "model", "from_model", "vqgan_config", "codebook", "reinit_codebook", "codebook_init",
            "size", "steps", "batch_size", "accumulate", "lr", "seed", "disc_start", "disc_weight", "disc_layers",
-           "disc_ndf", "perceptual_weight", "codebook_weight", "beta", "precision", "compile", "device",
-           "sample_every", "log_every", "save_every", "out", "weights_dir", "offline")
+           "disc_ndf", "restart_dead_codes", "perceptual_weight", "codebook_weight", "beta", "precision", "compile",
+           "device", "sample_every", "log_every", "save_every", "out", "weights_dir", "offline")
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:

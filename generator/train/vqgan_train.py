@@ -47,6 +47,7 @@ from generator.io.atomic_files import output_error
 from generator.io.images import contact_sheet, tensor_to_pil
 from generator.io.outputs import new_folder, save_json, save_png, slugify
 from generator.train import vqgan_checkpoint as ckpt
+from generator.train.code_restarts import DeadCodeRestarts
 from generator.train.data import CropSampler, ImageFolder, scan_images
 from generator.train.distributed import Distributed
 from generator.train.vqgan_losses import (
@@ -83,6 +84,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "last.ckpt"
 YAML_FILE = "last.yaml"
 SAMPLE_COUNT = 4  # held-out crops shown in each recon-<step>.png
+RESTART_DEAD_CODES = 100  # steps between dead-code restarts of a run from scratch
 _ENCODER_INIT_BATCHES = 16  # at most this many batches are encoded to initialise new codes
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RESUME_OVERRIDES = ("steps", "sample_every", "log_every", "save_every", "device", "precision", "compile",
@@ -112,6 +114,9 @@ class VQGANTrainSettings:
         accumulate: micro-batches of ``batch_size`` per optimisation step.
         seed: drives the initialisation, the crops and their order (random when None; recorded).
         disc_start: the first step with the discriminator (it is off before).
+        restart_dead_codes: steps between dead-code restarts (codes no encoder output picked in
+            that many steps move onto encoder outputs, :mod:`generator.train.code_restarts`); 0: never;
+            default: every 100 steps from scratch, never when fine-tuning (``from_model``).
         precision: ``auto`` (bf16 autocast where the device computes it natively), ``fp32``, ``bf16``.
         compile: ``torch.compile`` the encoder, decoder and discriminator.
         sample_every, log_every, save_every: steps between reconstruction grids, metric lines
@@ -135,6 +140,7 @@ class VQGANTrainSettings:
     lr: float = 1e-4
     seed: int | None = None
     disc_start: int = 10000
+    restart_dead_codes: int | None = None
     disc_weight: float = 0.8
     disc_layers: int = 3
     disc_ndf: int = 64
@@ -212,6 +218,10 @@ def check_settings(settings: VQGANTrainSettings) -> None:
             raise ConfigError(f"--{flag} must be 0 or more, not {value}.")
     if settings.disc_start < 0:
         raise ConfigError(f"--disc-start must be 0 or more, not {settings.disc_start}.")
+    if settings.restart_dead_codes is not None and (not isinstance(settings.restart_dead_codes, int)
+                                                    or settings.restart_dead_codes < 0):
+        raise ConfigError(f"--restart-dead-codes must be a whole number of steps, or 0 for never, "
+                          f"not {settings.restart_dead_codes}.")
     if settings.codebook is not None and settings.codebook < 2:
         raise ConfigError(f"--codebook must be 2 codes or more, not {settings.codebook}.")
     if settings.codebook_init not in CODEBOOK_INITS:
@@ -406,6 +416,8 @@ class VQGANTraining:
         betas = (0.5, 0.9)
         self.optimizer = torch.optim.Adam(list(vqgan.parameters()), lr=settings.lr, betas=betas)
         self.disc_optimizer = torch.optim.Adam(list(loss.discriminator.parameters()), lr=settings.lr, betas=betas)
+        self.restarts = DeadCodeRestarts(vqgan.n_codes, settings.restart_dead_codes or 0, int(settings.seed or 0),
+                                         device)
         self._updating = False
         if settings.compile:
             for module in (vqgan.encoder, vqgan.decoder, loss.discriminator):
@@ -455,7 +467,11 @@ class VQGANTraining:
             raise ConfigError(f"a model called {name} is already in the weights folder ({path}); choose another "
                               "--name, or resume its run with --resume.")
         name = place.share(name)
-        resolved = replace(settings, name=name, seed=seed, architecture=vqgan.config.to_dict())
+        restarts = settings.restart_dead_codes
+        if restarts is None:
+            restarts = RESTART_DEAD_CODES if settings.from_model is None else 0
+        resolved = replace(settings, name=name, seed=seed, architecture=vqgan.config.to_dict(),
+                           restart_dead_codes=restarts)
         held_out_crops(folder, resolved)  # a folder without one readable image stops before any file is written
         run_folder = place.share(_new_run_folder(Path(settings.out), name) if place.main else None)
         training = cls(resolved, vqgan.train().requires_grad_(True), loss.train(), sampler, device, run_folder,
@@ -517,6 +533,7 @@ class VQGANTraining:
                        place=place)
         ckpt.restore_optimizer("optimizer", training.optimizer, training_state)
         ckpt.restore_optimizer("disc_optimizer", training.disc_optimizer, training_state)
+        training.restarts.restore(training_state)
         torch.set_rng_state(training_state["rng.torch"])
         if device.type == "cuda" and "rng.cuda" in training_state:
             torch.cuda.set_rng_state(training_state["rng.cuda"], device)
@@ -595,10 +612,12 @@ class VQGANTraining:
             syncing = place.active and micro < settings.accumulate - 1
             with self.autoencoder.no_sync() if syncing else contextlib.nullcontext():  # one all-reduce a step
                 with autocast(self.device, self.dtype):
-                    x_rec, codebook_loss, indices = self.autoencoder(x)  # (B, 3, S, S), (), (B, S/f, S/f)
+                    # (B, 3, S, S), (), (B, S/f, S/f), (B, C, S/f, S/f)
+                    x_rec, codebook_loss, indices, encoded = self.autoencoder(x)
                     loss, parts = self.loss.generator_loss(x, x_rec, codebook_loss, step, last_layer)
                 (loss / settings.accumulate).backward()
             parts = {**parts, "loss": loss.detach()}
+            self.restarts.observe(indices)
             if disc_on:
                 with autocast(self.device, self.dtype):
                     d_loss, d_parts = self.loss.discriminator_loss(x, x_rec)
@@ -618,6 +637,9 @@ class VQGANTraining:
         if disc_on:
             self.disc_optimizer.step()
             self.disc_optimizer.zero_grad(set_to_none=True)
+        if self.restarts.due(step + 1):
+            totals["codes_restarted"] = float(self.restarts.restart(self.vqgan.codebook, encoded, self.optimizer,
+                                                                     step + 1, place))
         self._updating = False
         usage, perplexity = codebook_statistics(indices, self.vqgan.n_codes)
         mse = ((x.float().clamp(-1, 1) - x_rec.detach().float().clamp(-1, 1)) / 2).pow(2).mean()
@@ -662,7 +684,7 @@ class VQGANTraining:
 
     def _resume_point(self) -> dict[str, torch.Tensor]:
         """The random and data state before the next step (what resuming starts from)."""
-        point = {**self.sampler.state(), "rng.torch": torch.get_rng_state()}
+        point = {**self.sampler.state(), **self.restarts.state(), "rng.torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             point["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         return point
@@ -718,10 +740,11 @@ class _Autoencoder(nn.Module):
         self.vqgan = vqgan
         self.beta = beta
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.vqgan.quant_conv(self.vqgan.encoder(x))  # (B, C, S/f, S/f)
         quantized = quantize_for_training(h, self.vqgan.codebook, self.beta)
-        return self.vqgan.decode(quantized.z_st), quantized.loss, quantized.indices  # (B, 3, S, S), (), (B, h, w)
+        # (B, 3, S, S), (), (B, h, w), (B, C, h, w)
+        return self.vqgan.decode(quantized.z_st), quantized.loss, quantized.indices, h.detach()
 
 
 def _quiet(event: Event) -> None:

@@ -18,7 +18,7 @@ from tests.train.vqgan_helpers import write_architecture_yaml, write_images
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ["--size", "16", "--steps", "4", "--lr", "2e-3", "--seed", "5", "--precision", "fp32", "--device", "cpu",
          "--log-every", "1", "--disc-start", "1000", "--disc-layers", "2", "--disc-ndf", "8",
-         "--perceptual-weight", "0", "--threads", "1"]
+         "--perceptual-weight", "0", "--threads", "1", "--restart-dead-codes", "2"]
 
 
 def _train(args: list[str], tmp: Path, *, processes: int) -> subprocess.CompletedProcess:
@@ -62,3 +62,5 @@ def test_two_processes_train_the_weights_of_one_process_with_their_combined_batc
     assert [m["step"] for m in metrics[2]] == [1, 2, 3, 4]  # one line a step: the first process's
     for first, second in zip(metrics[1], metrics[2], strict=True):  # the logged losses are the combined batch's
         assert abs(first["l1"] - second["l1"]) < 1e-4
+        assert first.get("codes_restarted") == second.get("codes_restarted")  # counted over both processes
+    assert [m.get("codes_restarted", 0) > 0 for m in metrics[2]] == [False, True, False, True]

@@ -125,7 +125,8 @@ def test_a_fine_tune_starts_from_exactly_the_given_weights(images: Path, tmp_pat
 
 
 def test_resume_continues_the_same_trajectory(images: Path, tmp_path: Path) -> None:
-    common = dict(steps=6, disc_start=2, seed=5, architecture=architecture(dropout=0.1))  # dropout draws from torch
+    # dropout draws from torch; a dead-code restart at step 4 counts the codes of steps 3 and 4
+    common = dict(steps=6, disc_start=2, seed=5, architecture=architecture(dropout=0.1), restart_dead_codes=2)
     straight = VQGANTraining.start(settings(images, tmp_path / "a", name="straight", **common))
     straight.run()
     first = VQGANTraining.start(settings(images, tmp_path / "b", name="halves", **common))
@@ -143,10 +144,11 @@ def test_resume_continues_the_same_trajectory(images: Path, tmp_path: Path) -> N
     assert [line["step"] for line in lines_b] == [1, 2, 3, 4, 5, 6]
     for line_a, line_b in zip(lines_a, lines_b, strict=True):
         assert line_a.keys() == line_b.keys()
-        for key in ("loss", "l1", "codebook_loss", "g_loss", "d_weight", "d_loss", "psnr", "codebook_usage"):
+        for key in ("loss", "l1", "codebook_loss", "g_loss", "d_weight", "d_loss", "psnr", "codebook_usage",
+                    "codes_restarted"):
             if key in line_a:
                 assert line_b[key] == pytest.approx(line_a[key], rel=1e-5, abs=1e-6), (line_a["step"], key)
-    assert "d_loss" in lines_a[-1]
+    assert "d_loss" in lines_a[-1] and lines_a[3]["codes_restarted"] > 0
     for module_a, module_b in ((straight.vqgan, resumed.vqgan), (straight.loss, resumed.loss)):
         state_a, state_b = module_a.state_dict(), module_b.state_dict()
         assert all(torch.allclose(state_a[k].float(), state_b[k].float(), atol=1e-6) for k in state_a)
