@@ -173,6 +173,7 @@ def build(page: Page, preset: str) -> TabParts:
         event.then(guarded(menu, None, 1), what, vqgan, **QUICK)
     stop_button.click(lambda: message_html("Stopping after this step…"), None, status, cancels=runs, **QUICK).then(
         guarded(stopped, 0, 1), None, status, **QUICK).then(guarded(menu, None, 1), what, vqgan, **QUICK)
+    vqgan.focus(guarded(menu, None, 1), what, vqgan, **QUICK)  # opened: lists what the weights folder has now
     what.change(guarded(switched, None, 6), what, [model, vqgan, size, samples, batch_size, lr], **QUICK)
     page.hint_menus((("vqgan", vqgan),), hint)
     return TabParts({}, [], {}, runs)

@@ -22,10 +22,23 @@ def models_menu(kind: str, value: str | None, label: str, weights: Any, **kwargs
     models that would download; a path typed in stays possible. A ``value`` the list lacks (a
     checkpoint outside the weights folder given as ``--vqgan``, another tool's name for a
     registry file) is listed first, so the menu shows it selected."""
+    menu = gr.Dropdown(_menu_options(kind, value, weights), value=value or None, label=label, allow_custom_value=True,
+                       **kwargs)
+    refresh_on_focus(menu, lambda: _menu_options(kind, value, weights))
+    return menu
+
+
+def refresh_on_focus(menu: gr.Dropdown, options: Any) -> None:
+    """List ``options()`` afresh each time ``menu`` is opened: a model trained in the Train tab,
+    or a file put into the weights folder, is in every menu without reloading the page."""
+    menu.focus(lambda: gr.update(choices=options()), None, menu, queue=False, show_progress="hidden", api_name=False)
+
+
+def _menu_options(kind: str, value: str | None, weights: Any) -> list[tuple[str, str]]:
     options = model_choices(kind, weights)
     if value and value not in (choice for _, choice in options):
         options.insert(0, (f"{Path(value).name or value}{SEPARATOR}given at start", value))
-    return gr.Dropdown(options, value=value or None, label=label, allow_custom_value=True, **kwargs)
+    return options
 
 
 def text_to_image_widgets(values: dict[str, Any], preset: str, weights: Any) -> dict[str, gr.components.Component]:

@@ -67,6 +67,15 @@ def test_training_draws_the_loss_plot_and_the_reconstructions(app: App, tmp_path
         for kind in ("total", "L1", "codebook"):  # the legend names the curves
             expect(plot).to_contain_text(kind)
 
+        # the trained model is in another tab's menu as soon as it is opened, without a reload
+        page.get_by_role("tab", name="Reconstruct").click()
+        page.locator("#reconstruct-vqgan input").click()
+        options = page.get_by_role("listbox").or_(page.locator("ul.options"))
+        expect(options.first).to_contain_text("my-vqgan.ckpt", timeout=10_000)
+        _shot(page, "ui-train-menu.png")
+        page.keyboard.press("Escape")
+        page.get_by_role("tab", name="Train").click()
+
         # a long run, stopped after a few steps and resumed from where it stopped
         page.locator("#train-steps input").fill("5000")
         page.locator("#train").click()
