@@ -16,7 +16,8 @@ os.environ.setdefault("GENERATOR_THREADS", "2")
 import pytest
 import torch
 
-pytest_plugins = ["tests.http_server", "tests.ray_cluster"]  # the file_server and local_ray fixtures
+# the file_server, local_ray and studio_decoder fixtures
+pytest_plugins = ["tests.http_server", "tests.ray_cluster", "tests.studio_decoder"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from generator.cli.main import main
 from generator.io.images import pil_to_tensor, tensor_to_pil
 from generator.reconstruct.config import ReconstructConfig
 from generator.reconstruct.pipeline import Reconstructor, planned_size, psnr
+from generator.train.studio import draw_landscape, draw_pattern
 from generator.workbench import Workbench
 
 
@@ -87,3 +89,26 @@ def test_an_empty_image_is_one_sentence() -> None:
 
     with pytest.raises(ConfigError, match="there is no image to reconstruct"):
         ReconstructConfig(image=" ")
+
+
+def test_the_studio_decoder_reproduces_drawn_images_it_never_saw(studio_decoder, tiny_files, tmp_path: Path,
+                                                                 capsys) -> None:
+    """The reconstruct command with a decoder that reproduces images (tests/studio_decoder.py):
+    landscapes and patterns drawn from a seed the training never used come back close, far
+    closer than through the random tiny VQGAN."""
+    rng = random.Random(12345)
+    scores: dict[str, list[float]] = {"studio": [], "random": []}
+    for index, draw in enumerate((draw_landscape, draw_pattern) * 2):
+        image = tmp_path / f"held-out-{index}.png"
+        draw(rng).save(image)
+        for name, files in (("studio", studio_decoder), ("random", tiny_files)):
+            vqgan = files.checkpoint if name == "studio" else files.vqgan
+            config = files.config if name == "studio" else files.vqgan_config
+            assert main(["reconstruct", str(image), "--vqgan", str(vqgan), "--vqgan-config", str(config), "--out",
+                         str(tmp_path / name), "--device", "cpu"]) == 0
+            folder = Path(capsys.readouterr().out.strip().splitlines()[-1]).parent
+            scores[name].append(json.loads((folder / "run.json").read_text())["timings"]["psnr"])
+    # measured (800 steps): studio 17.3, 10.6, 16.4, 14.2 dB; random 9.6, 7.1, 9.9, 10.4 dB
+    studio, noise = scores["studio"], scores["random"]
+    assert all(ours > theirs + 2 for ours, theirs in zip(studio, noise, strict=True)), scores
+    assert min(studio[0::2]) > 14 and sum(studio) / 4 > sum(noise) / 4 + 4, scores  # landscapes come back closest
