@@ -53,6 +53,7 @@ PRIOR_SIZES = {"tiny": (4, 4, 128), "small": (6, 8, 256), "base": (8, 8, 512)}
 DEFAULTS = {"vqgan": {"batch_size": 4, "lr": 1e-4}, "prior": {"batch_size": 16, "lr": 3e-4}}
 """The form's batch size and learning rate for each kind (the command line's defaults)."""
 UPLOADS = ".train-uploads"  # in the outputs folder: hidden, so no gallery lists it and no visitor reads it
+UPLOADS_GRACE = 3600  # seconds an upload folder no run trains on is kept (a run may be about to start on it)
 PLOT_SECONDS = 0.5  # the plot is redrawn at most this often (and at the end)
 PLOT_POINTS = 400  # points per curve sent to the plot; longer curves are averaged in buckets
 PREVIEW_WIDTH = 512  # grids are shown enlarged (nearest neighbour) to about this width
@@ -243,6 +244,7 @@ def train_job(studio: Studio, form: TrainForm, session: Session) -> Iterator[Upd
         _plan(studio, form, "uploads")  # the settings' own checks, before waiting for the device
         with session.running():
             _make_room(studio)
+            sweep_uploads(studio.outputs_dir)
             data, skipped = _copy_uploads(studio, form)
             try:
                 if skipped:
@@ -394,8 +396,7 @@ def _updates(training: _Training, record: RunRecord) -> Generator[Update, None, 
     began = first[0] if first is not None else result.step
     trained = f"trained on to step {result.step} ({result.step - began} more steps in {seconds:.0f} s)" if began \
         else f"trained to step {result.step} in {seconds:.0f} s"
-    menus = "the prior menus list it after you reload the page" if curves.prior else \
-        "this tab's menu lists it, the other tabs' VQGAN menus after you reload the page"
+    menus = "every prior menu lists it" if curves.prior else "every VQGAN menu lists it"
     yield Update(status=f"Done: the {kind} {registered.stem} {trained}. It is in the weights folder "
                         f"({registered.name}): {menus}.", result=str(registered), plot=loss_frame(curves))
     return result
@@ -506,6 +507,34 @@ def _copy_uploads(studio: Studio, form: TrainForm) -> tuple[Path, list[str]]:
         shutil.rmtree(root, ignore_errors=True)
         raise InputError("none of the uploads can be read as an image; upload PNG, JPEG or WebP images.")
     return folder, skipped
+
+
+def sweep_uploads(outputs: Path, grace: float = UPLOADS_GRACE) -> list[Path]:
+    """Remove the upload folders that no training run in ``outputs`` trains on any more (its
+    run folder was deleted, or it never started) and that are older than ``grace`` seconds; the
+    uploads of a run that exists stay, since resuming it reads them. Returns what was removed."""
+    root = outputs / UPLOADS
+    if not root.is_dir():
+        return []
+    used = []
+    for config in outputs.glob("train-*/config.json"):
+        try:
+            record = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        data = record.get("data") or (record.get("settings") or {}).get("data") if isinstance(record, dict) else None
+        if isinstance(data, str):
+            used.append(Path(data).resolve())
+    removed, now = [], time.time()
+    for folder in root.iterdir():
+        try:
+            stale = folder.is_dir() and now - folder.stat().st_mtime > grace
+        except OSError:
+            continue
+        if stale and not any(path.is_relative_to(folder.resolve()) for path in used):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _make_room(studio: Studio) -> None:

@@ -4,7 +4,9 @@ drives them, on a tiny VQGAN (f8, 32-pixel crops of a handful of generated image
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,14 @@ import torch
 from generator.decoder.loader import load_vqgan
 from generator.errors import GeneratorError
 from generator.train.tab import (
+    UPLOADS_GRACE,
     TrainForm,
     checked_form,
     latest_run,
     resume_job,
     said_for_the_form,
     stop_message,
+    sweep_uploads,
     train_job,
 )
 from generator.webui.gallery import list_runs
@@ -78,8 +82,7 @@ def test_training_sends_loss_points_while_it_runs_a_grid_and_registers_a_loadabl
     whole = final.plot
     assert sorted(set(whole["step"])) == list(range(1, 21)) and (whole["loss"] > 0).all()
     assert final.status.startswith("Done: the VQGAN my-vqgan trained to step 20 in ") and final.status.endswith(
-        "It is in the weights folder (my-vqgan.ckpt): this tab's menu lists it, the other tabs' VQGAN menus after you "
-        "reload the page.")
+        "It is in the weights folder (my-vqgan.ckpt): every VQGAN menu lists it.")
     registered = Path(final.result)
     assert registered == studio.weights_dir / "my-vqgan.ckpt" and registered.with_suffix(".yaml").is_file()
     vqgan = load_vqgan(registered, weights_dir=studio.weights_dir)
@@ -134,7 +137,7 @@ def test_a_prior_trains_over_the_trained_vqgan(studio: Studio, uploads, trained)
     assert any(update.preview is not None for update in prior_updates)  # sample grids
     final = prior_updates[-1]
     assert final.status.startswith("Done: the prior my-prior_transformer trained to step 6") and \
-        final.status.endswith("(my-prior_transformer.ckpt): the prior menus list it after you reload the page.")
+        final.status.endswith("(my-prior_transformer.ckpt): every prior menu lists it.")
     assert Path(final.result).is_file() and session.record.folder.name.startswith("train-prior-my-prior-")
 
 
@@ -210,3 +213,23 @@ def test_unreadable_uploads_are_left_out_with_a_notice(studio: Studio, uploads, 
     assert updates[0].notice == "1 of 5 uploads cannot be read as images and were left out: broken.png."
     assert updates[-1].status.startswith("Done: the VQGAN four trained to step 2")
     assert len(list((studio.outputs_dir / ".train-uploads").glob("*/four/*"))) == 4
+
+
+def test_uploads_no_run_trains_on_are_removed_once_stale_and_a_run_s_own_stay(studio: Studio, uploads, trained,
+                                                                           tmp_path: Path):
+    root = studio.outputs_dir / ".train-uploads"
+    (kept,) = [folder for folder in root.iterdir() if (folder / "my-vqgan").is_dir()]  # the trained run's
+    orphan, fresh = root / "20200101-000000-deadbeef", root / "29990101-000000-feedface"
+    for folder in (orphan, fresh):
+        (folder / "lost").mkdir(parents=True)
+        (folder / "lost" / "00000.png").write_bytes(b"not looked at")
+    old = time.time() - 2 * UPLOADS_GRACE
+    for folder in (orphan, kept):
+        os.utime(folder, (old, old))
+    session = _visitor(studio, "visitor-c")
+    updates = list(train_job(studio, TrainForm(images=uploads, steps=1, name="sweeper", **FAST), session))
+    assert updates[-1].status.startswith("Done: the VQGAN sweeper")
+    assert not orphan.exists()  # stale, and no run trains on it
+    assert fresh.is_dir() and kept.is_dir()  # too new to tell; a run's own (resume reads it)
+    assert [f for f in root.iterdir() if (f / "sweeper").is_dir()]  # the new run's uploads
+    assert sweep_uploads(studio.outputs_dir, grace=0) == [fresh]
