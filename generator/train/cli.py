@@ -199,15 +199,16 @@ def run_vqgan(args: argparse.Namespace) -> int:
             raise ConfigError("give --model (train from scratch) or --from (fine-tune), not both.")
         training = VQGANTraining.start(VQGANTrainSettings(**given))
     result = _train_with_bar(training)
-    print(f"run folder: {result.run_folder}", file=sys.stderr)
-    print(result.registered)
+    if training.place.main:  # under torchrun the first process says what was made
+        print(f"run folder: {result.run_folder}", file=sys.stderr)
+        print(result.registered)
     return 0
 
 
 def _train_with_bar(training: Any) -> Any:
     total = training.settings.steps
     bar = tqdm(total=total, initial=training.step, unit="step", desc=f"train {training.name}", file=sys.stderr,
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not training.place.main)
 
     def show(event: Event) -> None:
         if isinstance(event, Progress):

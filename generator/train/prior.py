@@ -157,6 +157,8 @@ def run_prior(args: argparse.Namespace) -> int:
         for bar in bars.values():
             bar.close()
     assert result is not None
+    if not training.place.main:  # under torchrun the first process says what was made
+        return 0
     classes = ", ".join(f"{index} {name}" for index, name in enumerate(result.classes))
     lines = [f"trained prior: {result.checkpoint} (with {result.config_file.name})",
              f"  in the weights folder as {result.registered.name}, where the menus list it",

@@ -44,6 +44,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from generator.decoder.loader import load_vqgan_by_name
 from generator.devices import autocast
@@ -56,6 +57,7 @@ from generator.sample.sampling import SamplingSettings, sample_in_window
 from generator.train import codes as code_cache
 from generator.train.codes import CodeSet
 from generator.train.data import ImageFolder, scan_images
+from generator.train.distributed import Distributed
 from generator.train.prior_checkpoint import register_prior, save_prior
 from models.gpt import GPT, GPTConfig
 from models.vqgan import VQGAN
@@ -217,8 +219,9 @@ def make_optimizer(gpt: GPT, config: PriorTrainingConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
 
 
-def sequence_loss(gpt: GPT, cond: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of every code given the condition token and the codes before it.
+def sequence_loss(gpt: nn.Module, cond: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of every code given the condition token and the codes before it
+    (``gpt``: the GPT, or the DistributedDataParallel wrapping it).
 
     Args:
         cond: (B, 1) condition tokens.
@@ -260,6 +263,7 @@ class PriorTraining:
         self.folder: Path | None = self.resume
         self._orders: dict[int, torch.Tensor] = {}
         self._previous_run: dict[str, Any] = {}
+        self.place = Distributed()
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -276,7 +280,9 @@ class PriorTraining:
                 without sub-folders.
             ConfigError: a ``--vqgan`` that is not a VQGAN, a ``--size`` that does not fit it.
         """
-        config = self.config
+        self.place = place = Distributed.current(self.device)  # under torchrun: this process's place
+        self.device = place.device(self.device)
+        self.config = config = replace(self.config, seed=place.share(self.config.seed))
         folder_images = None if self.resume is not None else self._check_data()
         vqgan = self._load_vqgan()
         factor = vqgan.downsample_factor
@@ -291,16 +297,25 @@ class PriorTraining:
                 f"VQGAN's {vqgan.n_codes} codes as vocabulary (as in Taming), so at most {vqgan.n_codes} fit; use "
                 "fewer sub-folders or a VQGAN with more codes.")
         digest = code_cache.vqgan_digest(vqgan)
+        if not place.main:  # the first process writes the files and reports; the others train
+            return (yield from _quietly(self._follow(vqgan, digest)))
         if self.folder is None:
             self.folder = self._create_folder()
             self._write_json(CONFIG_FILE, config.to_dict())
         self._previous_run = self._read_json(RUN_FILE)  # a resumed run's record, {} for a new run
         yield Notice(f"writing the training run into {self.folder}")
         codes = yield from self._codes(vqgan, digest, folder_images)
+        place.share((self.folder, self._previous_run))  # the codes are in the run folder: the others go on
         if config.conditioning == "class" and len(codes.classes) > vqgan.n_codes:
             raise ConfigError(f"the encoded images have {len(codes.classes)} classes, more than the VQGAN's "
                               f"{vqgan.n_codes} codes; use fewer classes.")
         return (yield from self._train(vqgan, digest, codes))
+
+    def _follow(self, vqgan: VQGAN, digest: str) -> Generator[Event, None, PriorTrainingResult]:
+        """Another process than the first: train on the codes the first one wrote."""
+        self.folder, self._previous_run = self.place.share(None)
+        assert self.folder is not None
+        return (yield from self._train(vqgan, digest, code_cache.load_codes(self.folder / code_cache.CODES_FILE)))
 
     def _check_data(self) -> ImageFolder:
         images = scan_images(self.config.data)
@@ -368,42 +383,52 @@ class PriorTraining:
         gpt.to(device).train()
         optimizer = make_optimizer(gpt, config)
         start = self._load_state(gpt, optimizer, digest)
+        place, main = self.place, self.place.main
+        # DistributedDataParallel averages the gradients over the processes, each of which takes its
+        # slice of the combined batch: N processes of batch B train the weights of one of batch N x B
+        model = DistributedDataParallel(gpt, device_ids=[device.index] if device.type == "cuda" else None) \
+            if place.active else gpt
         if start >= config.steps:
             raise ConfigError(f"this run has already trained {start} steps; give --steps with more than {start} to "
                               "train further.")
-        if self.resume is not None:
+        if self.resume is not None and main:
             self._write_json(CONFIG_FILE, config.to_dict())  # its --steps may have changed
         if start:
             yield Notice(f"resuming at step {start} of {config.steps}")
-        self._trim_metrics(start)
+        if main:
+            self._trim_metrics(start)
         dtype = _precision_dtype(device, config.precision)
         checkpoint = folder / f"{self._name()}_transformer.ckpt"
         val_loss = train_loss = None
-        if start == 0 and len(val_ids):
+        if start == 0 and len(val_ids) and main:
             val_loss = self._val_loss(gpt, sequences, conditions, val_ids, dtype)
             self._append_metrics({"step": 0, "val_loss": val_loss})
         step = done = start  # done: the steps whose update is complete
-        self._write_run("running", step, None)
+        if main:
+            self._write_run("running", step, None)
         started = time.perf_counter()
         try:
             for step in range(start + 1, config.steps + 1):
-                batch = self._batch(step, train_ids)
+                size = config.batch_size
+                batch = self._batch(step, train_ids)[place.rank * size:(place.rank + 1) * size]  # (B,) ids
                 codes_batch = sequences[batch].to(device)
                 cond_batch = conditions[batch].to(device)[:, None]
                 with autocast(device, dtype):
-                    loss = sequence_loss(gpt, cond_batch, codes_batch)
+                    loss = sequence_loss(model, cond_batch, codes_batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(gpt.parameters(), config.grad_clip)
                 optimizer.step()
                 done = step
-                train_loss = float(loss.detach())
+                train_loss = place.average({"loss": float(loss.detach())}, device)["loss"]
                 if not math.isfinite(train_loss):
                     raise ConfigError(f"the training loss stopped being a number at step {step}; lower --lr "
                                       "(or use --precision fp32) and start again.")
                 line: dict[str, Any] = {"step": step, "train_loss": train_loss}
                 last = step == config.steps
+                if not main:
+                    continue
                 if len(val_ids) and (last or (config.val_every and step % config.val_every == 0)):
                     val_loss = line["val_loss"] = self._val_loss(gpt, sequences, conditions, val_ids, dtype)
                 self._append_metrics(line)
@@ -417,12 +442,18 @@ class PriorTraining:
         except (KeyboardInterrupt, GeneratorExit):
             # exact at a yield (close(), or the CLI's Ctrl-C, which waits for the step to end); a
             # KeyboardInterrupt inside optimizer.step() itself would leave a half-updated state
-            self._save_state(gpt, optimizer, done, digest)
-            self._write_run("stopped", done, None)
+            if main:
+                self._save_state(gpt, optimizer, done, digest)
+                self._write_run("stopped", done, None)
             raise
         except BaseException as error:
-            self._write_run("failed", step, summary(error))
+            if main:
+                self._write_run("failed", step, summary(error))
             raise
+        if not main:
+            checkpoint, config_file, registered = place.share(None)
+            return PriorTrainingResult(folder, checkpoint, config_file, registered, config.steps, train_loss, None,
+                                       codes.classes)
         self._save_state(gpt, optimizer, config.steps, digest)
         checkpoint, config_file = save_prior(gpt.eval(), vqgan, checkpoint, conditioning=config.conditioning,
                                              n_classes=n_classes, sos_token=SOS_TOKEN, step=config.steps,
@@ -433,6 +464,7 @@ class PriorTraining:
         self._write_run("done", config.steps, None, train_loss=train_loss, val_loss=val_loss,
                         seconds=time.perf_counter() - started, checkpoint=checkpoint.name, registered=str(registered),
                         classes=list(codes.classes))
+        place.share((checkpoint, config_file, registered))
         return PriorTrainingResult(folder, checkpoint, config_file, registered, config.steps, train_loss, val_loss,
                                    codes.classes)
 
@@ -448,7 +480,7 @@ class PriorTraining:
         """The training ids of ``step`` (1-based): consecutive slices of one seeded permutation of
         the training set per epoch, so a step's batch depends on nothing but the seed and the step."""
         assert self.config.seed is not None
-        size, count = self.config.batch_size, len(train_ids)
+        size, count = self.config.batch_size * self.place.world, len(train_ids)  # the combined batch
         positions = range((step - 1) * size, step * size)
         picked = []
         for position in positions:
@@ -607,6 +639,16 @@ class PriorTraining:
                 raise
             raise InputError(f"the training state {path} cannot be read ({type(error).__name__}); the run cannot be "
                              "resumed, start a new one.") from None
+
+
+def _quietly(run: Generator[Event, None, PriorTrainingResult]) -> Generator[Event, None, PriorTrainingResult]:
+    """``run`` without its events (a process that does not report)."""
+    while True:
+        try:
+            next(run)
+        except StopIteration as finished:
+            return finished.value
+    yield  # a generator, like the run it wraps
 
 
 def resume_config(folder: str | Path, **given: Any) -> PriorTrainingConfig:
