@@ -186,7 +186,8 @@ def run_studio(args: argparse.Namespace) -> int:
 
 def run_vqgan(args: argparse.Namespace) -> int:
     """Train (or resume) a VQGAN from parsed arguments; prints the trained checkpoint's path."""
-    from generator.train.vqgan_train import VQGANTraining, VQGANTrainSettings  # torch and models, once needed
+    from generator.train.vqgan_settings import VQGANTrainSettings  # torch and models, once needed
+    from generator.train.vqgan_train import VQGANTraining
 
     given = _given(args)
     if args.resume:

@@ -27,7 +27,7 @@ from generator.events import Event
 from models.vqgan import VQGANConfig
 
 if TYPE_CHECKING:
-    from generator.train.vqgan_train import VQGANTrainSettings
+    from generator.train.vqgan_settings import VQGANTrainSettings
 
 CLASSES = ("landscape", "pattern")
 IMAGE_SIDE = 96
@@ -125,7 +125,7 @@ def studio_vqgan_settings(recipe: StudioRecipe, data: Path, out: Path, *, device
                           weights_dir: str | None = None, name: str = VQGAN_NAME) -> VQGANTrainSettings:
     """The studio VQGAN's training run: :data:`STUDIO_VQGAN` on ``recipe.crop``-pixel crops of the
     images in ``data``, L1 only (no LPIPS weights needed), the discriminator for the last third."""
-    from generator.train.vqgan_train import VQGANTrainSettings
+    from generator.train.vqgan_settings import VQGANTrainSettings
 
     return VQGANTrainSettings(
         data=str(data), name=name, architecture=STUDIO_VQGAN.to_dict(), size=recipe.crop, steps=recipe.vqgan_steps,

@@ -37,7 +37,8 @@ from generator.train.mode import TRAIN
 from generator.train.prior_training import FOLDER_PREFIX, PriorTraining, PriorTrainingConfig, resume_config
 from generator.train.prior_training import RUN_FILE as PRIOR_RUN_FILE
 from generator.train.vqgan_losses import discriminator_min_size
-from generator.train.vqgan_train import RUN_PREFIX, SIZES, VQGANTraining, VQGANTrainSettings, check_settings
+from generator.train.vqgan_settings import SIZES, VQGANTrainSettings, check_settings
+from generator.train.vqgan_train import RUN_PREFIX, VQGANTraining
 from generator.webui.catalogue import model_choices
 from generator.webui.gallery import record_owner
 from generator.webui.handlers import guarded, named, stream

@@ -11,7 +11,7 @@ import torch
 
 from generator.train import vqgan_checkpoint as ckpt
 from generator.train.vqgan_losses import LossSettings, VQGANLoss
-from generator.train.vqgan_train import SIZES
+from generator.train.vqgan_settings import SIZES
 from models.vqgan import VQGAN
 from tests.parity.seeded import seeded_state_dict
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from generator.train.vqgan_train import VQGANTrainSettings
+from generator.train.vqgan_settings import VQGANTrainSettings
 from tests.factories import tiny_vqgan_config, upstream_vqgan_yaml, write_yaml
 
 PALETTE = [(230, 60, 50), (40, 90, 200), (250, 210, 60), (30, 160, 90), (245, 245, 240), (25, 25, 35)]
