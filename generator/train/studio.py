@@ -141,11 +141,12 @@ def train_studio_model(out: str | Path, recipe: StudioRecipe = StudioRecipe(), *
     """Draw the images, train the VQGAN then the prior, register both (replacing earlier studio
     models of the same names), and write ``studio.png``. Returns where they are."""
     from generator.devices import pick_device
+    from generator.io.outputs import new_folder
     from generator.train.prior_training import PriorTraining, PriorTrainingConfig
     from generator.train.vqgan_checkpoint import registered_paths
     from generator.train.vqgan_train import VQGANTraining
 
-    folder = Path(out) / "studio-model"
+    folder = new_folder(Path(out), "studio-model")  # a second recipe run never overwrites the first's
     data = write_images(folder / "images", recipe.per_class, recipe.seed)
     for name in (names[0], f"{names[1]}_transformer"):  # a new studio model replaces the earlier one
         for path in registered_paths(name, weights_dir):
@@ -174,7 +175,8 @@ def train_studio_model(out: str | Path, recipe: StudioRecipe = StudioRecipe(), *
 
 def write_sheet(model: StudioModel, data: Path, prior_folder: Path, shown: int = 4) -> Path:
     """``studio.png``: ``shown`` images of each class over their reconstructions by the studio
-    VQGAN, then the prior's last samples of each class (its ``samples-<step>.png``)."""
+    VQGAN, then the prior's last samples of each class (its ``samples-<step>.png``, a row per
+    class, enlarged to the images' size)."""
     import torch
 
     from generator.decoder.loader import load_vqgan
@@ -192,7 +194,9 @@ def write_sheet(model: StudioModel, data: Path, prior_folder: Path, shown: int =
     samples = sorted(prior_folder.glob("samples-*.png"))
     if samples:
         with Image.open(samples[-1]) as sheet:
-            rows.append(sheet.convert("RGB"))
+            scale = max(1, round(IMAGE_SIDE * len(CLASSES) / sheet.height))  # each sample about as large as an image
+            rows.append(sheet.convert("RGB").resize((sheet.width * scale, sheet.height * scale),
+                                                    Image.Resampling.NEAREST))
     width = max(row.width for row in rows)
     picture = Image.new("RGB", (width, sum(row.height for row in rows) + 4 * (len(rows) - 1)), "white")
     top = 0

@@ -41,4 +41,15 @@ def test_the_command_trains_and_registers_a_vqgan_and_a_class_prior(tmp_path: Pa
     with torch.no_grad():
         assert vqgan.decode(vqgan.quantize(vqgan.encode(image)).z_q).shape == (1, 3, 32, 32)
     sheet = Image.open(tmp_path / "out" / "studio-model" / "studio.png")
-    assert sheet.width >= 8 * IMAGE_SIDE and sheet.height > 2 * IMAGE_SIDE  # originals, rebuilt, then samples
+    # originals, rebuilt, then a row of samples per class as large as the images
+    assert sheet.width >= 8 * IMAGE_SIDE and sheet.height >= 4 * IMAGE_SIDE
+    assert vqgan.downsample_factor == 4 and vqgan.n_codes == 512
+
+    # made again into the same folder: a new studio folder, the models replaced, nothing of the first lost
+    first = (tmp_path / "out" / "studio-model" / "studio.png").read_bytes()
+    assert main(["train", "studio", "--vqgan-steps", "2", "--prior-steps", "1", "--device", "cpu", "--out",
+                 str(tmp_path / "out"), "--weights-dir", str(weights), "--threads", "1"]) == 0
+    assert "studio-model-2/studio.png" in capsys.readouterr().err
+    assert (tmp_path / "out" / "studio-model" / "studio.png").read_bytes() == first
+    assert load_vqgan(vqgan_path).state_dict()["decoder.conv_out.weight"].ne(
+        vqgan.state_dict()["decoder.conv_out.weight"]).any()  # the new studio VQGAN is the registered one
