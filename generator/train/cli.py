@@ -60,7 +60,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         description="Draw two classes of images (landscapes and patterns, made by this project: MIT), train the "
                     "tiny VQGAN on them and then a class-conditioned prior over its codes, and register both in "
                     "the weights folder (studio_vqgan.ckpt, studio_transformer.ckpt): a decoder that reproduces "
-                    "images on a machine without the official weights. About nine minutes on two CPU cores.")
+                    "images on a machine without the official weights. About ten minutes on two CPU cores.")
     studio.add_argument("--vqgan-steps", type=int, default=StudioRecipe.vqgan_steps, metavar="N",
                         help=f"VQGAN training steps (default {StudioRecipe.vqgan_steps})")
     studio.add_argument("--prior-steps", type=int, default=StudioRecipe.prior_steps, metavar="N",

@@ -9,7 +9,7 @@ downloaded. ``python -m generator train studio`` trains a small factor-4 VQGAN o
 prior over its codes, and registers both in the weights folder as ``studio_vqgan.ckpt`` and
 ``studio_transformer.ckpt`` (with their yamls); its folder also holds ``studio.png``: images of
 each class over their reconstructions, then the prior's samples of each class. With the defaults
-(4000 VQGAN steps on 32-pixel crops, 600 prior steps) it takes about nine minutes on two CPU cores.
+(4000 VQGAN steps on 32-pixel crops, 600 prior steps) it takes about ten minutes on two CPU cores.
 """
 
 from __future__ import annotations
