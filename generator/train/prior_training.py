@@ -47,8 +47,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from generator.decoder.loader import load_vqgan_by_name
-from generator.devices import autocast
-from generator.errors import CheckpointError, ConfigError, InputError, summary
+from generator.devices import autocast, describe_device, is_out_of_memory, release_memory
+from generator.errors import CheckpointError, ConfigError, InputError, OutOfMemoryError, summary
 from generator.events import Event, Notice, Preview, Progress
 from generator.io.atomic_files import output_error, replace_bytes_atomic
 from generator.io.images import contact_sheet, png_bytes, tensor_to_pil
@@ -446,6 +446,20 @@ class PriorTraining:
                 self._save_state(gpt, optimizer, done, digest)
                 self._write_run("stopped", done, None)
             raise
+        except (torch.OutOfMemoryError, RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                if main:
+                    self._write_run("failed", step, summary(error))
+                raise
+            optimizer.zero_grad(set_to_none=True)
+            release_memory(device)
+            said = (f"{describe_device(device)} ran out of memory at step {done + 1} ({config.batch_size} sequences of "
+                    f"{rows * cols} codes a batch); lower --batch-size, --n-embd or --n-layer, then go on with "
+                    f"--resume {folder} (its state is step {done}).")
+            if main:
+                self._save_state(gpt, optimizer, done, digest)
+                self._write_run("failed", done, said)
+            raise OutOfMemoryError(said) from None
         except BaseException as error:
             if main:
                 self._write_run("failed", step, summary(error))

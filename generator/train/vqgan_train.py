@@ -39,8 +39,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from generator.decoder.loader import load_vqgan, read_yaml, vqgan_config_from_mapping
-from generator.devices import autocast, cpu_has_native_bf16, pick_device
-from generator.errors import CheckpointError, ConfigError, InputError, NonFiniteError, WeightsError
+from generator.devices import (
+    autocast,
+    cpu_has_native_bf16,
+    describe_device,
+    is_out_of_memory,
+    pick_device,
+    release_memory,
+)
+from generator.errors import CheckpointError, ConfigError, InputError, NonFiniteError, OutOfMemoryError, WeightsError
 from generator.events import Event, Notice, Preview, Progress
 from generator.io.atomic_files import output_error
 from generator.io.images import contact_sheet, tensor_to_pil
@@ -437,6 +444,10 @@ class VQGANTraining:
                 if main:
                     self._stopped(self._resume_point() if stepped else point)
                 raise
+            except (torch.OutOfMemoryError, RuntimeError, MemoryError) as error:
+                if not is_out_of_memory(error):
+                    raise
+                self._out_of_memory(self._resume_point() if stepped else point)
         if main:
             self._save(self._resume_point())
         return TrainResult(self.run_folder, self.checkpoint_path, self.yaml_path, self.registered, self.step,
@@ -450,6 +461,24 @@ class VQGANTraining:
         self._save(point)
         logger.info("stopped at step %d; resume with `python -m generator train vqgan --resume %s`", self.step,
                     self.run_folder)
+
+    def _out_of_memory(self, point: Mapping[str, torch.Tensor]) -> None:
+        """The device ran out of memory in a step: keep the checkpoint of the last step done and
+        say what to change.
+
+        Raises:
+            OutOfMemoryError: always (one sentence).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        release_memory(self.device)
+        if self.place.main and not self._updating:
+            self._save(point)
+        settings = self.settings
+        raise OutOfMemoryError(
+            f"{describe_device(self.device)} ran out of memory at step {self.step + 1} ({settings.batch_size} crops of "
+            f"{settings.size} px a micro-batch); lower --batch-size (raise --accumulate to keep the batch) or --size, "
+            f"then go on with --resume {self.run_folder} (its last.ckpt is step {self.step}).") from None
 
     def _train_step(self) -> dict[str, float]:
         settings, step = self.settings, self.step

@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from generator.config import SampleConfig
-from generator.errors import ConfigError, InputError
+from generator.errors import ConfigError, InputError, OutOfMemoryError
 from generator.events import Done, Notice, Progress
 from generator.sample.conditioning import start_tokens
 from generator.sample.loader import load_prior
@@ -263,3 +263,36 @@ def test_bad_inputs_are_one_sentence_and_leave_no_folder(files, tmp_path: Path, 
 def test_without_vqgan_and_data_or_resume_it_says_what_to_give() -> None:
     with pytest.raises(ConfigError, match="needs --vqgan MODEL and --data FOLDER"):
         config_from_args(_args("--steps", "3"))
+
+
+def test_running_out_of_memory_keeps_the_steps_done_and_says_what_to_change(files, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    from generator.train import prior_training
+
+    real_loss, calls = prior_training.sequence_loss, []
+
+    def loss_that_runs_out_on_the_third_step(gpt, cond, codes):
+        if torch.is_grad_enabled():  # a training step, not a validation
+            calls.append(1)
+            if len(calls) == 3:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real_loss(gpt, cond, codes)
+
+    monkeypatch.setattr(prior_training, "sequence_loss", loss_that_runs_out_on_the_third_step)
+    run = PriorTraining(_config(files, save_every=100), out_dir=tmp_path, device="cpu")
+    with pytest.raises(OutOfMemoryError) as raised:
+        _drain(run.run())
+    said = str(raised.value)
+    assert said.startswith("the CPU ran out of memory at step 3 (8 sequences of ") and "lower --batch-size" in said
+    assert said.endswith(f"--resume {run.folder} (its state is step 2).")
+    record = json.loads((run.folder / "run.json").read_text())
+    assert record["status"] == "failed" and record["step"] == 2 and record["error"] == said
+    monkeypatch.setattr(prior_training, "sequence_loss", real_loss)
+    config, resume = config_from_args(_args("--resume", str(run.folder)))
+    resumed, notices = _train(config, tmp_path, resume=resume)
+    assert any("resuming at step 2" in e.message for e in notices if isinstance(e, Notice)) and resumed.step == 8
+
+
+def _drain(generator):
+    for _ in generator:
+        pass

@@ -20,6 +20,7 @@ import yaml
 
 from generator.cli.main import main
 from generator.decoder.loader import load_vqgan
+from generator.errors import OutOfMemoryError
 from generator.events import Event, Progress
 from generator.train.data import CropSampler, scan_images
 from generator.train.vqgan_losses import adaptive_weight, quantize_for_training
@@ -296,3 +297,32 @@ def test_with_lpips_weights_the_perceptual_term_is_trained_on(images: Path, tmp_
     assert torch.equal(state["loss.perceptual_loss.lin4.model.1.weight"],
                        torch.load(weights / "vgg.pth", weights_only=True)["lin4.model.1.weight"])
     load_vqgan(result.checkpoint, result.config)  # the loss's tensors do not disturb the loader
+
+
+def test_running_out_of_memory_keeps_the_last_step_and_says_what_to_change(images: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    training = VQGANTraining.start(settings(images, tmp_path, steps=5, name="oom", save_every=1000))
+    steps = []
+    real_step = training._train_step
+
+    def step_that_runs_out_on_the_third() -> dict:
+        steps.append(training.step + 1)
+        if training.step + 1 == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step()
+
+    monkeypatch.setattr(training, "_train_step", step_that_runs_out_on_the_third)
+    with pytest.raises(OutOfMemoryError) as raised:
+        training.run()
+    said = str(raised.value)
+    assert said.startswith("the CPU ran out of memory at step 3 (4 crops of 16 px a micro-batch); lower --batch-size")
+    assert said.endswith(f"--resume {training.run_folder} (its last.ckpt is step 2).") and said.count(".") == 2
+    kept = torch.load(training.run_folder / "last.ckpt", weights_only=True)
+    assert kept["global_step"] == 2  # the two steps done are kept (save_every would have kept none)
+    resumed = VQGANTraining.resume(training.run_folder)
+    assert resumed.step == 2 and resumed.run().step == 5
+
+    other = VQGANTraining.start(settings(images, tmp_path / "b", steps=2, name="not-memory"))
+    monkeypatch.setattr(other, "_train_step", lambda: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # any other error is not said to be memory
+        other.run()
