@@ -476,7 +476,8 @@ class SampleConfig(_RunConfig):
             for the released models); larger grids use the sliding window.
         top_k, top_p, temperature: how tokens are drawn (top_k 0: off).
         seed: the seed of every draw; None picks one (recorded).
-        class_label: the ImageNet class for class-conditional models.
+        class_label: the class of class-conditional models (ImageNet's for ``cin_transformer``;
+            a trained prior's classes are its data's sub-folders, in order).
         condition: a segmentation or depth map for spatially conditioned models.
         complete: an image whose first ``keep`` fraction of tokens is kept (image completion),
             or the image a ``mask`` edits.

@@ -55,7 +55,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     add("--temperature", type=float, default=_S, metavar="T", help="sampling temperature")
     add("--seed", type=int, default=_S, metavar="N", help="seed of every draw (default: random, recorded)")
     add("--class", dest="class_label", type=int, default=_S, metavar="N",
-        help="ImageNet class for class-conditional priors")
+        help="the class of a class-conditional prior: an ImageNet class for cin_transformer, the class number "
+             "`train prior` printed for a prior trained here")
     add("--condition", default=_S, metavar="MAP", help="segmentation or depth map for map-conditioned priors")
     add("--complete", default=_S, metavar="IMAGE", help="complete this image: keep its first tokens, sample the rest")
     add("--keep", type=float, default=_S, metavar="F", help="fraction of --complete's tokens to keep (default 0.5)")
