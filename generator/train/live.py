@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import queue
 import threading
 from collections.abc import Generator, Mapping
@@ -24,6 +25,7 @@ from generator.train.vqgan_train import TrainResult, VQGANTraining
 AHEAD = 2
 """Events the VQGAN's training may run ahead of whoever follows it (:func:`vqgan_events`)."""
 _POLL_SECONDS = 0.1
+PLOT_POINTS = 400  # points per curve sent to the plot; longer curves are averaged in buckets
 METRICS_FILE = "metrics.jsonl"  # both kinds of run write it (one line per logged step)
 VQGAN_CURVES = {"loss": "total", "l1": "L1", "perceptual": "perceptual", "codebook_loss": "codebook",
                 "d_loss": "discriminator"}
@@ -153,3 +155,23 @@ class LossCurves:
             value = values.get(key)
             if isinstance(value, int | float) and not (key == "perceptual" and not value):
                 self.points.append((step, float(value), curve))
+
+
+def loss_frame(curves: LossCurves, most: int = PLOT_POINTS) -> Any:
+    """The plot's data: a pandas DataFrame of ``step``, ``loss`` and ``kind`` (the curve), each
+    curve averaged in buckets down to ``most`` points."""
+    import pandas  # gradio's own dependency; imported when a plot is drawn
+
+    by_curve: dict[str, list[tuple[int, float]]] = {}
+    for step, loss, curve in curves.points:
+        by_curve.setdefault(curve, []).append((step, loss))
+    rows = []
+    for curve, points in by_curve.items():
+        width = math.ceil(len(points) / most)
+        for first in range(0, len(points), width):
+            chunk = points[first:first + width]
+            rows.append((chunk[-1][0], sum(loss for _, loss in chunk) / len(chunk), curve))
+    steps, losses, kinds = zip(*rows, strict=True) if rows else ((), (), ())
+    return pandas.DataFrame({"step": pandas.Series(steps, dtype="int64"),  # typed: an empty frame too, so
+                             "loss": pandas.Series(losses, dtype="float64"),  # the axes stay numbers
+                             "kind": pandas.Series(kinds, dtype="string")})

@@ -27,13 +27,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from generator.devices import pick_device
 from generator.errors import ConfigError
 from generator.events import Notice, Progress
-from generator.train.prior_training import (
-    CONDITIONINGS,
-    PRECISIONS,
-    PriorTraining,
-    PriorTrainingConfig,
-    resume_config,
-)
+from generator.train.prior_settings import CONDITIONINGS, PRECISIONS, PriorTrainingConfig, resume_config
+from generator.train.prior_training import PriorTraining
 
 _DEFAULTS = PriorTrainingConfig(vqgan="-", data="-")
 _CONFIG_FLAGS = ("vqgan", "data", "vqgan_config", "conditioning", "size", "steps", "batch_size", "lr", "weight_decay",

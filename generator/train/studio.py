@@ -142,7 +142,8 @@ def train_studio_model(out: str | Path, recipe: StudioRecipe = StudioRecipe(), *
     models of the same names), and write ``studio.png``. Returns where they are."""
     from generator.devices import pick_device
     from generator.io.outputs import new_folder
-    from generator.train.prior_training import PriorTraining, PriorTrainingConfig
+    from generator.train.prior_settings import PriorTrainingConfig
+    from generator.train.prior_training import PriorTraining
     from generator.train.vqgan_checkpoint import registered_paths
     from generator.train.vqgan_train import VQGANTraining
 

@@ -13,12 +13,10 @@ import contextlib
 import json
 import math
 import re
-import secrets
 import shutil
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +27,14 @@ from PIL import Image
 from generator.drive import RunRecord
 from generator.errors import ConfigError, GeneratorError, InputError, summary
 from generator.events import Event, Notice, Preview, Progress
-from generator.io.atomic_files import output_error
-from generator.io.images import IMAGE_SUFFIXES, image_size, is_url
+from generator.io.images import is_url
 from generator.io.outputs import slugify
-from generator.train.live import LossCurves, vqgan_events
+from generator.train.live import LossCurves, loss_frame, vqgan_events
 from generator.train.mode import TRAIN
-from generator.train.prior_training import FOLDER_PREFIX, PriorTraining, PriorTrainingConfig, resume_config
-from generator.train.prior_training import RUN_FILE as PRIOR_RUN_FILE
+from generator.train.prior_settings import FOLDER_PREFIX, PriorTrainingConfig, resume_config
+from generator.train.prior_settings import RUN_FILE as PRIOR_RUN_FILE
+from generator.train.prior_training import PriorTraining
+from generator.train.uploads import check_uploads, copy_uploads, sweep_uploads
 from generator.train.vqgan_losses import discriminator_min_size
 from generator.train.vqgan_settings import SIZES, VQGANTrainSettings, check_settings
 from generator.train.vqgan_train import RUN_PREFIX, VQGANTraining
@@ -53,10 +52,7 @@ PRIOR_SIZES = {"tiny": (4, 4, 128), "small": (6, 8, 256), "base": (8, 8, 512)}
 """The prior's named sizes: (layers, heads, width); ``base`` is ``train prior``'s default GPT."""
 DEFAULTS = {"vqgan": {"batch_size": 4, "lr": 1e-4}, "prior": {"batch_size": 16, "lr": 3e-4}}
 """The form's batch size and learning rate for each kind (the command line's defaults)."""
-UPLOADS = ".train-uploads"  # in the outputs folder: hidden, so no gallery lists it and no visitor reads it
-UPLOADS_GRACE = 3600  # seconds an upload folder no run trains on is kept (a run may be about to start on it)
 PLOT_SECONDS = 0.5  # the plot is redrawn at most this often (and at the end)
-PLOT_POINTS = 400  # points per curve sent to the plot; longer curves are averaged in buckets
 PREVIEW_WIDTH = 512  # grids are shown enlarged (nearest neighbour) to about this width
 STOP_WAIT = 600  # seconds a Stop waits for the checkpoint to be written
 _NAMES = ["what", "images", "name", "model", "vqgan", "size", "steps", "batch_size", "lr"]
@@ -241,12 +237,13 @@ def train_job(studio: Studio, form: TrainForm, session: Session) -> Iterator[Upd
     stops after the step under way, with the run saved for :func:`resume_job`. Every mistake
     is one sentence, said before the run starts."""
     with _form_words():
-        _check_uploads(form.images)
+        check_uploads(form.images)
         _plan(studio, form, "uploads")  # the settings' own checks, before waiting for the device
         with session.running():
             _make_room(studio)
             sweep_uploads(studio.outputs_dir)
-            data, skipped = _copy_uploads(studio, form)
+            data, skipped = copy_uploads(studio.outputs_dir, form.images,
+                                         slugify(form.name) if form.name else f"my-{form.what}")
             try:
                 if skipped:
                     shown = ", ".join(skipped[:5]) + ("…" if len(skipped) > 5 else "")
@@ -298,26 +295,6 @@ def stop_message(record: RunRecord | None) -> str:
     model = f", and the VQGAN so far is in the weights folder as {record.files[0].stem}" if record.files else ""
     return (f"Stopped at step {record.step} of {record.total}: {record.folder.name} keeps it{model}. "
             "Resume goes on from there.")
-
-
-def loss_frame(curves: LossCurves, most: int = PLOT_POINTS) -> Any:
-    """The plot's data: a pandas DataFrame of ``step``, ``loss`` and ``kind`` (the curve), each
-    curve averaged in buckets down to ``most`` points."""
-    import pandas  # gradio's own dependency; imported when a plot is drawn
-
-    by_curve: dict[str, list[tuple[int, float]]] = {}
-    for step, loss, curve in curves.points:
-        by_curve.setdefault(curve, []).append((step, loss))
-    rows = []
-    for curve, points in by_curve.items():
-        width = math.ceil(len(points) / most)
-        for first in range(0, len(points), width):
-            chunk = points[first:first + width]
-            rows.append((chunk[-1][0], sum(loss for _, loss in chunk) / len(chunk), curve))
-    steps, losses, kinds = zip(*rows, strict=True) if rows else ((), (), ())
-    return pandas.DataFrame({"step": pandas.Series(steps, dtype="int64"),  # typed: an empty frame too, so
-                             "loss": pandas.Series(losses, dtype="float64"),  # the axes stay numbers
-                             "kind": pandas.Series(kinds, dtype="string")})
 
 
 @dataclass
@@ -471,71 +448,6 @@ def _prior(prior: PriorTraining) -> _Training:
     next(events)
     assert prior.folder is not None
     return _Training(events, prior.folder, LossCurves(prior=True), prior.config.steps)
-
-
-def _check_uploads(images: tuple[str, ...]) -> None:
-    if not images:
-        raise InputError("upload the training images first (PNG, JPEG or WebP; a few dozen or more).")
-    for path in images:
-        if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
-            raise InputError(f"{Path(path).name} is not an image; upload PNG, JPEG or WebP images only.")
-
-
-def _copy_uploads(studio: Studio, form: TrainForm) -> tuple[Path, list[str]]:
-    """The images of ``form`` copied into a new private folder named after the model (a
-    VQGAN without a name is named after it); (that folder, the uploads left out as unreadable).
-
-    Raises:
-        InputError: no upload can be read as an image.
-        OutputError: the folder cannot be written.
-    """
-    root = studio.outputs_dir / UPLOADS / f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
-    folder = root / (slugify(form.name) if form.name else f"my-{form.what}")
-    skipped = []
-    try:
-        folder.mkdir(parents=True)
-        for index, path in enumerate(form.images):
-            try:
-                image_size(path, what="training image")  # the header only: is it an image, within the limits
-            except InputError:
-                skipped.append(Path(path).name)
-                continue
-            shutil.copyfile(path, folder / f"{index:05d}{Path(path).suffix.lower()}")
-    except OSError as error:
-        shutil.rmtree(root, ignore_errors=True)
-        raise output_error(error, folder) from error
-    if len(skipped) == len(form.images):
-        shutil.rmtree(root, ignore_errors=True)
-        raise InputError("none of the uploads can be read as an image; upload PNG, JPEG or WebP images.")
-    return folder, skipped
-
-
-def sweep_uploads(outputs: Path, grace: float = UPLOADS_GRACE) -> list[Path]:
-    """Remove the upload folders that no training run in ``outputs`` trains on any more (its
-    run folder was deleted, or it never started) and that are older than ``grace`` seconds; the
-    uploads of a run that exists stay, since resuming it reads them. Returns what was removed."""
-    root = outputs / UPLOADS
-    if not root.is_dir():
-        return []
-    used = []
-    for config in outputs.glob("train-*/config.json"):
-        try:
-            record = json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        data = record.get("data") or (record.get("settings") or {}).get("data") if isinstance(record, dict) else None
-        if isinstance(data, str):
-            used.append(Path(data).resolve())
-    removed, now = [], time.time()
-    for folder in root.iterdir():
-        try:
-            stale = folder.is_dir() and now - folder.stat().st_mtime > grace
-        except OSError:
-            continue
-        if stale and not any(path.is_relative_to(folder.resolve()) for path in used):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
 
 
 def _make_room(studio: Studio) -> None:

@@ -38,7 +38,6 @@ from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from generator.decoder.loader import load_vqgan, read_yaml, vqgan_config_from_mapping
 from generator.devices import (
     autocast,
     cpu_has_native_bf16,
@@ -47,7 +46,7 @@ from generator.devices import (
     pick_device,
     release_memory,
 )
-from generator.errors import CheckpointError, ConfigError, InputError, NonFiniteError, OutOfMemoryError, WeightsError
+from generator.errors import CheckpointError, ConfigError, NonFiniteError, OutOfMemoryError
 from generator.events import Event, Notice, Preview, Progress
 from generator.io.atomic_files import output_error
 from generator.io.images import contact_sheet, tensor_to_pil
@@ -66,13 +65,10 @@ from generator.train.vqgan_losses import (
 from generator.train.vqgan_settings import (
     RESTART_DEAD_CODES,
     RESUME_OVERRIDES,
-    SIZES,
     VQGANTrainSettings,
     check_settings,
 )
-from generator.weights import store
-from generator.weights.checkpoints import open_checkpoint
-from generator.weights.state_dicts import state_dict_from
+from generator.train.vqgan_start import base_config, fresh_codebook, load_from, with_codebook
 from models.vqgan import VQGAN, VQGANConfig
 
 logger = logging.getLogger(__name__)
@@ -83,7 +79,6 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "last.ckpt"
 YAML_FILE = "last.yaml"
 SAMPLE_COUNT = 4  # held-out crops shown in each recon-<step>.png
-_ENCODER_INIT_BATCHES = 16  # at most this many batches are encoded to initialise new codes
 
 
 @dataclass
@@ -120,125 +115,6 @@ def training_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 # --------------------------------------------------------------------------------------------
 # the model to train
-
-
-def _base_config(settings: VQGANTrainSettings) -> VQGANConfig:
-    if settings.architecture is not None:
-        try:
-            return VQGANConfig(**{**settings.architecture,
-                                  "ch_mult": tuple(settings.architecture.get("ch_mult", (1,))),
-                                  "attn_resolutions": tuple(settings.architecture.get("attn_resolutions", ()))})
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"the architecture is not a valid VQGAN config: {error}") from None
-    if settings.model in SIZES:
-        return SIZES[settings.model]
-    config = vqgan_config_from_mapping(read_yaml(settings.model), source=Path(settings.model).name)
-    if config.quantizer != "vq":
-        raise ConfigError(f"{Path(settings.model).name} describes a Gumbel VQGAN; training here makes vector-quantised "
-                          "ones (VQModel).")
-    return config
-
-
-def _check_vqgan_source(name: str, *, weights_dir: str | None, offline: bool | None) -> Path:
-    """The checkpoint file of ``--from``, refused with one sentence when it is no VQGAN."""
-    given = Path(name).expanduser()
-    if not given.is_file():
-        try:
-            entry = store.get(name)
-        except WeightsError:
-            entry = None
-        if entry is not None and entry.kind != "vqgan":
-            raise InputError(f"--from {name} is {entry.kind} weights ({entry.description}), not a VQGAN; give a "
-                             "VQGAN's registry name or checkpoint file.")
-    path = store.resolve(name, kind="vqgan", weights_dir=weights_dir, offline=offline)
-    opened = open_checkpoint(path, weights_dir=weights_dir)
-    try:
-        keys = set(state_dict_from(opened, source=path.name))
-    except CheckpointError:
-        raise InputError(f"--from {path.name} is not a VQGAN checkpoint (it holds no state dict); give a VQGAN's "
-                         "registry name or checkpoint file.") from None
-    finally:
-        opened.close()
-    if any(key.startswith(("transformer.", "first_stage_model.")) for key in keys):
-        raise InputError(f"--from {path.name} is a transformer prior, not a VQGAN; give the VQGAN checkpoint itself "
-                         "(a prior's first stage is a registry VQGAN or its own .ckpt).")
-    if "quantize.embed.weight" in keys:
-        raise InputError(f"--from {path.name} is a Gumbel VQGAN, which cannot be trained here (only vector-quantised "
-                         "VQGANs can); give another VQGAN.")
-    if "quantize.embedding.weight" not in keys or "decoder.conv_out.weight" not in keys:
-        raise InputError(f"--from {path.name} is not a VQGAN checkpoint (it has no codebook and decoder); give a "
-                         "VQGAN's registry name or checkpoint file.")
-    return path
-
-
-def _load_from(settings: VQGANTrainSettings) -> VQGAN:
-    name = str(settings.from_model)
-    path = _check_vqgan_source(name, weights_dir=settings.weights_dir, offline=settings.offline)
-    config: Any = settings.vqgan_config
-    if config is None and not Path(name).expanduser().is_file():
-        entry = store.get(name)
-        if entry.config:
-            config = VQGANConfig(**entry.config)
-        else:
-            yamls = [store.locate(store.get(c), path.parent) for c in entry.companions]
-            config = next((y for y in yamls if y.is_file()), None)
-    return load_vqgan(path, config, weights_dir=settings.weights_dir)
-
-
-def _fresh_codebook(count: int, dim: int, generator: torch.Generator) -> torch.Tensor:
-    """Taming's initial codes: uniform in [-1/count, 1/count]."""
-    return (torch.rand(count, dim, generator=generator) * 2 - 1) / count  # (count, dim)
-
-
-@torch.no_grad()
-def _encoder_codes(vqgan: VQGAN, sampler: CropSampler, count: int, batch_size: int, device: torch.device,
-                   generator: torch.Generator) -> torch.Tensor:
-    """``count`` latent vectors of the encoder on random crops (distinct ones while there are
-    enough; else repeated with a little noise), (count, embed_dim)."""
-    pool: list[torch.Tensor] = []
-    total = 0
-    for _ in range(_ENCODER_INIT_BATCHES):
-        h = vqgan.quant_conv(vqgan.encoder(sampler.batch(batch_size).to(device)))  # (B, C, h, w)
-        flat = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]).float().cpu()  # (B*h*w, C)
-        pool.append(flat)
-        total += flat.shape[0]
-        if total >= count:
-            break
-    vectors = torch.cat(pool)
-    if vectors.shape[0] >= count:
-        return vectors[torch.randperm(vectors.shape[0], generator=generator)[:count]].clone()
-    chosen = vectors[torch.randint(vectors.shape[0], (count,), generator=generator)]
-    noise = torch.randn(chosen.shape, generator=generator) * 0.01 * vectors.std().clamp_min(1e-6)
-    return chosen + noise
-
-
-def _with_codebook(vqgan: VQGAN, settings: VQGANTrainSettings, sampler: CropSampler, device: torch.device,
-                   generator: torch.Generator, *, source: str) -> VQGAN:
-    """``vqgan`` with the codebook ``settings`` asks for: extended or re-initialised.
-
-    Raises:
-        ConfigError: a smaller codebook than the loaded one without ``reinit_codebook``.
-    """
-    old = vqgan.n_codes
-    count = settings.codebook if settings.codebook is not None else old
-    if count < old and not settings.reinit_codebook:
-        raise ConfigError(f"--codebook {count} is smaller than the {old} codes of {source}; give {old} or more to "
-                          f"extend its codebook, or add --reinit-codebook to start a new one of {count} codes.")
-    if count == old and not settings.reinit_codebook:
-        return vqgan
-    keep = 0 if settings.reinit_codebook else old
-    if settings.codebook_init == "encoder":
-        new = _encoder_codes(vqgan, sampler, count - keep, settings.batch_size, device, generator)
-    else:
-        new = _fresh_codebook(count - keep, vqgan.code_dim, generator)
-    how = "from the encoder's outputs on random crops" if settings.codebook_init == "encoder" else "at random"
-    logger.info("codebook: %s%d new codes, initialised %s", f"{keep} codes of {source} kept, " if keep else "",
-                count - keep, how)
-    grown = VQGAN(replace(vqgan.config, n_embed=count)).to(device)
-    state = dict(vqgan.state_dict())
-    state["quantize.embedding.weight"] = torch.cat([state["quantize.embedding.weight"][:keep].cpu(), new]).to(device)
-    grown.load_state_dict(state, strict=True)
-    return grown
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,16 +181,16 @@ class VQGANTraining:
         sampler = CropSampler(folder, settings.size, rng)
         if settings.from_model is not None:
             source = Path(settings.from_model).name
-            vqgan = _load_from(settings).to(device)
-            vqgan = _with_codebook(vqgan, settings, CropSampler(folder, settings.size, random.Random(f"codes-{seed}")),
+            vqgan = load_from(settings).to(device)
+            vqgan = with_codebook(vqgan, settings, CropSampler(folder, settings.size, random.Random(f"codes-{seed}")),
                                    device, init, source=source)
         else:
-            config = _base_config(settings)
+            config = base_config(settings)
             if settings.codebook is not None:
                 config = replace(config, n_embed=settings.codebook)
             vqgan = VQGAN(config)
             with torch.no_grad():
-                vqgan.codebook.copy_(_fresh_codebook(config.n_embed, config.embed_dim, init))
+                vqgan.codebook.copy_(fresh_codebook(config.n_embed, config.embed_dim, init))
             vqgan = vqgan.to(device)
         _check_crop(settings, vqgan.config)
         perceptual = load_lpips(settings.weights_dir) if settings.perceptual_weight > 0 else None
@@ -376,7 +252,7 @@ class VQGANTraining:
         device = place.device(device)
         state, training_state = ckpt.read_training_checkpoint(folder / CHECKPOINT_FILE,
                                                               weights_dir=settings.weights_dir)
-        config = _base_config(settings)
+        config = base_config(settings)
         vqgan = VQGAN(config)
         perceptual = load_lpips(settings.weights_dir) if any(k.startswith("loss.perceptual_loss.") for k in state) \
             else None

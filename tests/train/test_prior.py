@@ -31,7 +31,8 @@ from generator.sample.pipeline import Sampler
 from generator.sample.sampling import SamplingSettings, sample_rows
 from generator.train.codes import load_codes
 from generator.train.prior import add_prior_arguments, config_from_args, run_prior
-from generator.train.prior_training import PriorTraining, PriorTrainingConfig
+from generator.train.prior_settings import PriorTrainingConfig
+from generator.train.prior_training import PriorTraining
 from generator.webui.catalogue import local_files
 from generator.weights import store
 from models.vqgan import VQGAN

@@ -15,16 +15,15 @@ import torch
 from generator.decoder.loader import load_vqgan
 from generator.errors import GeneratorError
 from generator.train.tab import (
-    UPLOADS_GRACE,
     TrainForm,
     checked_form,
     latest_run,
     resume_job,
     said_for_the_form,
     stop_message,
-    sweep_uploads,
     train_job,
 )
+from generator.train.uploads import UPLOADS_GRACE, sweep_uploads
 from generator.webui.gallery import list_runs
 from generator.webui.jobs import Update
 from generator.webui.paths import PathPolicy
