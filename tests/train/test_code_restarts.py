@@ -6,21 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from generator.train.code_restarts import DeadCodeRestarts
 from generator.train.vqgan_train import VQGANTraining
 from tests.factories import save_tiny_vqgan
 from tests.train.vqgan_helpers import settings, write_images
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_only_the_codes_never_picked_move_onto_encoder_outputs_and_lose_their_moments() -> None:

@@ -35,14 +35,6 @@ FAST_CLI = ["--size", "16", "--batch-size", "2", "--lr", "1e-3", "--seed", "1", 
             "cpu", "--threads", "1", "--disc-layers", "2", "--disc-ndf", "8", "--perceptual-weight", "0"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_images(tmp_path_factory.mktemp("images"))

@@ -1,0 +1,15 @@
+"""Training tests run torch on one thread: two threads on a busy two-core machine are many
+times slower for these tiny convolutions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
