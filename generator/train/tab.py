@@ -56,7 +56,7 @@ PLOT_SECONDS = 0.5  # the plot is redrawn at most this often (and at the end)
 PREVIEW_WIDTH = 512  # grids are shown enlarged (nearest neighbour) to about this width
 STOP_WAIT = 600  # seconds a Stop waits for the checkpoint to be written
 _NAMES = ["what", "images", "name", "model", "vqgan", "size", "steps", "batch_size", "lr"]
-_OUTPUTS = ["status", "plot", "preview"]
+_OUTPUTS = ["status", "plot", "preview", "files"]
 _NONE = {"vqgan": "none: train from scratch", "prior": "choose a VQGAN"}  # the menu's empty entry
 _FLAG = re.compile(r"--[a-z][a-z-]*")
 _FORM_WORDS = {"--size": "size", "--steps": "steps", "--batch-size": "batch size", "--lr": "learning rate",
@@ -132,6 +132,8 @@ def build(page: Page, preset: str) -> TabParts:
                            x_title="step", y_title="loss", height=400, elem_id="train-loss", scale=3)
         samples = gr.Image(label=_LABELS["vqgan"][3], type="pil", format="png", interactive=False, height=400,
                            elem_id="train-samples", scale=2)
+    downloads = gr.File(label="The trained model, for this studio or any VQGAN+CLIP tool (official .ckpt and .yaml)",
+                        file_count="multiple", interactive=False, elem_id="train-files")
     claim = gr.State(None)
 
     def train(claim: str | None, form: dict[str, Any], request: gr.Request) -> Iterator[tuple]:
@@ -160,7 +162,7 @@ def build(page: Page, preset: str) -> TabParts:
     def menu(kind: str) -> tuple:
         return (gr.update(choices=_vqgan_choices(studio, kind if kind in DEFAULTS else "vqgan")),)
 
-    outputs = [status, plot, samples]
+    outputs = [status, plot, samples, downloads]
     claimed = [status, claim, gr.State()]
     runs = [run_button.click(page.claimed, None, claimed, **CLAIMING).success(
                 named(train, _NAMES), [claim, what, images, name, model, vqgan, size, steps, batch_size, lr], outputs,
@@ -249,7 +251,7 @@ def train_job(studio: Studio, form: TrainForm, session: Session) -> Iterator[Upd
                     shown = ", ".join(skipped[:5]) + ("…" if len(skipped) > 5 else "")
                     yield Update(notice=f"{len(skipped)} of {len(form.images)} uploads cannot be read as images "
                                         f"and were left out: {shown}.")
-                yield Update(status="starting the training…", plot=loss_frame(LossCurves()))
+                yield Update(status="starting the training…", plot=loss_frame(LossCurves()), files=[])
                 training = _start(studio, _plan(studio, form, str(data)))
             except BaseException:  # refused or stopped before it began: nothing was trained on them
                 shutil.rmtree(data.parent, ignore_errors=True)
@@ -268,7 +270,7 @@ def resume_job(studio: Studio, steps: int, session: Session, folder: Path | None
             raise InputError(f"steps must be 1 or more, not {steps}.")
         with session.running():
             _make_room(studio)
-            yield Update(status=f"resuming {folder.name}…")
+            yield Update(status=f"resuming {folder.name}…", files=[])
             training = _resumed(studio, folder, steps)
             training.curves.read(folder)
             yield from _follow(studio, session, training)
@@ -375,8 +377,10 @@ def _updates(training: _Training, record: RunRecord) -> Generator[Update, None, 
     trained = f"trained on to step {result.step} ({result.step - began} more steps in {seconds:.0f} s)" if began \
         else f"trained to step {result.step} in {seconds:.0f} s"
     menus = "every prior menu lists it" if curves.prior else "every VQGAN menu lists it"
+    model_files = [str(result.checkpoint), str(getattr(result, "config_file", None) or result.config)]  # run folder's
     yield Update(status=f"Done: the {kind} {registered.stem} {trained}. It is in the weights folder "
-                        f"({registered.name}): {menus}.", result=str(registered), plot=loss_frame(curves))
+                        f"({registered.name}): {menus}.", result=str(registered), plot=loss_frame(curves),
+                 files=model_files)
     return result
 
 

@@ -84,6 +84,10 @@ def test_training_sends_loss_points_while_it_runs_a_grid_and_registers_a_loadabl
         "It is in the weights folder (my-vqgan.ckpt): every VQGAN menu lists it.")
     registered = Path(final.result)
     assert registered == studio.weights_dir / "my-vqgan.ckpt" and registered.with_suffix(".yaml").is_file()
+    run_folder = session.record.folder  # the downloads: the run folder's own copy, in the official formats
+    assert final.files == [str(run_folder / "last.ckpt"), str(run_folder / "last.yaml")]
+    assert load_vqgan(final.files[0], final.files[1]).n_codes == 512
+    assert any(update.files == [] for update in running[:3])  # a new run clears the last one's downloads
     vqgan = load_vqgan(registered, weights_dir=studio.weights_dir)
     assert vqgan.downsample_factor == 8 and vqgan.n_codes == 512
     record = session.record
@@ -138,6 +142,8 @@ def test_a_prior_trains_over_the_trained_vqgan(studio: Studio, uploads, trained)
     assert final.status.startswith("Done: the prior my-prior_transformer trained to step 6") and \
         final.status.endswith("(my-prior_transformer.ckpt): every prior menu lists it.")
     assert Path(final.result).is_file() and session.record.folder.name.startswith("train-prior-my-prior-")
+    folder = session.record.folder
+    assert final.files == [str(folder / "my-prior_transformer.ckpt"), str(folder / "my-prior_transformer.yaml")]
 
 
 @pytest.mark.parametrize(("changes", "said"), [

@@ -28,6 +28,12 @@ def app(tiny_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
         yield App(url, outputs)
 
 
+def first_run_name(app: App) -> str:
+    """The folder name of the first VQGAN the page trained."""
+    (run,) = [p.name for p in app.outputs.iterdir() if re.fullmatch(r"train-vqgan-my-vqgan-\d{8}-\d{6}", p.name)]
+    return run
+
+
 def _colours(png: bytes) -> int:
     """How many distinct colours a screenshot holds (a drawn chart has its lines' colours)."""
     with Image.open(io.BytesIO(png)) as image:
@@ -66,6 +72,15 @@ def test_training_draws_the_loss_plot_and_the_reconstructions(app: App, tmp_path
         assert path.stat().st_size > 10_000
         for kind in ("total", "L1", "codebook"):  # the legend names the curves
             expect(plot).to_contain_text(kind)
+
+        # the model's files, to download: the official .ckpt and its .yaml
+        files = page.locator("#train-files")
+        expect(files).to_contain_text(re.compile(r"last\s*\.ckpt"), timeout=30_000)  # the name, its suffix apart
+        expect(files).to_contain_text(re.compile(r"last\s*\.yaml"))
+        link = files.get_by_role("row", name=re.compile(r"last\s*\.ckpt")).locator("a").first
+        fetched = page.request.get(link.get_attribute("href"))
+        assert fetched.status == 200 and len(fetched.body()) > 10_000
+        assert (app.outputs / first_run_name(app) / "last.ckpt").read_bytes() == fetched.body()
 
         # the trained model is in another tab's menu as soon as it is opened, without a reload
         page.get_by_role("tab", name="Reconstruct").click()
