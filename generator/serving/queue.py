@@ -160,12 +160,12 @@ class JobQueue:
                 raise QueueFull(f"you have {mine} jobs waiting or running, the most this server allows; wait for "
                                 "one to end or cancel one.")
             job = ServedJob(uuid.uuid4().hex, owner, mode, config, make, dict(inputs or {}))
+            job.tell("queued", position=len(self._waiting))  # before a worker can take it and say "started"
             self._jobs[job.id] = job
             self._waiting.append(job)
             self._forget_old()
             self._start_workers()
             self._lock.notify_all()
-        job.tell("queued", position=self.position(job))
         return job
 
     def get(self, owner: str, job_id: str) -> ServedJob | None:

@@ -200,6 +200,7 @@ def run_vqgan(args: argparse.Namespace) -> int:
             raise ConfigError("give --model (train from scratch) or --from (fine-tune), not both.")
         training = VQGANTraining.start(VQGANTrainSettings(**given))
     result = _train_with_bar(training)
+    training.place.close()
     if training.place.main:  # under torchrun the first process says what was made
         print(f"run folder: {result.run_folder}", file=sys.stderr)
         print(result.registered)

@@ -84,6 +84,9 @@ class Distributed:
         return {name: float(value) / self.world for name, value in zip(names, tensor.tolist(), strict=True)}
 
     def close(self) -> None:
-        """Leave the process group (at the end of a run)."""
+        """Leave the process group at the end of a run, once every process is there (a process
+        that exits with the group still open can abort in gloo's teardown while another one is
+        still writing the run's files)."""
         if self.active and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()

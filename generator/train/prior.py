@@ -152,6 +152,7 @@ def run_prior(args: argparse.Namespace) -> int:
         for bar in bars.values():
             bar.close()
     assert result is not None
+    training.place.close()
     if not training.place.main:  # under torchrun the first process says what was made
         return 0
     classes = ", ".join(f"{index} {name}" for index, name in enumerate(result.classes))
