@@ -297,3 +297,17 @@ def test_running_out_of_memory_keeps_the_steps_done_and_says_what_to_change(file
 def _drain(generator):
     for _ in generator:
         pass
+
+
+def test_bf16_autocast_trains_a_prior_with_float32_weights(files, tmp_path: Path) -> None:
+    result, _ = _train(_config(files, precision="bf16", steps=12, val_every=6), tmp_path)
+    lines = _metrics(result.folder)
+    losses = [line["train_loss"] for line in lines if "train_loss" in line]
+    assert len(losses) == 12 and all(np.isfinite(losses)) and np.mean(losses[-4:]) < np.mean(losses[:4])
+    state = torch.load(result.checkpoint, weights_only=True)["state_dict"]
+    gpt = {key: value for key, value in state.items() if key.startswith("transformer.")}
+    assert gpt and all(value.dtype == torch.float32 for value in gpt.values() if value.is_floating_point())
+    assert load_prior(result.checkpoint).spec.conditioning == "sos"
+    full, _ = _train(_config(files, precision="fp32", steps=12, val_every=6), tmp_path / "fp32")
+    full_losses = [line["train_loss"] for line in _metrics(full.folder) if "train_loss" in line]
+    assert losses != full_losses and np.allclose(losses[:3], full_losses[:3], rtol=0.05)  # bf16: close, not equal

@@ -318,3 +318,39 @@ def test_running_out_of_memory_keeps_the_last_step_and_says_what_to_change(image
     monkeypatch.setattr(other, "_train_step", lambda: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # any other error is not said to be memory
         other.run()
+
+
+def test_a_compiled_run_takes_the_steps_of_an_uncompiled_one(images: Path, tmp_path: Path) -> None:
+    """``--compile``: torch.compile'd encoder, decoder and discriminator, through the steps with
+    the discriminator on (the adaptive weight takes two gradients before the full backward)."""
+    losses, weights = {}, {}
+    for compiled in (False, True):
+        training = VQGANTraining.start(settings(images, tmp_path / str(compiled), name=f"compiled-{compiled}",
+                                                steps=3, disc_start=2, compile=compiled))
+        result = training.run()
+        losses[compiled] = [(line["loss"], line.get("d_loss")) for line in _metrics(result.run_folder)]
+        weights[compiled] = training.vqgan.state_dict()
+        for module in (training.vqgan.encoder, training.vqgan.decoder, training.loss.discriminator):
+            assert (getattr(module, "_compiled_call_impl", None) is not None) == compiled
+    assert losses[True][-1][1] is not None  # the discriminator trained at the last step
+    for (loss, d_loss), (expected, expected_d) in zip(losses[True], losses[False], strict=True):
+        assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        assert (d_loss is None) == (expected_d is None) and (d_loss is None or abs(d_loss - expected_d) < 1e-4)
+    for key, expected in weights[False].items():
+        if key.endswith(".k.bias"):  # inert (softmax ignores a shift of every key): its gradient is float noise,
+            continue                 # which Adam scales up to a full step, so its value follows the kernels' order
+        assert torch.allclose(weights[True][key], expected, atol=2e-5), key
+
+
+def test_bf16_autocast_trains_with_float32_weights_and_a_loadable_checkpoint(images: Path, tmp_path: Path) -> None:
+    training = VQGANTraining.start(settings(images, tmp_path, name="bf16", steps=30, precision="bf16",
+                                            log_every=5))
+    assert training.dtype == torch.bfloat16
+    result = training.run()
+    lines = _metrics(result.run_folder)
+    assert all(math.isfinite(line["loss"]) for line in lines) and lines[-1]["l1"] < lines[0]["l1"]
+    assert all(p.dtype == torch.float32 for p in training.vqgan.parameters())  # autocast: the weights stay fp32
+    recorded = json.loads((result.run_folder / "config.json").read_text())
+    assert recorded["precision"] == "bfloat16"
+    loaded = load_vqgan(result.checkpoint)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in training.vqgan.state_dict().items())
