@@ -19,7 +19,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from bench.common import commit, emit, machine
+from bench.common import commit, emit, last_record, machine
 
 HELD_OUT_SEED = 12345
 
@@ -84,11 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         for every in found:
             command = [sys.executable, __file__, "--steps", str(args.steps), "--held-out", str(args.held_out),
                        "--one-every", str(every)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(done.stderr[-2000:], file=sys.stderr)
-                return done.returncode
-            record = json.loads(done.stdout.strip().splitlines()[-1])
+            record = last_record(command)
             found[every].append(record)
             emit({**base, **record, "repeat": repeat})
     summary = {f"every_{every}": {key: statistics.median(r[key] for r in records)

@@ -42,6 +42,20 @@ def emit(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
 
 
+def last_record(command: list[str]) -> dict[str, Any]:
+    """Run one measurement ``command`` in a fresh process (its peak memory its own) and return
+    the JSON line it printed last.
+
+    Raises:
+        SystemExit: the command failed (the end of its stderr is printed first).
+    """
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(done.returncode)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run_isolated(script: str, args: list[str]) -> int:
     """Run ``script --one ...`` in a fresh process so that its peak memory is its own."""
     return subprocess.run([sys.executable, script, *args], cwd=ROOT).returncode

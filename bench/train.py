@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from bench.common import commit, emit, machine, peak_mb, reset_peak
+from bench.common import commit, emit, last_record, machine, peak_mb, reset_peak
 from tests.parity import taming_stand_ins
 
 SIDES = ("studio", "taming")
@@ -162,11 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     for repeat in range(args.repeats):
         for side in sides:
             command = [sys.executable, __file__, "--side", side, *_forwarded(argv or sys.argv[1:])]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(done.stderr[-2000:], file=sys.stderr)
-                return done.returncode
-            record = json.loads(done.stdout.strip().splitlines()[-1])
+            record = last_record(command)
             found[side].append(record)
             emit({**base, **record, "repeat": repeat, "steps_per_s": round(record["steps_per_s"], 4),
                   "peak_mb": round(record["peak_mb"], 1)})
