@@ -34,8 +34,9 @@ IMAGE_SIDE = 96
 STUDIO_VQGAN = VQGANConfig(embed_dim=32, n_embed=512, z_channels=32, resolution=128, ch=32, ch_mult=(1, 2, 2),
                            num_res_blocks=1, attn_resolutions=())
 """The studio VQGAN: factor 4 (a code for every 4 x 4 pixels), 512 codes, about 0.6 M parameters;
-widths are multiples of 32, so Taming's own modules load it too. On these images it reconstructs
-3 to 5 dB closer than the factor-8 ``tiny`` size after the same steps."""
+widths are multiples of 32, so Taming's own modules load it too. After the same 800 steps it
+reconstructs unseen landscapes 1.5 to 3.7 dB closer than the factor-8 ``tiny`` size (patterns:
+one 2.1 dB closer, one 0.9 dB further)."""
 VQGAN_NAME = "studio_vqgan"
 PRIOR_NAME = "studio"  # registered as studio_transformer.ckpt
 
