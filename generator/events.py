@@ -91,3 +91,15 @@ def relay(events: Generator[Event, None, Result], transform: Callable[[Event], O
         except StopIteration as stop:
             return stop.value
         yield transform(event)
+
+
+def drain(events: Generator[Event, None, Result], on_event: Callable[[Event], None] | None = None) -> Result:
+    """Run a sub-generator to its end, handing each event to ``on_event`` (or dropping it), and
+    return its value."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)

@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from generator.decoder.loader import load_vqgan_by_name
 from generator.devices import autocast, describe_device, is_out_of_memory, release_memory
 from generator.errors import CheckpointError, ConfigError, InputError, OutOfMemoryError, summary
-from generator.events import Event, Notice, Preview, Progress
+from generator.events import Event, Notice, Preview, Progress, drain
 from generator.io.atomic_files import output_error, replace_bytes_atomic
 from generator.io.images import contact_sheet, png_bytes, tensor_to_pil
 from generator.io.outputs import new_folder, slugify
@@ -199,7 +199,7 @@ class PriorTraining:
                 "fewer sub-folders or a VQGAN with more codes.")
         digest = code_cache.vqgan_digest(vqgan)
         if not place.main:  # the first process writes the files and reports; the others train
-            return (yield from _quietly(self._follow(vqgan, digest)))
+            return drain(self._follow(vqgan, digest))
         if self.folder is None:
             self.folder = self._create_folder()
             self._write_json(CONFIG_FILE, config.to_dict())
@@ -554,13 +554,3 @@ class PriorTraining:
                 raise
             raise InputError(f"the training state {path} cannot be read ({type(error).__name__}); the run cannot be "
                              "resumed, start a new one.") from None
-
-
-def _quietly(run: Generator[Event, None, PriorTrainingResult]) -> Generator[Event, None, PriorTrainingResult]:
-    """``run`` without its events (a process that does not report)."""
-    while True:
-        try:
-            next(run)
-        except StopIteration as finished:
-            return finished.value
-    yield  # a generator, like the run it wraps

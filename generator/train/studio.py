@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
-from generator.events import Event
+from generator.events import Event, drain
 from models.vqgan import VQGANConfig
 
 if TYPE_CHECKING:
@@ -161,15 +161,7 @@ def train_studio_model(out: str | Path, recipe: StudioRecipe = StudioRecipe(), *
         val_every=max(1, recipe.prior_steps // 4), sample_every=recipe.prior_steps, sample_count=4,
         save_every=recipe.prior_steps, precision="fp32", name=names[1])
     run = PriorTraining(prior, out_dir=str(folder), device=pick_device(device), weights_dir=weights_dir).run()
-    ended: list[Any] = []
-
-    def events() -> Iterator[Event]:
-        ended.append((yield from run))  # the run's result, once its events are through
-
-    for event in events():
-        if on_event is not None:
-            on_event(event)
-    result = ended[0]
+    result = drain(run, on_event)
     model = StudioModel(vqgan_run.registered, Path(result.registered), folder)
     write_sheet(model, data, Path(result.folder))
     return model

@@ -121,8 +121,9 @@ class VQGANTraining:
     """
 
     def __init__(self, settings: VQGANTrainSettings, vqgan: VQGAN, loss: VQGANLoss, sampler: CropSampler,
-                 device: torch.device, run_folder: Path, *, step: int = 0, place: Distributed | None = None) -> None:
-        self.samples = held_out_crops(sampler.folder, settings)
+                 device: torch.device, run_folder: Path, *, step: int = 0, place: Distributed | None = None,
+                 samples: torch.Tensor | None = None) -> None:
+        self.samples = samples if samples is not None else held_out_crops(sampler.folder, settings)
         self.settings = settings
         self.vqgan = vqgan
         self.place = place or Distributed()
@@ -199,10 +200,11 @@ class VQGANTraining:
             restarts = RESTART_DEAD_CODES if settings.from_model is None else 0
         resolved = replace(settings, name=name, seed=seed, architecture=vqgan.config.to_dict(),
                            restart_dead_codes=restarts)
-        held_out_crops(folder, resolved)  # a folder without one readable image stops before any file is written
+        # drawn before the run folder is made: a folder without one readable image stops before any file is written
+        samples = held_out_crops(folder, resolved)
         run_folder = place.share(_new_run_folder(Path(settings.out), name) if place.main else None)
         training = cls(resolved, vqgan.train().requires_grad_(True), loss.train(), sampler, device, run_folder,
-                       place=place)
+                       place=place, samples=samples)
         if place.main:
             training._write_config()
             ckpt.write_text(training.yaml_path, training._yaml())
