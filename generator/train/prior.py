@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from generator.devices import pick_device
 from generator.errors import ConfigError
-from generator.events import Notice, Progress
+from generator.events import Event, Notice, Progress, drain
 from generator.train.prior_settings import CONDITIONINGS, PRECISIONS, PriorTrainingConfig, resume_config
 from generator.train.prior_training import PriorTraining
 
@@ -124,24 +124,20 @@ def run_prior(args: argparse.Namespace) -> int:
                              resume=resume)
     bars: dict[str, tqdm] = {}
     run = training.run()
-    result = None
     try:
         with logging_redirect_tqdm(), _stop_requests() as stop:
-            while True:
-                try:
-                    event = next(run)
-                except StopIteration as finished:
-                    result = finished.value
-                    break
+
+            def show(event: Event) -> None:
                 if isinstance(event, Progress):
                     _show(bars, event)
                 elif isinstance(event, Notice):
                     tqdm.write(f"note: {event.message}", file=sys.stderr)
-                if stop.is_set():
-                    run.close()  # saves the training state of the step just finished
+                if stop.is_set():  # Ctrl-C waits for the step under way: the run is closed below
                     raise KeyboardInterrupt
+
+            result = drain(run, show)
     except KeyboardInterrupt:
-        run.close()
+        run.close()  # saves the training state of the step just finished
         for bar in bars.values():
             bar.close()
         if training.folder is not None:
@@ -151,7 +147,6 @@ def run_prior(args: argparse.Namespace) -> int:
     finally:
         for bar in bars.values():
             bar.close()
-    assert result is not None
     training.place.close()
     if not training.place.main:  # under torchrun the first process says what was made
         return 0

@@ -36,7 +36,7 @@ from generator.train.prior_training import PriorTraining
 from generator.webui.catalogue import local_files
 from generator.weights import store
 from models.vqgan import VQGAN
-from tests.factories import save_tiny_vqgan
+from tests.factories import ctrl_c_cli, save_tiny_vqgan
 
 BRIGHT = (10, 12, 14)
 DARK = (1, 3, 5)
@@ -311,3 +311,24 @@ def test_bf16_autocast_trains_a_prior_with_float32_weights(files, tmp_path: Path
     full, _ = _train(_config(files, precision="fp32", steps=12, val_every=6), tmp_path / "fp32")
     full_losses = [line["train_loss"] for line in _metrics(full.folder) if "train_loss" in line]
     assert losses != full_losses and np.allclose(losses[:3], full_losses[:3], rtol=0.05)  # bf16: close, not equal
+
+
+def test_ctrl_c_on_the_command_line_keeps_the_step_done_and_says_how_to_go_on(files, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    def a_few_steps_done() -> bool:
+        return any(len(_metrics(folder)) >= 4 for folder in out.glob("train-prior-*")
+                   if (folder / "metrics.jsonl").is_file())
+
+    code, said = ctrl_c_cli(["train", "prior", "--vqgan", str(files["vqgan"]), "--data", str(files["flat"]), "--size",
+                             str(SIZE), "--steps", "100000", "--batch-size", "4", "--n-layer", "1", "--n-head", "2",
+                             "--n-embd", "16", "--seed", "3", "--out", str(out), "--device", "cpu", "--threads", "1"],
+                            a_few_steps_done)
+    (folder,) = out.glob("train-prior-*")
+    assert code != 0 and f"continue with: python -m generator train prior --resume {folder}" in said
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "stopped" and 3 <= record["step"] < 100000
+    assert _metrics(folder)[-1]["step"] == record["step"]  # the saved state is the last step the metrics show
+    config, resume = config_from_args(_args("--resume", str(folder), "--steps", str(record["step"] + 2)))
+    resumed, _ = _train(config, tmp_path, resume=resume)
+    assert resumed.step == record["step"] + 2
